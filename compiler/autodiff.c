@@ -1,0 +1,123 @@
+/* autodiff.c — reverse-mode differentiation as an IR-to-IR pass.
+ *
+ * Requires: a forward graph whose loss value y is reachable from the parameters.
+ * Guarantees: v->grad is set for exactly the values on a path from a trainable parameter to y; the
+ * backward nodes are ordinary IR appended after the forward ones, built with the same builders, so
+ * later passes (memory planning, codegen, fusion) treat them like any other node. Nothing is built
+ * for frozen parameters or for inputs: freezing is a flag plus reachability, never a special case.
+ * Gradients of a value used more than once are summed with `add` nodes.
+ *
+ * Each rule receives the node, the gradient dy of its output and which inputs need a gradient. */
+#include "compiler/compiler.h"
+#include <string.h>
+
+typedef void (*grad_rule)(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx);
+
+/* C = op_a(A) op_b(B):
+ *   dA = dC op_b(B)^T        (A^T used: dA = op_b(B) dC^T)
+ *   dB = op_a(A)^T dC        (B^T used: dB = dC^T op_a(A)) */
+static void grad_matmul(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  gr_value *a = n->in[0], *b = n->in[1];
+  int ta = n->a.trans_a, tb = n->a.trans_b;
+  if (needs[0]) dx[0] = ta ? gr_matmul(g, b, dy, tb, 1, n->loc) : gr_matmul(g, dy, b, 0, !tb, n->loc);
+  if (needs[1]) dx[1] = tb ? gr_matmul(g, dy, a, 1, ta, n->loc) : gr_matmul(g, a, dy, !ta, 0, n->loc);
+}
+
+/* y = x + b (b broadcast over rows):  dx = dy,  db = sum over rows of dy */
+static void grad_bias_add(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  if (needs[0]) dx[0] = dy;
+  if (needs[1]) dx[1] = gr_unary(g, GR_OP_SUM_ROWS, dy, n->loc);
+}
+
+/* y = a + b:  da = dy,  db = dy */
+static void grad_add(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  (void)g; (void)n;
+  if (needs[0]) dx[0] = dy;
+  if (needs[1]) dx[1] = dy;
+}
+
+/* y = max(x, 0):  dx = dy * [y > 0] */
+static void grad_relu(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  if (needs[0]) dx[0] = gr_binary(g, GR_OP_RELU_GRAD, n->out, dy, n->loc);
+}
+
+/* y = 1 / (1 + e^-x):  dx = dy * y * (1 - y) */
+static void grad_sigmoid(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  if (needs[0]) dx[0] = gr_binary(g, GR_OP_SIGMOID_GRAD, n->out, dy, n->loc);
+}
+
+/* y = tanh x:  dx = dy * (1 - y^2) */
+static void grad_tanh(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  if (needs[0]) dx[0] = gr_binary(g, GR_OP_TANH_GRAD, n->out, dy, n->loc);
+}
+
+/* y = reshape(x):  dx = reshape(dy) to x's shape */
+static void grad_reshape(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  if (needs[0]) dx[0] = gr_reshape(g, dy, n->in[0]->shape, n->loc);
+}
+
+/* L = mean_r [ logsumexp(x_r) - x_r[t_r] ]:  dx_r = dL * (softmax(x_r) - onehot(t_r)) / N */
+static void grad_softmax_ce(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  gr_value *in[3] = {n->in[0], n->in[1], dy};
+  if (needs[0]) dx[0] = gr_apply(g, GR_OP_SOFTMAX_CE_GRAD, in, 3, NULL, n->loc);
+}
+
+static const grad_rule rules[GR_OP_COUNT] = {
+#define OP(id, name, arity, kclass, flags, shape, grad, emit) [GR_OP_##id] = grad,
+#include "ir/ops.def"
+#undef OP
+};
+
+bool gr_autodiff(gr_graph *g, gr_value *y, gr_value *dy) {
+  GR_CHECK(gr_shape_eq(&y->shape, &dy->shape), "autodiff: seed gradient has the wrong shape");
+  int n0 = g->n_nodes, nv = g->n_values;
+  /* forward: which values depend on a trainable parameter */
+  bool *dep = gr_alloc(g->arena, (size_t)nv);
+  for (int i = 0; i < n0; i++) {
+    gr_node *n = g->nodes[i];
+    if (!n->out) continue;
+    if (n->op == GR_OP_PARAM) {
+      dep[n->out->id] = n->out->trainable;
+      continue;
+    }
+    if (!rules[n->op]) continue;
+    for (int k = 0; k < n->n_in; k++)
+      if (dep[n->in[k]->id]) dep[n->out->id] = true;
+  }
+  /* backward: which of those reach y */
+  bool *reach = gr_alloc(g->arena, (size_t)nv);
+  reach[y->id] = true;
+  for (int i = n0 - 1; i >= 0; i--) {
+    gr_node *n = g->nodes[i];
+    if (!n->out || !reach[n->out->id]) continue;
+    for (int k = 0; k < n->n_in; k++) reach[n->in[k]->id] = true;
+  }
+  gr_value **grad = gr_alloc(g->arena, sizeof(gr_value *) * (size_t)nv);
+  grad[y->id] = dy;
+  bool was = g->in_backward;
+  const char *layer = g->layer;
+  g->in_backward = true;
+  int errors0 = g->diag->n_errors;
+  for (int i = n0 - 1; i >= 0; i--) {
+    gr_node *n = g->nodes[i];
+    if (!n->out || !grad[n->out->id] || !rules[n->op]) continue;
+    bool needs[GR_MAX_IN] = {0}, any = false;
+    for (int k = 0; k < n->n_in; k++) any |= needs[k] = dep[n->in[k]->id] && reach[n->in[k]->id];
+    if (!any) continue;
+    gr_value *dx[GR_MAX_IN] = {0};
+    g->layer = n->layer;
+    rules[n->op](g, n, grad[n->out->id], needs, dx);
+    for (int k = 0; k < n->n_in; k++) {
+      if (!needs[k]) continue;
+      GR_CHECK(dx[k] != NULL || g->diag->n_errors > errors0, "gradient rule of %s gave no gradient for input %d", gr_ops[n->op].name, k);
+      if (!dx[k]) continue;
+      int id = n->in[k]->id;
+      grad[id] = grad[id] ? gr_binary(g, GR_OP_ADD, grad[id], dx[k], n->loc) : dx[k];
+    }
+  }
+  g->in_backward = was;
+  g->layer = layer;
+  for (int i = 0; i < nv; i++)
+    if (grad[i] && g->values[i] != y) g->values[i]->grad = grad[i];
+  return g->diag->n_errors == errors0;
+}

@@ -1,0 +1,417 @@
+/* codegen.c — LLVM IR for graft programs, through the LLVM C API.
+ *
+ * Requires: programs whose memory is planned (every value has a slab or arena offset).
+ * Guarantees: one module with, per program, `void NAME(ptr slab, ptr arena, i64 n, ptr scalars)`,
+ * which runs the program's nodes in order on a batch of n rows. GEMMs call cblas_?gemm; every other
+ * kernel is generated here: elementwise ops as a rows x inner loop nest around the op's scalar
+ * emitter, and CUSTOM ops (reductions, softmax/cross-entropy, optimizer updates) by their emitter.
+ * Kernels are internal functions with noalias pointers, so O3 inlines and vectorises them.
+ * Floating-point arithmetic carries `reassoc contract` (sums vectorise; NaN and Inf still propagate).
+ * The graph's float type (f32, or f64 for gradient checks) is used throughout. */
+#include "compiler/codegen.h"
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+typedef struct gr_cg {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMTypeRef ft, i64, i32, ptr, voidt, f32;
+  const gr_graph *g;
+} gr_cg;
+
+/* Emitters: ELEM ops get scalar operands and return the scalar result. CUSTOM ops get
+ * [input pointers..., output pointer (NULL for updates), n (i64), scalars pointer] and emit the body. */
+typedef LLVMValueRef (*emit_fn)(gr_cg *cg, const gr_node *n, LLVMValueRef *args);
+
+/* ---- small builders ---------------------------------------------------------------------------- */
+
+static LLVMValueRef fm(LLVMValueRef v) {
+  if (LLVMIsAInstruction(v) && LLVMCanValueUseFastMathFlags(v))
+    LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc | LLVMFastMathAllowContract);
+  return v;
+}
+static LLVMValueRef fadd(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(LLVMBuildFAdd(c->b, a, b, "")); }
+static LLVMValueRef fsub(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(LLVMBuildFSub(c->b, a, b, "")); }
+static LLVMValueRef fmul(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(LLVMBuildFMul(c->b, a, b, "")); }
+static LLVMValueRef fdiv(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(LLVMBuildFDiv(c->b, a, b, "")); }
+static LLVMValueRef fconst(gr_cg *c, double x) { return LLVMConstReal(c->ft, x); }
+static LLVMValueRef iconst(gr_cg *c, int64_t x) { return LLVMConstInt(c->i64, (unsigned long long)x, 1); }
+static LLVMValueRef iadd(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWAdd(c->b, a, b, ""); }
+static LLVMValueRef imul(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWMul(c->b, a, b, ""); }
+
+static LLVMValueRef elem_ptr(gr_cg *c, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef idx) {
+  return LLVMBuildInBoundsGEP2(c->b, t, base, &idx, 1, "");
+}
+static LLVMValueRef loadf(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) {
+  return LLVMBuildLoad2(c->b, c->ft, elem_ptr(c, c->ft, base, idx), "");
+}
+static void storef(gr_cg *c, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx) {
+  LLVMBuildStore(c->b, v, elem_ptr(c, c->ft, base, idx));
+}
+
+static LLVMValueRef intrinsic(gr_cg *c, const char *name, LLVMValueRef *args, int n) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  GR_CHECK(id != 0, "no LLVM intrinsic %s", name);
+  LLVMTypeRef t = c->ft;
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, &t, 1);
+  LLVMTypeRef fty = LLVMIntrinsicGetType(c->ctx, id, &t, 1);
+  return fm(LLVMBuildCall2(c->b, fty, fn, args, (unsigned)n, ""));
+}
+
+/* A libm function of the graph's float type (f suffix for f32), resolved by the JIT's symbol table. */
+static LLVMValueRef libm(gr_cg *c, const char *name, LLVMValueRef x) {
+  char full[32];
+  snprintf(full, sizeof full, "%s%s", name, c->ft == c->f32 ? "f" : "");
+  LLVMTypeRef fty = LLVMFunctionType(c->ft, &c->ft, 1, 0);
+  LLVMValueRef fn = LLVMGetNamedFunction(c->mod, full);
+  if (!fn) fn = LLVMAddFunction(c->mod, full, fty);
+  return LLVMBuildCall2(c->b, fty, fn, &x, 1, "");
+}
+
+static LLVMValueRef fexp(gr_cg *c, LLVMValueRef x) { return intrinsic(c, "llvm.exp", &x, 1); }
+static LLVMValueRef flog(gr_cg *c, LLVMValueRef x) { return intrinsic(c, "llvm.log", &x, 1); }
+
+/* ---- loops ------------------------------------------------------------------------------------- */
+
+typedef struct cg_loop {
+  LLVMBasicBlockRef header, body, exit;
+  LLVMValueRef i;
+  int n_carry;
+  LLVMValueRef carry_phi[4], carry_next[4];
+} cg_loop;
+
+/* for (i = 0; i < count; i++) — leaves the builder in the body. */
+static void loop_begin(gr_cg *c, cg_loop *L, LLVMValueRef count) {
+  memset(L, 0, sizeof *L);
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
+  LLVMValueRef fn = LLVMGetBasicBlockParent(pre);
+  L->header = LLVMAppendBasicBlockInContext(c->ctx, fn, "loop");
+  L->body = LLVMAppendBasicBlockInContext(c->ctx, fn, "body");
+  L->exit = LLVMAppendBasicBlockInContext(c->ctx, fn, "done");
+  LLVMBuildBr(c->b, L->header);
+  LLVMPositionBuilderAtEnd(c->b, L->header);
+  L->i = LLVMBuildPhi(c->b, c->i64, "i");
+  LLVMValueRef zero = iconst(c, 0);
+  LLVMAddIncoming(L->i, &zero, &pre, 1);
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, L->i, count, ""), L->body, L->exit);
+  LLVMPositionBuilderAtEnd(c->b, L->body);
+}
+
+/* A loop-carried value: starts at init; set its next value with loop_carry; after loop_end the phi
+ * holds the final value. */
+static LLVMValueRef loop_phi(gr_cg *c, cg_loop *L, LLVMTypeRef t, LLVMValueRef init) {
+  LLVMBuilderRef tmp = LLVMCreateBuilderInContext(c->ctx);
+  LLVMPositionBuilderBefore(tmp, L->i);
+  LLVMValueRef phi = LLVMBuildPhi(tmp, t, "acc");
+  LLVMDisposeBuilder(tmp);
+  LLVMBasicBlockRef pre = LLVMGetIncomingBlock(L->i, 0);
+  LLVMAddIncoming(phi, &init, &pre, 1);
+  GR_ASSERT(L->n_carry < 4);
+  L->carry_phi[L->n_carry] = phi;
+  L->carry_next[L->n_carry++] = NULL;
+  return phi;
+}
+
+static void loop_carry(cg_loop *L, LLVMValueRef phi, LLVMValueRef next) {
+  for (int k = 0; k < L->n_carry; k++)
+    if (L->carry_phi[k] == phi) L->carry_next[k] = next;
+}
+
+static void loop_end(gr_cg *c, cg_loop *L) {
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
+  LLVMValueRef next = iadd(c, L->i, iconst(c, 1));
+  LLVMAddIncoming(L->i, &next, &latch, 1);
+  for (int k = 0; k < L->n_carry; k++) {
+    GR_ASSERT(L->carry_next[k] != NULL);
+    LLVMAddIncoming(L->carry_phi[k], &L->carry_next[k], &latch, 1);
+  }
+  LLVMBuildBr(c->b, L->header);
+  LLVMPositionBuilderAtEnd(c->b, L->exit);
+}
+
+/* ---- elementwise emitters (ops.def column) ----------------------------------------------------- */
+
+static LLVMValueRef emit_add(gr_cg *c, const gr_node *n, LLVMValueRef *a) { (void)n; return fadd(c, a[0], a[1]); }
+
+static LLVMValueRef emit_relu(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
+  (void)n; /* x < 0 ? 0 : x — a NaN stays NaN */
+  return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOLT, a[0], fconst(c, 0), ""), fconst(c, 0), a[0], "");
+}
+
+static LLVMValueRef emit_relu_grad(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
+  (void)n; /* (y, dy) -> y > 0 ? dy : 0 */
+  return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, a[0], fconst(c, 0), ""), a[1], fconst(c, 0), "");
+}
+
+static LLVMValueRef emit_sigmoid(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
+  (void)n; /* 1 / (1 + e^-x) */
+  return fdiv(c, fconst(c, 1), fadd(c, fconst(c, 1), fexp(c, fm(LLVMBuildFNeg(c->b, a[0], "")))));
+}
+
+static LLVMValueRef emit_sigmoid_grad(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
+  (void)n; /* (y, dy) -> dy * y * (1 - y) */
+  return fmul(c, a[1], fmul(c, a[0], fsub(c, fconst(c, 1), a[0])));
+}
+
+static LLVMValueRef emit_tanh(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
+  (void)n; /* tanh x = sign(x) * -t / (2 + t), t = expm1(-2|x|): accurate near 0, saturates cleanly */
+  LLVMValueRef ax = intrinsic(c, "llvm.fabs", &a[0], 1);
+  LLVMValueRef t = libm(c, "expm1", fmul(c, fconst(c, -2), ax));
+  LLVMValueRef r = fdiv(c, fm(LLVMBuildFNeg(c->b, t, "")), fadd(c, fconst(c, 2), t));
+  LLVMValueRef args[2] = {r, a[0]};
+  return intrinsic(c, "llvm.copysign", args, 2);
+}
+
+static LLVMValueRef emit_tanh_grad(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
+  (void)n; /* (y, dy) -> dy * (1 - y^2) */
+  return fmul(c, a[1], fsub(c, fconst(c, 1), fmul(c, a[0], a[0])));
+}
+
+/* ---- custom emitters --------------------------------------------------------------------------- */
+
+static LLVMValueRef rows_of(gr_cg *c, const gr_shape *s, LLVMValueRef n) {
+  return gr_shape_has_batch(s) ? n : iconst(c, 1);
+}
+
+/* out[c] = sum_r x[r, c] */
+static LLVMValueRef emit_sum_rows(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], out = a[1], n = a[2];
+  int64_t C = gr_shape_inner(&nd->in[0]->shape);
+  cg_loop L, R;
+  loop_begin(c, &L, iconst(c, C));
+  storef(c, fconst(c, 0), out, L.i);
+  loop_end(c, &L);
+  loop_begin(c, &R, n);
+  LLVMValueRef base = imul(c, R.i, iconst(c, C));
+  loop_begin(c, &L, iconst(c, C));
+  storef(c, fadd(c, loadf(c, out, L.i), loadf(c, x, iadd(c, base, L.i))), out, L.i);
+  loop_end(c, &L);
+  loop_end(c, &R);
+  return NULL;
+}
+
+/* For row r of x [N, C]: its max m and s = sum_c exp(x[r,c] - m). Leaves the builder in the row loop. */
+static void row_max_sumexp(gr_cg *c, LLVMValueRef row, int64_t C, LLVMValueRef *m_out, LLVMValueRef *s_out) {
+  cg_loop L;
+  loop_begin(c, &L, iconst(c, C));
+  LLVMValueRef m = loop_phi(c, &L, c->ft, fconst(c, -INFINITY));
+  LLVMValueRef v = loadf(c, row, L.i);
+  loop_carry(&L, m, LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, v, m, ""), v, m, ""));
+  loop_end(c, &L);
+  loop_begin(c, &L, iconst(c, C));
+  LLVMValueRef s = loop_phi(c, &L, c->ft, fconst(c, 0));
+  loop_carry(&L, s, fadd(c, s, fexp(c, fsub(c, loadf(c, row, L.i), m))));
+  loop_end(c, &L);
+  *m_out = m;
+  *s_out = s;
+}
+
+static LLVMValueRef load_label(gr_cg *c, LLVMValueRef labels, LLVMValueRef r) {
+  LLVMValueRef t = LLVMBuildLoad2(c->b, c->i32, elem_ptr(c, c->i32, labels, r), "");
+  return LLVMBuildSExt(c->b, t, c->i64, "");
+}
+
+/* loss = (1/N) sum_r [ m_r + log s_r - x[r, t_r] ] */
+static LLVMValueRef emit_softmax_ce(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], labels = a[1], out = a[2], n = a[3];
+  int64_t C = nd->in[0]->shape.dim[1];
+  cg_loop R;
+  loop_begin(c, &R, n);
+  LLVMValueRef acc = loop_phi(c, &R, c->ft, fconst(c, 0));
+  LLVMValueRef row = elem_ptr(c, c->ft, x, imul(c, R.i, iconst(c, C)));
+  LLVMValueRef m, s;
+  row_max_sumexp(c, row, C, &m, &s);
+  LLVMValueRef lse = fadd(c, m, flog(c, s));
+  loop_carry(&R, acc, fadd(c, acc, fsub(c, lse, loadf(c, row, load_label(c, labels, R.i)))));
+  loop_end(c, &R);
+  storef(c, fdiv(c, acc, LLVMBuildSIToFP(c->b, n, c->ft, "")), out, iconst(c, 0));
+  return NULL;
+}
+
+/* dx[r, j] = dL/N * (exp(x[r,j] - m_r) / s_r - [j == t_r]) */
+static LLVMValueRef emit_softmax_ce_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], labels = a[1], dl = a[2], out = a[3], n = a[4];
+  int64_t C = nd->in[0]->shape.dim[1];
+  LLVMValueRef scale = fdiv(c, loadf(c, dl, iconst(c, 0)), LLVMBuildSIToFP(c->b, n, c->ft, ""));
+  cg_loop R, L;
+  loop_begin(c, &R, n);
+  LLVMValueRef base = imul(c, R.i, iconst(c, C));
+  LLVMValueRef row = elem_ptr(c, c->ft, x, base), orow = elem_ptr(c, c->ft, out, base);
+  LLVMValueRef m, s;
+  row_max_sumexp(c, row, C, &m, &s);
+  LLVMValueRef k = fdiv(c, scale, s);
+  loop_begin(c, &L, iconst(c, C));
+  storef(c, fmul(c, fexp(c, fsub(c, loadf(c, row, L.i), m)), k), orow, L.i);
+  loop_end(c, &L);
+  LLVMValueRef t = load_label(c, labels, R.i);
+  storef(c, fsub(c, loadf(c, orow, t), scale), orow, t);
+  loop_end(c, &R);
+  return NULL;
+}
+
+/* torch.optim.SGD: g += wd p; v = mu v + g; g = nesterov ? g + mu v : v; p -= lr g */
+static LLVMValueRef emit_sgd_update(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  bool mom = nd->op == GR_OP_SGD_MOMENTUM_UPDATE;
+  LLVMValueRef p = a[0], g = a[1], v = mom ? a[2] : NULL, scal = a[nd->n_in + 2];
+  LLVMValueRef lr = LLVMBuildLoad2(c->b, c->f32, elem_ptr(c, c->f32, scal, iconst(c, nd->a.lr_slot)), "lr");
+  if (c->ft != c->f32) lr = LLVMBuildFPExt(c->b, lr, c->ft, "");
+  int64_t count = gr_shape_inner(&nd->in[0]->shape);
+  cg_loop L;
+  loop_begin(c, &L, iconst(c, count));
+  LLVMValueRef pi = loadf(c, p, L.i), gi = loadf(c, g, L.i);
+  if (nd->a.weight_decay != 0) gi = fadd(c, gi, fmul(c, fconst(c, nd->a.weight_decay), pi));
+  if (mom) {
+    LLVMValueRef vi = fadd(c, fmul(c, fconst(c, nd->a.momentum), loadf(c, v, L.i)), gi);
+    storef(c, vi, v, L.i);
+    gi = nd->a.nesterov ? fadd(c, gi, fmul(c, fconst(c, nd->a.momentum), vi)) : vi;
+  }
+  storef(c, fsub(c, pi, fmul(c, lr, gi)), p, L.i);
+  loop_end(c, &L);
+  return NULL;
+}
+
+static const emit_fn emitters[GR_OP_COUNT] = {
+#define OP(id, name, arity, kclass, flags, shape, grad, emit) [GR_OP_##id] = emit,
+#include "ir/ops.def"
+#undef OP
+};
+
+/* ---- kernels and programs ---------------------------------------------------------------------- */
+
+/* void k<id>(ptr in..., ptr out, i64 n, ptr scalars) */
+static LLVMValueRef kernel_function(gr_cg *c, const gr_node *nd) {
+  int np = nd->n_in + 3;
+  LLVMTypeRef params[GR_MAX_IN + 3];
+  for (int i = 0; i < np; i++) params[i] = c->ptr;
+  params[nd->n_in + 1] = c->i64;
+  char name[64];
+  snprintf(name, sizeof name, "k%d_%s", nd->id, gr_ops[nd->op].name);
+  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->voidt, params, (unsigned)np, 0));
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  for (int i = 0; i <= nd->n_in; i++)
+    LLVMAddAttributeAtIndex(fn, (unsigned)i + 1, LLVMCreateEnumAttribute(c->ctx, noalias, 0));
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+  LLVMValueRef args[GR_MAX_IN + 3];
+  for (int i = 0; i < np; i++) args[i] = LLVMGetParam(fn, (unsigned)i);
+  const gr_op_info *info = &gr_ops[nd->op];
+  if (info->kclass == GR_KC_CUSTOM) {
+    if (info->flags & GR_OPF_UPD) args[nd->n_in] = NULL;
+    emitters[nd->op](c, nd, args);
+  } else {
+    GR_ASSERT(info->kclass == GR_KC_ELEM);
+    const gr_shape *os = &nd->out->shape;
+    int64_t inner = gr_shape_inner(os);
+    LLVMValueRef out = args[nd->n_in];
+    cg_loop R, L;
+    loop_begin(c, &R, rows_of(c, os, args[nd->n_in + 1]));
+    LLVMValueRef base = imul(c, R.i, iconst(c, inner));
+    loop_begin(c, &L, iconst(c, inner));
+    LLVMValueRef idx = iadd(c, base, L.i), vals[GR_MAX_IN];
+    for (int k = 0; k < nd->n_in; k++) {
+      bool bcast = gr_shape_has_batch(os) && !gr_shape_has_batch(&nd->in[k]->shape);
+      vals[k] = loadf(c, args[k], bcast ? L.i : idx);
+    }
+    storef(c, emitters[nd->op](c, nd, vals), out, idx);
+    loop_end(c, &L);
+    loop_end(c, &R);
+  }
+  LLVMBuildRetVoid(c->b);
+  return fn;
+}
+
+static LLVMValueRef value_ptr(gr_cg *c, const gr_program *p, const gr_value *v, LLVMValueRef slab, LLVMValueRef arena) {
+  const gr_value *r = gr_storage_root(v);
+  int64_t off;
+  LLVMValueRef base;
+  if (r->role == GR_ROLE_PARAM || r->role == GR_ROLE_STATE) {
+    GR_CHECK(r->slab_offset >= 0, "value %%%d has no slab offset", r->id);
+    off = r->slab_offset;
+    base = slab;
+  } else {
+    GR_CHECK(p->offsets[r->id] >= 0, "value %%%d has no arena offset in program %s", r->id, p->name);
+    off = p->offsets[r->id];
+    base = arena;
+  }
+  LLVMValueRef idx = iconst(c, off);
+  return LLVMBuildInBoundsGEP2(c->b, LLVMInt8TypeInContext(c->ctx), base, &idx, 1, "");
+}
+
+static LLVMValueRef gemm_dim(gr_cg *c, int64_t d, LLVMValueRef n) {
+  return d == GR_BATCH ? LLVMBuildTrunc(c->b, n, c->i32, "") : LLVMConstInt(c->i32, (unsigned long long)d, 0);
+}
+
+/* C[M, N] = op(A) op(B), row-major, through cblas_sgemm / cblas_dgemm. */
+static void emit_gemm(gr_cg *c, const gr_node *nd, LLVMValueRef A, LLVMValueRef B, LLVMValueRef C, LLVMValueRef n) {
+  const gr_shape *as = &nd->in[0]->shape, *bs = &nd->in[1]->shape, *cs = &nd->out->shape;
+  bool f64 = c->ft != c->f32;
+  LLVMTypeRef pt[14] = {c->i32, c->i32, c->i32, c->i32, c->i32, c->i32, c->ft, c->ptr, c->i32, c->ptr, c->i32, c->ft, c->ptr, c->i32};
+  LLVMTypeRef fty = LLVMFunctionType(c->voidt, pt, 14, 0);
+  const char *name = f64 ? "cblas_dgemm" : "cblas_sgemm";
+  LLVMValueRef fn = LLVMGetNamedFunction(c->mod, name);
+  if (!fn) fn = LLVMAddFunction(c->mod, name, fty);
+  int64_t K = as->dim[nd->a.trans_a ? 0 : 1];
+  LLVMValueRef args[14] = {
+      LLVMConstInt(c->i32, CblasRowMajor, 0),
+      LLVMConstInt(c->i32, nd->a.trans_a ? CblasTrans : CblasNoTrans, 0),
+      LLVMConstInt(c->i32, nd->a.trans_b ? CblasTrans : CblasNoTrans, 0),
+      gemm_dim(c, cs->dim[0], n), gemm_dim(c, cs->dim[1], n), gemm_dim(c, K, n),
+      fconst(c, 1.0), A, LLVMConstInt(c->i32, (unsigned long long)as->dim[1], 0),
+      B, LLVMConstInt(c->i32, (unsigned long long)bs->dim[1], 0),
+      fconst(c, 0.0), C, LLVMConstInt(c->i32, (unsigned long long)cs->dim[1], 0)};
+  LLVMBuildCall2(c->b, fty, fn, args, 14, "");
+}
+
+static void program_function(gr_cg *c, const gr_program *p) {
+  LLVMTypeRef params[4] = {c->ptr, c->ptr, c->i64, c->ptr};
+  LLVMValueRef fn = LLVMAddFunction(c->mod, p->name, LLVMFunctionType(c->voidt, params, 4, 0));
+  /* kernels first (each positions the builder in its own function) */
+  LLVMValueRef *kern = gr_alloc(c->g->arena, sizeof(LLVMValueRef) * (size_t)(p->n_nodes + 1));
+  for (int i = 0; i < p->n_nodes; i++) {
+    gr_kclass kc = gr_ops[p->nodes[i]->op].kclass;
+    if (kc == GR_KC_ELEM || kc == GR_KC_CUSTOM) kern[i] = kernel_function(c, p->nodes[i]);
+  }
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+  LLVMValueRef slab = LLVMGetParam(fn, 0), arena = LLVMGetParam(fn, 1), n = LLVMGetParam(fn, 2), scal = LLVMGetParam(fn, 3);
+  for (int i = 0; i < p->n_nodes; i++) {
+    const gr_node *nd = p->nodes[i];
+    gr_kclass kc = gr_ops[nd->op].kclass;
+    if (kc == GR_KC_NONE || kc == GR_KC_VIEW) continue;
+    LLVMValueRef args[GR_MAX_IN + 3];
+    for (int k = 0; k < nd->n_in; k++) args[k] = value_ptr(c, p, nd->in[k], slab, arena);
+    args[nd->n_in] = nd->out ? value_ptr(c, p, nd->out, slab, arena) : LLVMConstPointerNull(c->ptr);
+    if (kc == GR_KC_GEMM) {
+      emit_gemm(c, nd, args[0], args[1], args[2], n);
+      continue;
+    }
+    args[nd->n_in + 1] = n;
+    args[nd->n_in + 2] = scal;
+    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(kern[i]), kern[i], args, (unsigned)nd->n_in + 3, "");
+  }
+  LLVMBuildRetVoid(c->b);
+}
+
+LLVMModuleRef gr_codegen_module(LLVMContextRef ctx, const gr_graph *g, const gr_program *progs, int n_progs) {
+  gr_cg c = {.ctx = ctx, .g = g};
+  c.mod = LLVMModuleCreateWithNameInContext("graft", ctx);
+  c.b = LLVMCreateBuilderInContext(ctx);
+  c.f32 = LLVMFloatTypeInContext(ctx);
+  c.ft = g->fdtype == GR_F64 ? LLVMDoubleTypeInContext(ctx) : c.f32;
+  c.i64 = LLVMInt64TypeInContext(ctx);
+  c.i32 = LLVMInt32TypeInContext(ctx);
+  c.ptr = LLVMPointerTypeInContext(ctx, 0);
+  c.voidt = LLVMVoidTypeInContext(ctx);
+  for (int i = 0; i < n_progs; i++) program_function(&c, &progs[i]);
+  LLVMDisposeBuilder(c.b);
+  return c.mod;
+}
+
+const gr_extern_sym gr_codegen_externs[] = {
+    {"cblas_sgemm", (void *)cblas_sgemm}, {"cblas_dgemm", (void *)cblas_dgemm},
+    {"expf", (void *)expf},   {"exp", (void *)exp},   {"logf", (void *)logf},     {"log", (void *)log},
+    {"expm1f", (void *)expm1f}, {"expm1", (void *)expm1},
+    {"memset", (void *)memset}, {"memcpy", (void *)memcpy}, {"memmove", (void *)memmove},
+    {NULL, NULL},
+};

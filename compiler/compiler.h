@@ -1,0 +1,85 @@
+/* compiler.h — the passes from a forward graph to JIT-compiled step functions, and the driver that
+ * runs them in order for a plan:
+ *
+ *   frontends   plan + model YAML -> forward graph (shapes inferred as nodes are built)
+ *   loss        the plan's loss on the model output
+ *   autodiff    backward nodes, only between trainable parameters and the loss
+ *   optimizer   one update node per trainable parameter, with its state
+ *   memplan     slab layout for parameters and state; one arena per program, by liveness
+ *   codegen     LLVM IR for every program, O3 for the host CPU, JIT-compiled with ORC LLJIT
+ *
+ * `graft ir --after=PASS` prints the graph after any of them. */
+#ifndef GRAFT_COMPILER_H
+#define GRAFT_COMPILER_H
+#include <stdbool.h>
+#include <stdio.h>
+#include "frontends/frontend.h"
+#include "ir/ir.h"
+#include "runtime/model.h"
+
+extern const char *const gr_pass_names[]; /* NULL-terminated, in order */
+
+/* autodiff.c: fills v->grad for every value on a path from a trainable parameter to y, given dy (a
+ * value of y's shape, usually an input holding 1). Backward nodes are ordinary IR appended to g. */
+bool gr_autodiff(gr_graph *g, gr_value *y, gr_value *dy);
+
+/* optimizer.c: appends update nodes for every trainable parameter that has a gradient. */
+typedef struct gr_opt_cfg {
+  gr_opt_kind kind;
+  float momentum, weight_decay;
+  bool nesterov;
+} gr_opt_cfg;
+void gr_add_optimizer(gr_graph *g, const gr_opt_cfg *cfg);
+
+/* A program: an ordered subset of the graph's nodes compiled into one step function. */
+typedef struct gr_program {
+  const char *name;   /* also the symbol name of its step function */
+  gr_node **nodes;
+  int n_nodes;
+  gr_value **keep;    /* values the runtime reads after the step: kept live to the end */
+  int n_keep;
+  int64_t *offsets;   /* memplan: arena byte offset per value id, -1 if not in the arena */
+  int64_t arena_bytes;
+  gr_step_fn fn;      /* codegen */
+} gr_program;
+
+/* memplan.c */
+int64_t gr_plan_slab(gr_graph *g); /* assigns slab offsets to params and state; returns bytes */
+void gr_plan_arena(const gr_graph *g, gr_program *p, int64_t max_batch);
+/* The value whose storage v uses (through views). */
+const gr_value *gr_storage_root(const gr_value *v);
+int64_t gr_value_bytes(const gr_value *v, int64_t batch);
+
+/* codegen.c + jit.c: compiles the programs into one module and fills each program's fn. */
+typedef struct gr_jit gr_jit;
+typedef struct gr_codegen_opts {
+  FILE *llvm_dump;   /* print the optimised LLVM IR here (NULL: don't) */
+  bool no_opt;       /* skip the O3 pipeline (debugging) */
+} gr_codegen_opts;
+gr_jit *gr_jit_compile(gr_graph *g, gr_program *progs, int n_progs, const gr_codegen_opts *o, gr_diag *d);
+void gr_jit_free(gr_jit *j);
+
+/* passes.c: the whole pipeline for a plan. */
+typedef struct gr_compile_opts {
+  const char *dump_after; /* pass name: print the IR after it to `dump` and stop there */
+  FILE *dump;
+  bool stop_before_codegen;
+  gr_codegen_opts cg;
+} gr_compile_opts;
+
+typedef struct gr_compiled {
+  gr_arena arena;
+  gr_diag *diag;
+  gr_plan plan;
+  gr_model model;
+  gr_graph *g;
+  gr_value *labels, *loss, *dloss;
+  gr_program train, eval;
+  gr_rt_model rt;
+  gr_jit *jit;
+} gr_compiled;
+
+bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o, gr_compiled *c);
+void gr_compiled_free(gr_compiled *c);
+
+#endif

@@ -1,0 +1,153 @@
+/* passes.c — the pass driver: one function that runs every pass for a plan, in the order listed in
+ * gr_pass_names, and can print the IR after any of them (`graft ir --after=PASS`). Each pass lives in
+ * its own file and says there what it requires and guarantees. */
+#include "compiler/compiler.h"
+#include <stdlib.h>
+#include <string.h>
+
+const char *const gr_pass_names[] = {"frontend", "loss", "autodiff", "optimizer", "memplan", "codegen", NULL};
+
+static bool dump_here(const gr_compile_opts *o, const char *pass) {
+  return o && o->dump_after && !strcmp(o->dump_after, pass);
+}
+
+/* The nodes needed to compute `want`, in graph order. */
+static void select_program(gr_graph *g, gr_program *p, const char *name, gr_value **want, int n_want) {
+  bool *need = gr_alloc(g->arena, (size_t)g->n_values);
+  for (int k = 0; k < n_want; k++) need[want[k]->id] = true;
+  bool *take = gr_alloc(g->arena, (size_t)g->n_nodes);
+  int count = 0;
+  for (int i = g->n_nodes - 1; i >= 0; i--) {
+    gr_node *n = g->nodes[i];
+    if (!(n->out && need[n->out->id])) continue;
+    take[i] = true;
+    count++;
+    for (int k = 0; k < n->n_in; k++) need[n->in[k]->id] = true;
+  }
+  p->name = name;
+  p->nodes = gr_alloc(g->arena, sizeof(gr_node *) * (size_t)(count + 1));
+  for (int i = 0; i < g->n_nodes; i++)
+    if (take[i]) p->nodes[p->n_nodes++] = g->nodes[i];
+  p->keep = gr_alloc(g->arena, sizeof(gr_value *) * (size_t)n_want);
+  for (int k = 0; k < n_want; k++) p->keep[p->n_keep++] = want[k];
+}
+
+static void all_nodes(gr_graph *g, gr_program *p, const char *name, gr_value **keep, int n_keep) {
+  p->name = name;
+  p->nodes = g->nodes;
+  p->n_nodes = g->n_nodes;
+  p->keep = keep;
+  p->n_keep = n_keep;
+}
+
+static void dump_program(const gr_graph *g, const gr_program *p, FILE *out) {
+  fprintf(out, "program %s: %d nodes, arena %lld bytes\n", p->name, p->n_nodes, (long long)p->arena_bytes);
+  for (int i = 0; i < p->n_nodes; i++) {
+    const gr_node *n = p->nodes[i];
+    gr_node_dump(n, out);
+    if (n->out) {
+      const gr_value *r = gr_storage_root(n->out);
+      if (r->role == GR_ROLE_PARAM || r->role == GR_ROLE_STATE)
+        fprintf(out, "  @slab+%lld", (long long)r->slab_offset);
+      else if (p->offsets[n->out->id] >= 0)
+        fprintf(out, "  @arena+%lld", (long long)p->offsets[n->out->id]);
+    }
+    fputc('\n', out);
+  }
+  (void)g;
+}
+
+static int64_t arena_offset(const gr_program *p, const gr_value *v) { return v ? p->offsets[gr_storage_root(v)->id] : -1; }
+
+static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
+  gr_graph *g = c->g;
+  gr_rt_model *rt = &c->rt;
+  rt->dtype = g->fdtype;
+  rt->max_batch = c->plan.batch_size;
+  rt->slab_bytes = slab_bytes;
+  rt->in_shape = c->model.input->shape;
+  rt->sample_numel = gr_shape_inner(&rt->in_shape);
+  rt->n_classes = c->model.output->shape.dim[1];
+  int np = 0;
+  for (int i = 0; i < g->n_values; i++) np += g->values[i]->role == GR_ROLE_PARAM;
+  rt->params = gr_alloc(&c->arena, sizeof(gr_rt_param) * (size_t)(np + 1));
+  for (int i = 0; i < g->n_values; i++) {
+    gr_value *v = g->values[i];
+    if (v->role != GR_ROLE_PARAM) continue;
+    rt->params[rt->n_params++] = (gr_rt_param){v->name, v->slab_offset, v->shape, gr_shape_inner(&v->shape), v->init_bound, v->trainable};
+  }
+  gr_program *ps[2] = {&c->train, &c->eval};
+  gr_rt_program *rs[2] = {&rt->train, &rt->eval};
+  for (int k = 0; k < 2; k++) {
+    *rs[k] = (gr_rt_program){.name = ps[k]->name, .fn = ps[k]->fn, .arena_bytes = ps[k]->arena_bytes,
+                             .x_off = arena_offset(ps[k], c->model.input), .y_off = arena_offset(ps[k], c->labels),
+                             .dloss_off = k == 0 ? arena_offset(ps[k], c->dloss) : -1,
+                             .loss_off = arena_offset(ps[k], c->loss), .out_off = arena_offset(ps[k], c->model.output)};
+  }
+}
+
+bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o, gr_compiled *c) {
+  memset(c, 0, sizeof *c);
+  gr_arena_init(&c->arena);
+  c->diag = d;
+  FILE *dump = o && o->dump ? o->dump : stdout;
+  /* frontend */
+  if (!gr_plan_load(plan_path, &c->arena, d, &c->plan) || !c->plan.model_path) return false;
+  c->g = gr_graph_new(&c->arena, d, GR_F32);
+  gr_graph *g = c->g;
+  if (!gr_model_load(c->plan.model_path, g, &c->model)) return false;
+  if (dump_here(o, "frontend")) return gr_graph_dump(g, dump, NULL), true;
+  /* loss */
+  gr_shape nshape = gr_shape_make(1, (int64_t[]){GR_BATCH});
+  c->labels = gr_input(g, "labels", GR_I32, nshape, c->plan.loss_loc);
+  c->loss = gr_binary(g, GR_OP_SOFTMAX_CE, c->model.output, c->labels, c->plan.loss_loc);
+  if (!c->loss) {
+    gr_note(d, c->model.output_loc, "the model's output comes from here");
+    return false;
+  }
+  if (dump_here(o, "loss")) return gr_graph_dump(g, dump, NULL), true;
+  /* autodiff */
+  c->dloss = gr_input(g, "loss.grad", g->fdtype, c->loss->shape, c->plan.loss_loc);
+  int n_forward = g->n_nodes;
+  if (!gr_autodiff(g, c->loss, c->dloss)) return false;
+  if (dump_here(o, "autodiff")) return gr_graph_dump(g, dump, NULL), true;
+  /* optimizer */
+  gr_opt_cfg oc = {.kind = c->plan.opt.kind, .momentum = (float)c->plan.opt.momentum,
+                   .weight_decay = (float)c->plan.opt.weight_decay, .nesterov = c->plan.opt.nesterov};
+  gr_add_optimizer(g, &oc);
+  if (dump_here(o, "optimizer")) return gr_graph_dump(g, dump, NULL), true;
+  /* memplan */
+  int64_t slab = gr_plan_slab(g);
+  /* the runtime reads the loss, the output and the labels (for accuracy) after a step */
+  gr_value *train_keep[3] = {c->loss, c->model.output, c->labels};
+  all_nodes(g, &c->train, "graft_train", train_keep, 3);
+  gr_value *eval_keep[3] = {c->loss, c->model.output, c->labels};
+  select_program(g, &c->eval, "graft_eval", eval_keep, 3);
+  for (int i = 0; i < c->eval.n_nodes; i++) GR_CHECK(c->eval.nodes[i]->id < n_forward, "eval program reaches backward nodes");
+  gr_plan_arena(g, &c->train, c->plan.batch_size);
+  gr_plan_arena(g, &c->eval, c->plan.batch_size);
+  if (dump_here(o, "memplan")) {
+    fprintf(dump, "slab %lld bytes\n", (long long)slab);
+    dump_program(g, &c->train, dump);
+    dump_program(g, &c->eval, dump);
+    return true;
+  }
+  /* codegen */
+  if (!(o && o->stop_before_codegen)) {
+    gr_program progs[2] = {c->train, c->eval};
+    gr_codegen_opts cg = o ? o->cg : (gr_codegen_opts){0};
+    if (dump_here(o, "codegen")) cg.llvm_dump = dump;
+    c->jit = gr_jit_compile(g, progs, 2, &cg, d);
+    if (!c->jit) return false;
+    c->train.fn = progs[0].fn;
+    c->eval.fn = progs[1].fn;
+  }
+  fill_rt(c, slab);
+  return true;
+}
+
+void gr_compiled_free(gr_compiled *c) {
+  gr_jit_free(c->jit);
+  gr_arena_free(&c->arena);
+  memset(c, 0, sizeof *c);
+}

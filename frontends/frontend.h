@@ -1,0 +1,59 @@
+/* frontend.h — the YAML frontends: a model file becomes a forward IR graph; a plan file becomes a
+ * gr_plan. Both report gcc-style diagnostics (see docs/format.md for the schemas) and return false
+ * after reporting; nothing is half-built on success. */
+#ifndef GRAFT_FRONTEND_H
+#define GRAFT_FRONTEND_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "ir/ir.h"
+
+typedef struct gr_model {
+  const char *path;
+  const char *name;
+  gr_value *input;  /* [N, ...] the per-sample input */
+  gr_value *output; /* the model's output, e.g. logits [N, classes] */
+  gr_loc input_loc, output_loc;
+  int n_layers;
+  const char **layer_names; /* in order */
+  const char **layer_ops;
+  gr_value **layer_outputs;
+  gr_loc *layer_locs;
+} gr_model;
+
+/* Builds the forward graph of the model at `path` into g. */
+bool gr_model_load(const char *path, gr_graph *g, gr_model *out);
+
+typedef struct gr_data_split {
+  bool present;
+  const char *images, *labels; /* resolved paths */
+  gr_loc loc, images_loc, labels_loc;
+} gr_data_split;
+
+typedef enum { GR_LOSS_CROSS_ENTROPY, GR_LOSS_COUNT } gr_loss_kind;
+typedef enum { GR_OPT_SGD, GR_OPT_COUNT } gr_opt_kind;
+extern const char *const gr_loss_names[GR_LOSS_COUNT + 1];
+extern const char *const gr_opt_names[GR_OPT_COUNT + 1];
+
+typedef struct gr_plan {
+  const char *path;
+  const char *model_path; /* resolved relative to the plan */
+  gr_loc model_loc;
+  gr_data_split train, test;
+  gr_loc data_loc;
+  double norm_mean, norm_std; /* input = (pixel/255 - mean) / std */
+  gr_loss_kind loss;
+  gr_loc loss_loc;
+  struct {
+    gr_opt_kind kind;
+    double lr, momentum, weight_decay;
+    bool nesterov;
+    gr_loc loc;
+  } opt;
+  int64_t batch_size, epochs, log_every;
+  uint64_t seed;
+  gr_loc batch_loc;
+} gr_plan;
+
+bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *out);
+
+#endif

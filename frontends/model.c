@@ -1,0 +1,286 @@
+/* model.c — the model frontend: a YAML model file becomes the forward IR graph.
+ *
+ * Schema (docs/format.md has the full reference):
+ *   name: <string>                          optional, defaults to the file name
+ *   input: {shape: [d1, d2, ...], name: x}  per-sample shape; the batch dimension N is implicit
+ *   layers:                                 a list, in order; each item is either an op name (`- relu`)
+ *     - name: fc1                           or a mapping: `name` (optional, defaults to the layer's
+ *       op: linear                          index, as in torch.nn.Sequential), `op` (required),
+ *       in: flatten                         `in` (optional: an earlier layer or the input; defaults
+ *       out_features: 256                   to the previous layer) and the op's own keys.
+ *   output: fc3                             optional, defaults to the last layer
+ *
+ * Layer ops and their keys:
+ *   linear   out_features (required), in_features (optional, checked), bias (default true)
+ *   relu, sigmoid, tanh, identity           no keys
+ *   flatten  start_dim (default 1), end_dim (default -1)
+ *
+ * Parameters are named <layer>.weight / <layer>.bias, as in PyTorch's state_dict. Each layer is built
+ * with the graph's `layer` stamp set, so every IR node knows which YAML line made it. */
+#include "frontends/frontend.h"
+#include "frontends/yamldoc.h"
+#include <math.h>
+#include <string.h>
+
+typedef struct named {
+  const char *name;
+  gr_value *v;
+  gr_loc loc;
+} named;
+
+typedef struct mctx {
+  gr_ydoc *y;
+  gr_graph *g;
+  named *names;
+  int n_names, cap_names;
+} mctx;
+
+static const char *const layer_ops[] = {"linear", "relu", "sigmoid", "tanh", "identity", "flatten", NULL};
+static const char *const common_keys[] = {"name", "op", "in"};
+
+static named *lookup(mctx *m, const char *name) {
+  for (int i = 0; i < m->n_names; i++)
+    if (!strcmp(m->names[i].name, name)) return &m->names[i];
+  return NULL;
+}
+
+static void define(mctx *m, const char *name, gr_value *v, gr_loc loc) {
+  gr_grow(m->g->arena, (void **)&m->names, &m->cap_names, m->n_names + 1, sizeof *m->names);
+  m->names[m->n_names++] = (named){name, v, loc};
+}
+
+/* The keys a layer of `op` accepts: the common ones plus its own. */
+static const char *const *keys_for(mctx *m, const char *op) {
+  static const char *const linear[] = {"out_features", "in_features", "bias", NULL};
+  static const char *const flatten[] = {"start_dim", "end_dim", NULL};
+  static const char *const none[] = {NULL};
+  const char *const *own = !strcmp(op, "linear") ? linear : !strcmp(op, "flatten") ? flatten : none;
+  int n = 0;
+  while (own[n]) n++;
+  const char **all = gr_alloc(m->g->arena, sizeof(char *) * (size_t)(n + 4));
+  for (int i = 0; i < 3; i++) all[i] = common_keys[i];
+  for (int i = 0; i < n; i++) all[3 + i] = own[i];
+  return all;
+}
+
+static gr_value *build_linear(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
+  gr_ydoc *y = m->y;
+  int64_t out = 0, in_f = -1;
+  bool bias = true;
+  gr_ynode *o = gr_yreq(y, item, "out_features", "a linear layer");
+  if (!o || !gr_yint(y, o, "'out_features'", 1, 1 << 24, &out)) return NULL;
+  if (!gr_yopt_int(y, item, "in_features", 1, 1 << 24, &in_f) || !gr_yopt_bool(y, item, "bias", &bias)) return NULL;
+  char sb[96];
+  if (x->shape.rank != 2) {
+    gr_error(y->diag, loc, "layer '%s': linear expects input of shape [N, features], got %s; add a flatten layer before it",
+             name, gr_shape_str(&x->shape, sb, sizeof sb));
+    return NULL;
+  }
+  int64_t in = x->shape.dim[1];
+  if (in_f >= 0 && in_f != in) {
+    gr_error(y->diag, gr_yloc(y, gr_yget(y, item, "in_features")),
+             "layer '%s': in_features is %lld but its input has %lld features (shape %s)", name, (long long)in_f,
+             (long long)in, gr_shape_str(&x->shape, sb, sizeof sb));
+    return NULL;
+  }
+  /* PyTorch's default: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias */
+  float bound = (float)(1.0 / sqrt((double)in));
+  gr_value *w = gr_param(m->g, gr_sprintf(m->g->arena, "%s.weight", name), gr_shape_make(2, (int64_t[]){out, in}), bound, loc);
+  gr_value *h = gr_matmul(m->g, x, w, 0, 1, loc); /* y = x W^T */
+  if (bias) {
+    gr_value *b = gr_param(m->g, gr_sprintf(m->g->arena, "%s.bias", name), gr_shape_make(1, (int64_t[]){out}), bound, loc);
+    h = gr_binary(m->g, GR_OP_BIAS_ADD, h, b, loc);
+  }
+  return h;
+}
+
+static gr_value *build_flatten(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
+  gr_ydoc *y = m->y;
+  int64_t start = 1, end = -1;
+  if (item && (!gr_yopt_int(y, item, "start_dim", -GR_MAX_RANK, GR_MAX_RANK, &start) ||
+               !gr_yopt_int(y, item, "end_dim", -GR_MAX_RANK, GR_MAX_RANK, &end)))
+    return NULL;
+  int r = x->shape.rank;
+  if (start < 0) start += r;
+  if (end < 0) end += r;
+  if (start < 1 || end >= r || start > end) {
+    gr_error(y->diag, loc, "layer '%s': flatten dims %lld..%lld do not fit an input of rank %d (dimension 0 is the batch)",
+             name, (long long)start, (long long)end, r);
+    return NULL;
+  }
+  gr_shape s = {.rank = 0};
+  for (int i = 0; i < r; i++) {
+    if (i > start && i <= end)
+      s.dim[s.rank - 1] *= x->shape.dim[i];
+    else
+      s.dim[s.rank++] = x->shape.dim[i];
+  }
+  return gr_reshape(m->g, x, s, loc);
+}
+
+/* One layer item: a scalar op name, or a mapping. Returns false after reporting. */
+static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, const char **op_out) {
+  gr_ydoc *y = m->y;
+  gr_loc loc = gr_yloc(y, item);
+  const char *op = NULL, *name = NULL;
+  gr_ynode *map = NULL;
+  if (item->type == YAML_SCALAR_NODE) {
+    int k;
+    if (!gr_yenum(y, item, "op", layer_ops, &k)) return false;
+    op = layer_ops[k];
+  } else if (item->type == YAML_MAPPING_NODE) {
+    map = item;
+    gr_ynode *opn = gr_yreq(y, map, "op", "a layer");
+    if (!opn) return false;
+    int k;
+    if (!gr_yenum(y, opn, "op", layer_ops, &k)) return false;
+    op = layer_ops[k];
+    if (!gr_ymap_check(y, map, gr_sprintf(y->arena, "a %s layer", op), keys_for(m, op))) return false;
+    gr_ynode *nn = gr_yget(y, map, "name");
+    if (nn) {
+      if (!gr_ystr(y, nn, "'name'", &name)) return false;
+      if (!*name || strchr(name, ' ')) {
+        gr_error(y->diag, gr_yloc(y, nn), "layer names must be non-empty and contain no spaces");
+        return false;
+      }
+    }
+  } else {
+    gr_error(y->diag, loc, "a layer must be an op name or a mapping, got %s", gr_ydescribe(y, item));
+    return false;
+  }
+  if (!name) name = gr_sprintf(y->arena, "%d", index);
+  named *dup = lookup(m, name);
+  if (dup) {
+    gr_error(y->diag, map && gr_yget(y, map, "name") ? gr_yloc(y, gr_yget(y, map, "name")) : loc,
+             "layer name '%s' is already used", name);
+    gr_note(y->diag, dup->loc, "'%s' is defined here", name);
+    return false;
+  }
+  gr_value *x = prev;
+  gr_ynode *in = map ? gr_yget(y, map, "in") : NULL;
+  if (in) {
+    const char *ref;
+    if (!gr_ystr(y, in, "'in'", &ref)) return false;
+    named *src = lookup(m, ref);
+    if (!src) {
+      const char **cands = gr_alloc(y->arena, sizeof(char *) * (size_t)(m->n_names + 1));
+      for (int i = 0; i < m->n_names; i++) cands[i] = m->names[i].name;
+      const char *sug = gr_suggest(ref, cands);
+      if (sug)
+        gr_error(y->diag, gr_yloc(y, in), "unknown layer '%s' (did you mean '%s'?)", ref, sug);
+      else
+        gr_error(y->diag, gr_yloc(y, in), "unknown layer '%s'; 'in' must name the input or an earlier layer", ref);
+      return false;
+    }
+    x = src->v;
+  }
+  *op_out = op;
+  m->g->layer = name;
+  gr_value *out = NULL;
+  if (!strcmp(op, "linear")) {
+    if (!map) {
+      gr_error(y->diag, loc, "a linear layer needs keys: write it as a mapping with 'out_features'");
+      return false;
+    }
+    out = build_linear(m, map, name, x, loc);
+  } else if (!strcmp(op, "flatten")) {
+    out = build_flatten(m, map, name, x, loc);
+  } else if (!strcmp(op, "relu")) {
+    out = gr_unary(m->g, GR_OP_RELU, x, loc);
+  } else if (!strcmp(op, "sigmoid")) {
+    out = gr_unary(m->g, GR_OP_SIGMOID, x, loc);
+  } else if (!strcmp(op, "tanh")) {
+    out = gr_unary(m->g, GR_OP_TANH, x, loc);
+  } else if (!strcmp(op, "identity")) {
+    out = x;
+  } else {
+    GR_CHECK(0, "layer op '%s' listed but not built", op);
+  }
+  m->g->layer = NULL;
+  if (!out) return false;
+  define(m, name, out, loc);
+  return true;
+}
+
+static const char *const model_keys[] = {"name", "input", "layers", "output", NULL};
+static const char *const input_keys[] = {"shape", "name", NULL};
+
+bool gr_model_load(const char *path, gr_graph *g, gr_model *out) {
+  memset(out, 0, sizeof *out);
+  gr_ydoc y;
+  if (!gr_ydoc_load(&y, path, g->diag, g->arena)) {
+    gr_ydoc_free(&y);
+    return false;
+  }
+  int errors0 = g->diag->n_errors;
+  mctx m = {.y = &y, .g = g};
+  gr_ynode *root = gr_yroot(&y);
+  bool ok = gr_ymap_check(&y, root, "the model", model_keys);
+  out->path = y.path;
+  const char *base = strrchr(path, '/');
+  out->name = base ? base + 1 : path;
+  gr_ynode *n = gr_yget(&y, root, "name");
+  if (n) ok &= gr_ystr(&y, n, "'name'", &out->name);
+
+  gr_ynode *inp = gr_yreq(&y, root, "input", "the model");
+  gr_ynode *layers = gr_yreq(&y, root, "layers", "the model");
+  if (!inp || !layers || !ok) goto done;
+  if (!gr_ymap_check(&y, inp, "'input'", input_keys)) goto done;
+  gr_ynode *shp = gr_yreq(&y, inp, "shape", "'input'");
+  if (!shp) goto done;
+  int rank = gr_ylist_len(shp);
+  if (rank < 1 || rank > GR_MAX_RANK - 1) {
+    gr_error(y.diag, gr_yloc(&y, shp), "'shape' must be a list of 1 to %d positive integers (the batch dimension is implicit), got %s",
+             GR_MAX_RANK - 1, gr_ydescribe(&y, shp));
+    goto done;
+  }
+  gr_shape s = {.rank = rank + 1};
+  s.dim[0] = GR_BATCH;
+  for (int i = 0; i < rank; i++)
+    if (!gr_yint(&y, gr_ylist_at(&y, shp, i), "a dimension of 'shape'", 1, 1 << 24, &s.dim[i + 1])) goto done;
+  const char *in_name = "input";
+  gr_ynode *inn = gr_yget(&y, inp, "name");
+  if (inn && !gr_ystr(&y, inn, "'name'", &in_name)) goto done;
+  out->input_loc = gr_yloc(&y, inp);
+  out->input = gr_input(g, in_name, g->fdtype, s, out->input_loc);
+  define(&m, in_name, out->input, out->input_loc);
+
+  int nl = gr_ylist_len(layers);
+  if (nl <= 0) {
+    gr_error(y.diag, gr_yloc(&y, layers), "'layers' must be a non-empty list, got %s", gr_ydescribe(&y, layers));
+    goto done;
+  }
+  out->layer_names = gr_alloc(g->arena, sizeof(char *) * (size_t)nl);
+  out->layer_locs = gr_alloc(g->arena, sizeof(gr_loc) * (size_t)nl);
+  out->layer_ops = gr_alloc(g->arena, sizeof(char *) * (size_t)nl);
+  out->layer_outputs = gr_alloc(g->arena, sizeof(gr_value *) * (size_t)nl);
+  gr_value *prev = out->input;
+  for (int i = 0; i < nl; i++) {
+    const char *op = NULL;
+    if (!build_layer(&m, gr_ylist_at(&y, layers, i), i, prev, &op)) goto done;
+    named *last = &m.names[m.n_names - 1];
+    prev = last->v;
+    out->layer_names[i] = last->name;
+    out->layer_ops[i] = op;
+    out->layer_outputs[i] = last->v;
+    out->layer_locs[i] = last->loc;
+    out->n_layers++;
+  }
+  out->output = prev;
+  out->output_loc = m.names[m.n_names - 1].loc;
+  gr_ynode *on = gr_yget(&y, root, "output");
+  if (on) {
+    const char *oname;
+    if (!gr_ystr(&y, on, "'output'", &oname)) goto done;
+    named *o = lookup(&m, oname);
+    if (!o) {
+      gr_error(y.diag, gr_yloc(&y, on), "unknown layer '%s' in 'output'", oname);
+      goto done;
+    }
+    out->output = o->v;
+    out->output_loc = gr_yloc(&y, on);
+  }
+done:
+  gr_ydoc_free(&y);
+  return g->diag->n_errors == errors0 && out->output != NULL;
+}

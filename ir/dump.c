@@ -1,0 +1,51 @@
+/* dump.c — the IR's text form, printed by `graft ir` and matched by golden tests. One line per node:
+ *   %7 = relu %6 : f32[N, 256]            # fc1_act  (model.yaml:9:5)
+ * Backward nodes are marked with a leading '~'; update nodes have no result. */
+#include "ir/ir.h"
+#include <inttypes.h>
+
+static void print_value(const gr_value *v, FILE *out) {
+  if (v->name && v->role != GR_ROLE_TEMP)
+    fprintf(out, "%%%d(%s)", v->id, v->name);
+  else
+    fprintf(out, "%%%d", v->id);
+}
+
+void gr_node_dump(const gr_node *n, FILE *out) {
+  char sb[96];
+  fputs(n->backward ? "~ " : "  ", out);
+  if (n->out) {
+    print_value(n->out, out);
+    fputs(" = ", out);
+  }
+  fputs(gr_ops[n->op].name, out);
+  for (int i = 0; i < n->n_in; i++) {
+    fputs(i ? ", " : " ", out);
+    print_value(n->in[i], out);
+  }
+  if (n->op == GR_OP_MATMUL && (n->a.trans_a || n->a.trans_b))
+    fprintf(out, " {trans_a=%d, trans_b=%d}", n->a.trans_a, n->a.trans_b);
+  if (gr_ops[n->op].flags & GR_OPF_UPD)
+    fprintf(out, " {lr=scalars[%d], momentum=%g, weight_decay=%g%s}", n->a.lr_slot, n->a.momentum, n->a.weight_decay, n->a.nesterov ? ", nesterov" : "");
+  if (n->out) {
+    fprintf(out, " : %s%s", gr_dtype_name[n->out->dtype], gr_shape_str(&n->out->shape, sb, sizeof sb));
+    if (n->out->role == GR_ROLE_PARAM) fputs(n->out->trainable ? " trainable" : " frozen", out);
+  }
+  if (n->layer || n->loc.file) {
+    fputs("    #", out);
+    if (n->layer) fprintf(out, " %s", n->layer);
+    if (n->loc.file) fprintf(out, " (%s:%d:%d)", n->loc.file, n->loc.line, n->loc.col);
+  }
+}
+
+void gr_graph_dump(const gr_graph *g, FILE *out, const int64_t *plan_offsets) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    const gr_node *n = g->nodes[i];
+    gr_node_dump(n, out);
+    if (plan_offsets && n->out && plan_offsets[n->out->id] >= 0)
+      fprintf(out, "  @arena+%" PRId64, plan_offsets[n->out->id]);
+    else if (n->out && n->out->slab_offset >= 0)
+      fprintf(out, "  @slab+%" PRId64, n->out->slab_offset);
+    fputc('\n', out);
+  }
+}

@@ -1,0 +1,141 @@
+/* ir.h — graft's intermediate representation.
+ *
+ * A graph is a list of nodes in topological order (builders append; a node's inputs always exist
+ * before it). Each node produces at most one value. Shapes are static except that dimension 0 may be
+ * the symbolic batch size N (GR_BATCH): kernels take N at run time, so one compiled step serves full and
+ * partial batches. Every node keeps the YAML location (gr_loc) that made it, so a shape error found
+ * here points at the user's line. The graph and everything in it live in the compile arena.
+ *
+ * Builders run the op's shape rule immediately: gr_apply() returns NULL after reporting a diagnostic
+ * when the inputs do not fit, so the frontends never build an ill-shaped graph. */
+#ifndef GRAFT_IR_H
+#define GRAFT_IR_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "ir/arena.h"
+#include "ir/diag.h"
+
+#define GR_MAX_RANK 6
+#define GR_MAX_IN 4
+#define GR_BATCH (-1) /* a dimension of size N, the run-time batch size (dimension 0 only) */
+
+typedef enum { GR_F32, GR_F64, GR_I32, GR_DTYPE_COUNT } gr_dtype;
+extern const char *const gr_dtype_name[GR_DTYPE_COUNT];
+extern const int gr_dtype_size[GR_DTYPE_COUNT];
+
+typedef struct gr_shape {
+  int rank;
+  int64_t dim[GR_MAX_RANK]; /* dim[0] may be GR_BATCH */
+} gr_shape;
+
+typedef enum {
+#define OP(id, name, arity, kclass, flags, shape, grad, emit) GR_OP_##id,
+#include "ir/ops.def"
+#undef OP
+  GR_OP_COUNT
+} gr_op;
+
+typedef enum { GR_KC_NONE, GR_KC_VIEW, GR_KC_ELEM, GR_KC_GEMM, GR_KC_CUSTOM, GR_KC_COUNT } gr_kclass;
+enum { GR_OPF_BWD = 1, GR_OPF_UPD = 2, GR_OPF_LOSS = 4 };
+
+typedef struct gr_op_info {
+  const char *name;
+  int arity;
+  gr_kclass kclass;
+  unsigned flags;
+} gr_op_info;
+extern const gr_op_info gr_ops[GR_OP_COUNT];
+extern const char *const gr_kclass_name[GR_KC_COUNT];
+
+/* Where a value lives at run time. */
+typedef enum {
+  GR_ROLE_TEMP,  /* activation, gradient, scratch: planned into a step's arena */
+  GR_ROLE_INPUT, /* written by the runtime before each step (batch data, labels, seeds) */
+  GR_ROLE_PARAM, /* model parameter: persistent slab */
+  GR_ROLE_STATE, /* optimizer state: persistent slab */
+  GR_ROLE_COUNT
+} gr_role;
+
+typedef struct gr_node gr_node;
+
+typedef struct gr_value {
+  int id;
+  gr_dtype dtype;
+  gr_shape shape;
+  gr_node *def;       /* the node that produces it */
+  const char *name;   /* "fc1.weight", "fc1", "image", or NULL for unnamed temporaries */
+  gr_role role;
+  bool trainable;     /* params: receives gradients and updates (set by the plan) */
+  float init_bound;   /* params: U(-b, b) initialisation; 0 means zeros */
+  struct gr_value *grad; /* set by autodiff: d(loss)/d(this) */
+  int64_t slab_offset;   /* params and state: byte offset in the persistent slab (-1 before planning) */
+} gr_value;
+
+typedef struct gr_attrs {
+  int trans_a, trans_b;         /* matmul: use A^T / B^T */
+  gr_shape shape;               /* reshape: the target shape */
+  float momentum, weight_decay; /* sgd_update */
+  int nesterov;                 /* sgd_update */
+  int lr_slot;                  /* sgd_update: index of the learning rate in the step's scalars */
+} gr_attrs;
+
+struct gr_node {
+  int id;
+  gr_op op;
+  int n_in;
+  gr_value *in[GR_MAX_IN];
+  gr_value *out;      /* NULL for update ops */
+  gr_attrs a;
+  gr_loc loc;         /* YAML node that made it (backward nodes: their forward node's) */
+  const char *layer;  /* model layer name, for messages and dumps */
+  bool backward;      /* made by autodiff */
+};
+
+typedef struct gr_graph {
+  gr_arena *arena;
+  gr_diag *diag;
+  gr_dtype fdtype; /* floating-point type of activations and parameters (F32; F64 for gradient checks) */
+  gr_node **nodes;
+  int n_nodes, cap_nodes;
+  gr_value **values;
+  int n_values, cap_values;
+  const char *layer;  /* layer name stamped on new nodes */
+  bool in_backward;   /* stamp new nodes as backward */
+} gr_graph;
+
+gr_graph *gr_graph_new(gr_arena *a, gr_diag *d, gr_dtype fdtype);
+
+/* Leaves. */
+gr_value *gr_input(gr_graph *g, const char *name, gr_dtype dt, gr_shape shape, gr_loc loc);
+gr_value *gr_param(gr_graph *g, const char *name, gr_shape shape, float init_bound, gr_loc loc);
+gr_value *gr_state(gr_graph *g, const char *name, gr_shape shape);
+/* Any op: runs the shape rule; on a mismatch reports at `loc` and returns NULL. `a` may be NULL. */
+gr_value *gr_apply(gr_graph *g, gr_op op, gr_value *const *in, int n_in, const gr_attrs *a, gr_loc loc);
+/* Update ops (no output value); returns the node. */
+gr_node *gr_apply_update(gr_graph *g, gr_op op, gr_value *const *in, int n_in, const gr_attrs *a, gr_loc loc);
+
+/* Convenience builders. */
+gr_value *gr_unary(gr_graph *g, gr_op op, gr_value *x, gr_loc loc);
+gr_value *gr_binary(gr_graph *g, gr_op op, gr_value *x, gr_value *y, gr_loc loc);
+gr_value *gr_matmul(gr_graph *g, gr_value *a, gr_value *b, int trans_a, int trans_b, gr_loc loc);
+gr_value *gr_reshape(gr_graph *g, gr_value *x, gr_shape shape, gr_loc loc);
+
+/* Shapes. */
+gr_shape gr_shape_make(int rank, const int64_t *dims);
+bool gr_shape_eq(const gr_shape *a, const gr_shape *b);
+bool gr_shape_has_batch(const gr_shape *s);
+int64_t gr_shape_inner(const gr_shape *s); /* elements per batch row (all elements if no batch dim) */
+int64_t gr_shape_numel(const gr_shape *s, int64_t batch); /* with N = batch */
+/* "[N, 256]" into buf; returns buf. */
+char *gr_shape_str(const gr_shape *s, char *buf, size_t n);
+/* Runs the shape rule of a node; false with a message in err. */
+bool gr_infer_shape(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen);
+
+/* Text dump (`graft ir`): one line per node. `plan_offsets` (indexed by value id; may be NULL) adds
+ * each value's arena offset. */
+void gr_graph_dump(const gr_graph *g, FILE *out, const int64_t *plan_offsets);
+void gr_node_dump(const gr_node *n, FILE *out);
+
+#endif

@@ -1,0 +1,51 @@
+/* model.h — the contract between compiled code and the runtime. The compiler (JIT) or a generated
+ * header (AOT, later) fills a gr_rt_model; the runtime needs nothing else to train, evaluate or
+ * predict, and so has no LLVM dependency.
+ *
+ * A step function runs one compiled program over one batch of n samples (1 <= n <= max_batch):
+ *   slab    persistent memory: parameters, then optimizer state (zeroed at start)
+ *   arena   the program's planned scratch memory: inputs, activations, gradients
+ *   scalars run-time scalars (index 0: learning rate)
+ * It never allocates. */
+#ifndef GRAFT_MODEL_H
+#define GRAFT_MODEL_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "ir/ir.h"
+
+typedef void (*gr_step_fn)(uint8_t *slab, uint8_t *arena, int64_t n, const float *scalars);
+
+enum { GR_SCALAR_LR, GR_SCALAR_COUNT };
+
+typedef struct gr_rt_param {
+  const char *name;
+  int64_t offset; /* bytes into the slab */
+  gr_shape shape;
+  int64_t numel;
+  float init_bound; /* U(-b, b); 0: zeros */
+  bool trainable;
+} gr_rt_param;
+
+typedef struct gr_rt_program {
+  const char *name;
+  gr_step_fn fn;
+  int64_t arena_bytes;
+  int64_t x_off, y_off; /* batch inputs (bytes into the arena; -1: absent) */
+  int64_t dloss_off;    /* seed gradient d(loss)/d(loss), set to 1 once (-1: absent) */
+  int64_t loss_off;     /* scalar mean loss of the batch */
+  int64_t out_off;      /* model output [n, classes] (-1: not kept) */
+} gr_rt_program;
+
+typedef struct gr_rt_model {
+  gr_dtype dtype;
+  int64_t max_batch;
+  int64_t slab_bytes;
+  int n_params;
+  gr_rt_param *params;
+  gr_shape in_shape;    /* [N, ...] */
+  int64_t sample_numel; /* input elements per sample */
+  int64_t n_classes;
+  gr_rt_program train, eval;
+} gr_rt_model;
+
+#endif

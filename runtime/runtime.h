@@ -1,0 +1,85 @@
+/* runtime.h — graft's runtime: everything needed to train and evaluate a compiled model (gr_rt_model)
+ * on data, with no dependency on LLVM or the YAML frontends (ahead-of-time programs link it alone). */
+#ifndef GRAFT_RUNTIME_H
+#define GRAFT_RUNTIME_H
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "ir/diag.h"
+#include "runtime/model.h"
+
+/* rng.c — xoshiro256** seeded through splitmix64: fast, reproducible across machines. */
+typedef struct gr_rng {
+  uint64_t s[4];
+} gr_rng;
+void gr_rng_seed(gr_rng *r, uint64_t seed);
+uint64_t gr_rng_next(gr_rng *r);
+double gr_rng_uniform(gr_rng *r);                 /* [0, 1) */
+uint64_t gr_rng_below(gr_rng *r, uint64_t bound); /* [0, bound), unbiased */
+void gr_rng_shuffle(gr_rng *r, int64_t *a, int64_t n);
+
+/* data.c — a labelled data set in memory: float samples (already normalised) and int32 labels. */
+typedef struct gr_dataset {
+  int64_t n, sample_numel;
+  float *x;   /* [n, sample_numel] */
+  int32_t *y; /* [n] */
+  const char *images_path, *labels_path;
+} gr_dataset;
+/* Loads an IDX image file and its IDX label file; input = (pixel/255 - mean) / std. Checks that
+ * the counts agree, that a sample has `sample_numel` values, and that every label is below
+ * n_classes; each problem is reported naming the file (and byte offset). */
+bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels, double mean, double std,
+                         int64_t sample_numel, int64_t n_classes, gr_diag *d);
+void gr_dataset_free(gr_dataset *ds);
+
+/* metrics.c — JSON lines, one object per record, flushed as written. */
+typedef struct gr_metrics gr_metrics;
+gr_metrics *gr_metrics_open(const char *path, gr_diag *d);
+void gr_metrics_close(gr_metrics *m);
+/* Writes {"split": split, k1: v1, ...}: keys with integer values end in '#' in the fmt list, e.g.
+ * gr_metrics_record(m, "train", "epoch#", 1.0, "loss", 0.5, NULL). */
+void gr_metrics_record(gr_metrics *m, const char *split, ...);
+
+/* progress.c — a live line on a terminal (step, loss, throughput, ETA), plain lines otherwise. */
+typedef struct gr_progress {
+  FILE *out;
+  bool tty;
+  double last_draw;
+  int width;
+} gr_progress;
+void gr_progress_init(gr_progress *p, FILE *out);
+/* total_steps: steps in this epoch; loss: running mean. */
+void gr_progress_step(gr_progress *p, int64_t epoch, int64_t epochs, int64_t step, int64_t steps, double loss,
+                      double samples_per_s, double eta_s, bool force);
+void gr_progress_clear(gr_progress *p);
+double gr_now(void); /* monotonic seconds */
+
+/* train.c — the training loop. */
+typedef struct gr_train_cfg {
+  const char *train_images, *train_labels;
+  const char *test_images, *test_labels; /* NULL: no evaluation */
+  double norm_mean, norm_std;
+  int64_t batch_size, epochs, log_every;
+  uint64_t seed;
+  double lr;
+  const char *metrics_path; /* NULL: none */
+  int threads;              /* 0: OpenBLAS default */
+  FILE *log;                /* progress and summaries (stdout) */
+} gr_train_cfg;
+
+typedef struct gr_train_result {
+  int64_t steps;
+  double final_train_loss;
+  double test_loss, test_accuracy; /* of the last epoch; NaN without test data */
+  double samples_per_s;            /* training throughput, whole run */
+} gr_train_result;
+
+typedef struct gr_session gr_session; /* parameters + arenas of one model */
+gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed);
+void gr_session_free(gr_session *s);
+/* Runs the eval program over a data set: mean loss and accuracy. */
+void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy);
+/* Trains (and evaluates after each epoch); false after reporting an error. */
+bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_train_result *res);
+
+#endif

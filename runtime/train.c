@@ -1,0 +1,195 @@
+/* train.c — the training loop: a session owns the parameter slab and one arena per program, all
+ * allocated and touched once before the first step; a step only gathers the batch into the arena
+ * and calls the compiled function. Evaluation runs the eval program over the test set after each
+ * epoch. Randomness (initialisation, shuffling) comes from the plan's seed. */
+#include "runtime/runtime.h"
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct gr_session {
+  const gr_rt_model *m;
+  uint8_t *slab, *train_arena, *eval_arena;
+};
+
+static uint8_t *alloc_zeroed(int64_t bytes) {
+  size_t n = (size_t)((bytes + 63) / 64 * 64);
+  if (n == 0) n = 64;
+  uint8_t *p = aligned_alloc(64, n);
+  GR_CHECK(p != NULL, "out of memory allocating %zu bytes", n);
+  memset(p, 0, n); /* touch every page now, not in the first step */
+  return p;
+}
+
+gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed) {
+  GR_CHECK(m->dtype == GR_F32, "the runtime trains f32 models");
+  gr_session *s = calloc(1, sizeof *s);
+  GR_CHECK(s != NULL, "out of memory");
+  s->m = m;
+  s->slab = alloc_zeroed(m->slab_bytes);
+  s->train_arena = alloc_zeroed(m->train.arena_bytes);
+  s->eval_arena = alloc_zeroed(m->eval.arena_bytes);
+  gr_rng r;
+  gr_rng_seed(&r, seed);
+  for (int i = 0; i < m->n_params; i++) {
+    const gr_rt_param *p = &m->params[i];
+    float *w = (float *)(s->slab + p->offset);
+    for (int64_t k = 0; k < p->numel; k++) w[k] = (float)((2 * gr_rng_uniform(&r) - 1) * p->init_bound);
+  }
+  return s;
+}
+
+void gr_session_free(gr_session *s) {
+  if (!s) return;
+  free(s->slab);
+  free(s->train_arena);
+  free(s->eval_arena);
+  free(s);
+}
+
+/* Copies samples idx[0..n) into the program's input slots. */
+static void gather(const gr_rt_program *p, uint8_t *arena, const gr_dataset *ds, const int64_t *idx, int64_t n) {
+  float *x = (float *)(arena + p->x_off);
+  int32_t *y = (int32_t *)(arena + p->y_off);
+  size_t row = sizeof(float) * (size_t)ds->sample_numel;
+  for (int64_t i = 0; i < n; i++) {
+    memcpy(x + i * ds->sample_numel, ds->x + idx[i] * ds->sample_numel, row);
+    y[i] = ds->y[idx[i]];
+  }
+}
+
+/* Number of rows whose arg-max of out[n, classes] equals the label. */
+static int64_t count_correct(const float *out, const int32_t *y, int64_t n, int64_t classes) {
+  int64_t correct = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const float *row = out + i * classes;
+    int64_t best = 0;
+    for (int64_t c = 1; c < classes; c++)
+      if (row[c] > row[best]) best = c;
+    correct += best == y[i];
+  }
+  return correct;
+}
+
+void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy) {
+  const gr_rt_model *m = s->m;
+  const gr_rt_program *p = &m->eval;
+  int64_t *idx = malloc(sizeof(int64_t) * (size_t)m->max_batch);
+  GR_CHECK(idx != NULL, "out of memory");
+  double total = 0;
+  int64_t correct = 0;
+  float scal[GR_SCALAR_COUNT] = {0};
+  for (int64_t b = 0; b < ds->n; b += m->max_batch) {
+    int64_t n = ds->n - b < m->max_batch ? ds->n - b : m->max_batch;
+    for (int64_t i = 0; i < n; i++) idx[i] = b + i;
+    gather(p, s->eval_arena, ds, idx, n);
+    p->fn(s->slab, s->eval_arena, n, scal);
+    total += (double)*(float *)(s->eval_arena + p->loss_off) * (double)n;
+    correct += count_correct((float *)(s->eval_arena + p->out_off), (int32_t *)(s->eval_arena + p->y_off), n, m->n_classes);
+  }
+  free(idx);
+  *loss = ds->n ? total / (double)ds->n : NAN;
+  *accuracy = ds->n ? (double)correct / (double)ds->n : NAN;
+}
+
+bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_train_result *res) {
+  memset(res, 0, sizeof *res);
+  res->test_loss = res->test_accuracy = NAN;
+  FILE *log = cfg->log ? cfg->log : stdout;
+  if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);
+  gr_dataset train = {0}, test = {0};
+  if (!gr_dataset_load_idx(&train, cfg->train_images, cfg->train_labels, cfg->norm_mean, cfg->norm_std, m->sample_numel,
+                           m->n_classes, d))
+    return false;
+  if (cfg->test_images && !gr_dataset_load_idx(&test, cfg->test_images, cfg->test_labels, cfg->norm_mean, cfg->norm_std,
+                                               m->sample_numel, m->n_classes, d)) {
+    gr_dataset_free(&train);
+    return false;
+  }
+  gr_metrics *metrics = NULL;
+  if (cfg->metrics_path && !(metrics = gr_metrics_open(cfg->metrics_path, d))) {
+    gr_dataset_free(&train);
+    gr_dataset_free(&test);
+    return false;
+  }
+  fprintf(log, "training on %lld samples%s%lld, batch %lld, %lld epochs\n", (long long)train.n,
+          test.n ? ", evaluating on " : "", (long long)test.n, (long long)m->max_batch, (long long)cfg->epochs);
+  gr_session *s = gr_session_new(m, cfg->seed);
+  gr_rng rng;
+  gr_rng_seed(&rng, cfg->seed ^ 0x5DEECE66DULL);
+  int64_t *perm = malloc(sizeof(int64_t) * (size_t)train.n);
+  GR_CHECK(perm != NULL, "out of memory");
+  for (int64_t i = 0; i < train.n; i++) perm[i] = i;
+  const gr_rt_program *p = &m->train;
+  int64_t B = m->max_batch, steps_per_epoch = (train.n + B - 1) / B, step = 0;
+  float scal[GR_SCALAR_COUNT] = {[GR_SCALAR_LR] = (float)cfg->lr};
+  gr_progress prog;
+  gr_progress_init(&prog, log);
+  double t_start = gr_now(), train_time = 0;
+  bool ok = true;
+  for (int64_t epoch = 1; epoch <= cfg->epochs && ok; epoch++) {
+    gr_rng_shuffle(&rng, perm, train.n);
+    double t_epoch = gr_now(), win_loss = 0, ep_loss = 0;
+    int64_t win_n = 0, win_correct = 0, ep_n = 0;
+    double t_win = t_epoch;
+    for (int64_t b = 0; b < train.n; b += B) {
+      int64_t n = train.n - b < B ? train.n - b : B;
+      gather(p, s->train_arena, &train, perm + b, n);
+      *(float *)(s->train_arena + p->dloss_off) = 1.0f;
+      p->fn(s->slab, s->train_arena, n, scal);
+      step++;
+      float loss = *(float *)(s->train_arena + p->loss_off);
+      if (!isfinite(loss)) {
+        gr_error(d, (gr_loc){0}, "the training loss became %s at epoch %lld, step %lld; lower the learning rate (now %g)",
+                 isnan(loss) ? "NaN" : "infinite", (long long)epoch, (long long)step, cfg->lr);
+        ok = false;
+        break;
+      }
+      win_loss += (double)loss * (double)n;
+      ep_loss += (double)loss * (double)n;
+      win_n += n;
+      ep_n += n;
+      if (p->out_off >= 0)
+        win_correct += count_correct((float *)(s->train_arena + p->out_off), (int32_t *)(s->train_arena + p->y_off), n, m->n_classes);
+      int64_t in_epoch = b / B + 1;
+      double now = gr_now(), rate = (double)ep_n / (now - t_epoch + 1e-12);
+      double eta = ((double)(steps_per_epoch - in_epoch) * (double)B + (double)(cfg->epochs - epoch) * (double)train.n) / rate;
+      bool log_now = step % cfg->log_every == 0;
+      if (prog.tty || log_now) gr_progress_step(&prog, epoch, cfg->epochs, in_epoch, steps_per_epoch, ep_loss / (double)ep_n, rate, eta, false);
+      if (log_now) {
+        gr_metrics_record(metrics, "train", "epoch#", (double)epoch, "step#", (double)step, "loss", win_loss / (double)win_n,
+                          "accuracy", (double)win_correct / (double)win_n, "samples_per_s", (double)win_n / (now - t_win + 1e-12),
+                          "lr", cfg->lr, NULL);
+        win_loss = 0;
+        win_n = win_correct = 0;
+        t_win = now;
+      }
+    }
+    if (!ok) break;
+    double ep_time = gr_now() - t_epoch;
+    train_time += ep_time;
+    gr_progress_clear(&prog);
+    res->final_train_loss = ep_loss / (double)ep_n;
+    fprintf(log, "epoch %lld/%lld: train loss %.4f (%.1f s, %.0f samples/s)", (long long)epoch, (long long)cfg->epochs,
+            res->final_train_loss, ep_time, (double)ep_n / ep_time);
+    if (test.n) {
+      gr_session_evaluate(s, &test, &res->test_loss, &res->test_accuracy);
+      fprintf(log, ", test loss %.4f, test accuracy %.4f", res->test_loss, res->test_accuracy);
+      gr_metrics_record(metrics, "test", "epoch#", (double)epoch, "step#", (double)step, "loss", res->test_loss, "accuracy",
+                        res->test_accuracy, NULL);
+    }
+    fputc('\n', log);
+    fflush(log);
+  }
+  res->steps = step;
+  res->samples_per_s = train_time > 0 ? (double)(step * B) / train_time : 0;
+  if (ok && test.n) fprintf(log, "final test accuracy: %.4f\n", res->test_accuracy);
+  (void)t_start;
+  free(perm);
+  gr_session_free(s);
+  gr_metrics_close(metrics);
+  gr_dataset_free(&train);
+  gr_dataset_free(&test);
+  return ok;
+}

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs the Debian 12 packages graft needs to build, test and run its examples, but only those
+# that are missing, so a second run costs nothing. Needs root (or sudo) when something is missing.
+set -eu
+PKGS="build-essential cmake pkg-config llvm-19-dev libopenblas-dev libyaml-dev libcmocka-dev zlib1g-dev
+      dataset-fashion-mnist python3"
+missing=""
+for p in $PKGS; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+    missing="$missing $p"
+  fi
+done
+[ -z "$missing" ] && exit 0
+echo "install-deps: installing$missing"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,202 @@
+/* graft.c — the driver. `graft check|ir|train PLAN [options]`: compile a plan and show it, dump its
+ * IR after any pass, or train it. Exit status: 0 success, 1 a diagnosed error in the input or run,
+ * 2 a command-line usage error. */
+#include "compiler/compiler.h"
+#include "runtime/runtime.h"
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GRAFT_VERSION "0.1.0"
+
+static void usage(FILE *f) {
+  fputs("usage: graft <command> PLAN [options]\n"
+        "\n"
+        "commands:\n"
+        "  check PLAN           validate the plan and its model; print layers, parameters, FLOPs and memory\n"
+        "  ir PLAN              print the IR (default: after memplan)\n"
+        "      --after=PASS     print it after PASS: frontend, loss, autodiff, optimizer, memplan,\n"
+        "                       codegen (the optimised LLVM IR)\n"
+        "  train PLAN           train, evaluating on the test data after every epoch\n"
+        "      --epochs N       override the plan's epochs\n"
+        "      --seed N         override the plan's seed\n"
+        "      --metrics FILE   write JSON-lines metrics to FILE\n"
+        "      --threads N      BLAS threads (default: all cores)\n"
+        "      -q, --quiet      no progress line\n"
+        "\n"
+        "  graft --help | --version\n",
+        f);
+}
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "graft: error: ");
+  fprintf(stderr, fmt, arg);
+  fputs("\n(run 'graft --help' for usage)\n", stderr);
+  return 2;
+}
+
+/* Parses "--name=value" or "--name value"; returns the value or NULL if argv[*i] is not --name. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name, bool *missing) {
+  size_t len = strlen(name);
+  const char *a = argv[*i];
+  if (strncmp(a, name, len) != 0) return NULL;
+  if (a[len] == '=') return a + len + 1;
+  if (a[len] != 0) return NULL;
+  if (*i + 1 >= argc) {
+    *missing = true;
+    return NULL;
+  }
+  return argv[++*i];
+}
+
+static bool parse_int(const char *s, long long lo, long long hi, long long *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (end == s || *end || errno || v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
+static void human_bytes(char *buf, size_t n, double b) {
+  if (b >= 1 << 20)
+    snprintf(buf, n, "%.1f MiB", b / (1 << 20));
+  else
+    snprintf(buf, n, "%.1f KiB", b / 1024);
+}
+
+static double node_flops(const gr_node *n, int64_t batch) {
+  if (!n->out && !(gr_ops[n->op].flags & GR_OPF_UPD)) return 0;
+  switch (gr_ops[n->op].kclass) {
+  case GR_KC_GEMM: {
+    const gr_shape *a = &n->in[0]->shape;
+    int64_t k = a->dim[n->a.trans_a ? 0 : 1];
+    if (k == GR_BATCH) k = batch;
+    return 2.0 * (double)gr_shape_numel(&n->out->shape, batch) * (double)k;
+  }
+  case GR_KC_ELEM: return (double)gr_shape_numel(&n->out->shape, batch);
+  case GR_KC_CUSTOM: return 4.0 * (double)gr_shape_numel(&n->in[0]->shape, batch);
+  default: return 0;
+  }
+}
+
+static void print_summary(const gr_compiled *c, FILE *f) {
+  const gr_model *m = &c->model;
+  const gr_graph *g = c->g;
+  char sb[96], b1[32], b2[32], b3[32];
+  fprintf(f, "plan %s: model '%s' (%s)\n", c->plan.path, m->name, m->path);
+  fprintf(f, "  %-12s %-10s %-18s %12s\n", "layer", "op", "output", "parameters");
+  fprintf(f, "  %-12s %-10s %-18s %12s\n", m->input->name, "input", gr_shape_str(&m->input->shape, sb, sizeof sb), "");
+  int64_t total = 0, trainable = 0;
+  for (int i = 0; i < m->n_layers; i++) {
+    int64_t np = 0;
+    for (int v = 0; v < g->n_values; v++) {
+      const gr_value *val = g->values[v];
+      if (val->role == GR_ROLE_PARAM && val->def->layer && !strcmp(val->def->layer, m->layer_names[i])) np += gr_shape_inner(&val->shape);
+    }
+    fprintf(f, "  %-12s %-10s %-18s %12lld\n", m->layer_names[i], m->layer_ops[i],
+            gr_shape_str(&m->layer_outputs[i]->shape, sb, sizeof sb), (long long)np);
+  }
+  for (int v = 0; v < g->n_values; v++) {
+    const gr_value *val = g->values[v];
+    if (val->role != GR_ROLE_PARAM) continue;
+    total += gr_shape_inner(&val->shape);
+    if (val->trainable) trainable += gr_shape_inner(&val->shape);
+  }
+  fprintf(f, "parameters: %lld (%lld trainable, %lld frozen)\n", (long long)total, (long long)trainable, (long long)(total - trainable));
+  fprintf(f, "loss: %s; optimizer: %s, learning rate %g, momentum %g, weight decay %g%s\n", gr_loss_names[c->plan.loss],
+          gr_opt_names[c->plan.opt.kind], c->plan.opt.lr, c->plan.opt.momentum, c->plan.opt.weight_decay,
+          c->plan.opt.nesterov ? ", nesterov" : "");
+  int64_t B = c->plan.batch_size;
+  double fwd = 0, bwd = 0;
+  for (int i = 0; i < c->train.n_nodes; i++) {
+    const gr_node *n = c->train.nodes[i];
+    double fl = node_flops(n, B);
+    if (n->backward || (gr_ops[n->op].flags & GR_OPF_UPD)) bwd += fl; else fwd += fl;
+  }
+  fprintf(f, "per step (batch %lld): forward %.1f MFLOP, backward + update %.1f MFLOP\n", (long long)B, fwd / 1e6, bwd / 1e6);
+  human_bytes(b1, sizeof b1, (double)c->rt.slab_bytes);
+  human_bytes(b2, sizeof b2, (double)c->train.arena_bytes);
+  human_bytes(b3, sizeof b3, (double)c->eval.arena_bytes);
+  fprintf(f, "memory: parameters + optimizer state %s, train arena %s, eval arena %s\n", b1, b2, b3);
+  fprintf(f, "epochs %lld, seed %llu\n", (long long)c->plan.epochs, (unsigned long long)c->plan.seed);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    usage(stdout);
+    return 0;
+  }
+  if (!strcmp(cmd, "--version")) {
+    printf("graft %s\n", GRAFT_VERSION);
+    return 0;
+  }
+  if (strcmp(cmd, "check") && strcmp(cmd, "ir") && strcmp(cmd, "train"))
+    return usage_error("unknown command '%s'; expected check, ir or train", cmd);
+  const char *plan = NULL, *after = NULL, *metrics = NULL;
+  long long epochs = 0, seed = -1, threads = 0;
+  bool quiet = false;
+  for (int i = 2; i < argc; i++) {
+    bool missing = false;
+    const char *v;
+    const char *a = argv[i];
+    if (!strcmp(cmd, "ir") && (v = opt_value(argc, argv, &i, "--after", &missing))) {
+      bool known = false;
+      for (const char *const *p = gr_pass_names; *p; p++) known |= !strcmp(*p, v);
+      if (!known) return usage_error("unknown pass '%s'; expected frontend, loss, autodiff, optimizer, memplan or codegen", v);
+      after = v;
+    } else if (!strcmp(cmd, "train") && (v = opt_value(argc, argv, &i, "--epochs", &missing))) {
+      if (!parse_int(v, 1, 100000, &epochs)) return usage_error("--epochs takes an integer from 1 to 100000, got '%s'", v);
+    } else if (!strcmp(cmd, "train") && (v = opt_value(argc, argv, &i, "--seed", &missing))) {
+      if (!parse_int(v, 0, INT64_MAX, &seed)) return usage_error("--seed takes a non-negative integer, got '%s'", v);
+    } else if (!strcmp(cmd, "train") && (v = opt_value(argc, argv, &i, "--threads", &missing))) {
+      if (!parse_int(v, 1, 1024, &threads)) return usage_error("--threads takes an integer from 1 to 1024, got '%s'", v);
+    } else if (!strcmp(cmd, "train") && (v = opt_value(argc, argv, &i, "--metrics", &missing))) {
+      metrics = v;
+    } else if (!strcmp(cmd, "train") && (!strcmp(a, "-q") || !strcmp(a, "--quiet"))) {
+      quiet = true;
+    } else if (missing) {
+      return usage_error("option '%s' needs a value", a);
+    } else if (a[0] == '-' && a[1]) {
+      return usage_error("unknown option '%s'", a);
+    } else if (plan) {
+      return usage_error("more than one plan given ('%s')", a);
+    } else {
+      plan = a;
+    }
+  }
+  if (!plan) return usage_error("%s needs a plan file", cmd);
+
+  gr_diag diag;
+  gr_diag_init(&diag);
+  gr_compile_opts o = {.dump = stdout};
+  if (!strcmp(cmd, "ir")) o.dump_after = after ? after : "memplan";
+  if (!strcmp(cmd, "check")) o.stop_before_codegen = true;
+  gr_compiled c;
+  bool ok = gr_compile_plan(plan, &diag, &o, &c);
+  int rc = ok ? 0 : 1;
+  if (ok && !strcmp(cmd, "check")) {
+    print_summary(&c, stdout);
+  } else if (ok && !strcmp(cmd, "train")) {
+    const gr_plan *p = &c.plan;
+    gr_train_cfg cfg = {.train_images = p->train.images, .train_labels = p->train.labels,
+                        .test_images = p->test.present ? p->test.images : NULL,
+                        .test_labels = p->test.present ? p->test.labels : NULL,
+                        .norm_mean = p->norm_mean, .norm_std = p->norm_std, .batch_size = p->batch_size,
+                        .epochs = epochs ? epochs : p->epochs, .log_every = p->log_every,
+                        .seed = seed >= 0 ? (uint64_t)seed : p->seed, .lr = p->opt.lr, .metrics_path = metrics,
+                        .threads = (int)threads, .log = stdout};
+    (void)quiet;
+    gr_train_result res;
+    rc = gr_train(&c.rt, &cfg, &diag, &res) ? 0 : 1;
+  }
+  gr_compiled_free(&c);
+  gr_diag_free(&diag);
+  return rc;
+}
