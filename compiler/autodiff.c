@@ -76,7 +76,7 @@ bool gr_autodiff(gr_graph *g, gr_value *y, gr_value *dy) {
   for (int i = 0; i < n0; i++) {
     gr_node *n = g->nodes[i];
     if (!n->out) continue;
-    if (n->op == GR_OP_PARAM) {
+    if (n->op == GR_OP_PARAM || n->op == GR_OP_INPUT) { /* an input may ask for a gradient (tests) */
       dep[n->out->id] = n->out->trainable;
       continue;
     }

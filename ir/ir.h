@@ -67,7 +67,7 @@ typedef struct gr_value {
   gr_node *def;       /* the node that produces it */
   const char *name;   /* "fc1.weight", "fc1", "image", or NULL for unnamed temporaries */
   gr_role role;
-  bool trainable;     /* params: receives gradients and updates (set by the plan) */
+  bool trainable;     /* receives a gradient: params the plan trains (and inputs, in gradient checks) */
   float init_bound;   /* params: U(-b, b) initialisation; 0 means zeros */
   struct gr_value *grad; /* set by autodiff: d(loss)/d(this) */
   int64_t slab_offset;   /* params and state: byte offset in the persistent slab (-1 before planning) */

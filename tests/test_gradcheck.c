@@ -1,0 +1,337 @@
+/* test_gradcheck.c — finite-difference gradient checks driven by the op table.
+ *
+ * One cmocka test per op in ir/ops.def. A differentiable op is built on random float64 inputs, the
+ * graph is differentiated by the autodiff pass, compiled by the real LLVM codegen and JIT, and every
+ * gradient element is compared with a central difference of L = sum(y * r) for a random r:
+ *   |analytic - numeric| <= 1e-6 * max(1, |analytic|, |numeric|).
+ * Backward-only ops (flag BWD) are covered by the checks whose backward graphs use them; optimizer
+ * updates (flag UPD) are compared against a C transcription of torch.optim.SGD. The last test fails
+ * if any op in the table was not covered — so a new op without a check fails the suite. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "compiler/compiler.h"
+
+enum { NB = 3 }; /* the run-time batch size N used by every check */
+
+static bool covered[GR_OP_COUNT];
+static uint64_t rng_state = 0x12345678;
+
+static double urand(void) { /* [-1, 1) */
+  rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+  return (double)(rng_state >> 11) * 0x1.0p-52 - 1.0;
+}
+
+typedef struct gc {
+  gr_arena arena;
+  gr_diag diag;
+  gr_graph *g;
+  gr_value *leaves[4];
+  int n_leaves;
+  gr_value *labels;
+  int64_t classes;
+  double away_from_zero; /* keep leaf values at least this far from 0 (kinks) */
+} gc;
+
+static void gc_init(gc *c) {
+  memset(c, 0, sizeof *c);
+  gr_arena_init(&c->arena);
+  gr_diag_init(&c->diag);
+  c->g = gr_graph_new(&c->arena, &c->diag, GR_F64);
+}
+
+static void gc_free(gc *c) {
+  gr_arena_free(&c->arena);
+  gr_diag_free(&c->diag);
+}
+
+static gr_shape S(int rank, ...) {
+  va_list ap;
+  va_start(ap, rank);
+  gr_shape s = {.rank = rank};
+  for (int i = 0; i < rank; i++) s.dim[i] = va_arg(ap, int64_t);
+  va_end(ap);
+  return s;
+}
+#define N ((int64_t)GR_BATCH)
+#define D(x) ((int64_t)(x))
+
+/* A leaf that receives a gradient: an input if it has a batch dimension, a parameter otherwise. */
+static gr_value *leaf(gc *c, gr_shape s) {
+  char name[16];
+  snprintf(name, sizeof name, "x%d", c->n_leaves);
+  gr_value *v = gr_shape_has_batch(&s) ? gr_input(c->g, name, GR_F64, s, (gr_loc){0}) : gr_param(c->g, name, s, 0, (gr_loc){0});
+  v->trainable = true;
+  c->leaves[c->n_leaves++] = v;
+  return v;
+}
+
+static gr_value *labels(gc *c, int64_t classes) {
+  c->labels = gr_input(c->g, "labels", GR_I32, S(1, N), (gr_loc){0});
+  c->classes = classes;
+  return c->labels;
+}
+
+static void *storage(const gr_program *p, uint8_t *slab, uint8_t *arena, const gr_value *v) {
+  const gr_value *r = gr_storage_root(v);
+  if (r->role == GR_ROLE_PARAM || r->role == GR_ROLE_STATE) return slab + r->slab_offset;
+  assert_true(p->offsets[r->id] >= 0);
+  return arena + p->offsets[r->id];
+}
+
+static double weighted_sum(const double *y, const double *r, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += y[i] * r[i];
+  return s;
+}
+
+/* Differentiates y, compiles, and compares every gradient element with central differences. */
+static void gc_check(gc *c, gr_value *y) {
+  gr_graph *g = c->g;
+  assert_non_null(y);
+  assert_int_equal(c->diag.n_errors, 0);
+  gr_value *dy = gr_input(g, "dy", GR_F64, y->shape, (gr_loc){0});
+  assert_true(gr_autodiff(g, y, dy));
+  for (int i = 0; i < g->n_nodes; i++) covered[g->nodes[i]->op] = true;
+  gr_value *keep[16];
+  int nk = 0;
+  keep[nk++] = y;
+  keep[nk++] = dy;
+  for (int i = 0; i < c->n_leaves; i++) {
+    assert_non_null(c->leaves[i]->grad);
+    keep[nk++] = c->leaves[i];
+    keep[nk++] = c->leaves[i]->grad;
+  }
+  if (c->labels) keep[nk++] = c->labels;
+  gr_program p = {.name = "gradcheck", .nodes = g->nodes, .n_nodes = g->n_nodes, .keep = keep, .n_keep = nk};
+  int64_t slab_bytes = gr_plan_slab(g);
+  gr_plan_arena(g, &p, NB);
+  gr_jit *jit = gr_jit_compile(g, &p, 1, &(gr_codegen_opts){0}, &c->diag);
+  assert_non_null(jit);
+  uint8_t *slab = calloc(1, (size_t)slab_bytes + 64), *arena = calloc(1, (size_t)p.arena_bytes + 64);
+  /* random leaves, labels and output weights r */
+  for (int i = 0; i < c->n_leaves; i++) {
+    double *x = storage(&p, slab, arena, c->leaves[i]);
+    for (int64_t k = 0; k < gr_shape_numel(&c->leaves[i]->shape, NB); k++) {
+      double v = urand();
+      if (fabs(v) < c->away_from_zero) v = v < 0 ? -c->away_from_zero : c->away_from_zero;
+      x[k] = v;
+    }
+  }
+  if (c->labels) {
+    int32_t *t = storage(&p, slab, arena, c->labels);
+    for (int k = 0; k < NB; k++) t[k] = (int32_t)((k * 7 + 3) % c->classes);
+  }
+  int64_t ny = gr_shape_numel(&y->shape, NB);
+  double *r = malloc(sizeof(double) * (size_t)ny);
+  for (int64_t k = 0; k < ny; k++) r[k] = urand();
+  double *dyp = storage(&p, slab, arena, dy), *yp = storage(&p, slab, arena, y);
+  memcpy(dyp, r, sizeof(double) * (size_t)ny);
+  p.fn(slab, arena, NB, (float[]){0});
+  const double eps = 1e-6;
+  for (int i = 0; i < c->n_leaves; i++) {
+    const gr_value *v = c->leaves[i];
+    int64_t nx = gr_shape_numel(&v->shape, NB);
+    double *x = storage(&p, slab, arena, v);
+    double *analytic = malloc(sizeof(double) * (size_t)nx);
+    memcpy(analytic, storage(&p, slab, arena, v->grad), sizeof(double) * (size_t)nx);
+    for (int64_t k = 0; k < nx; k++) {
+      double x0 = x[k];
+      x[k] = x0 + eps;
+      memcpy(dyp, r, sizeof(double) * (size_t)ny);
+      p.fn(slab, arena, NB, (float[]){0});
+      double lp = weighted_sum(yp, r, ny);
+      x[k] = x0 - eps;
+      memcpy(dyp, r, sizeof(double) * (size_t)ny);
+      p.fn(slab, arena, NB, (float[]){0});
+      double lm = weighted_sum(yp, r, ny);
+      x[k] = x0;
+      double numeric = (lp - lm) / (2 * eps);
+      double scale = fmax(1.0, fmax(fabs(numeric), fabs(analytic[k])));
+      if (fabs(numeric - analytic[k]) > 1e-6 * scale)
+        fail_msg("d/d%s[%lld]: analytic %.10g, numeric %.10g", v->name, (long long)k, analytic[k], numeric);
+    }
+    free(analytic);
+  }
+  free(r);
+  free(slab);
+  free(arena);
+  gr_jit_free(jit);
+}
+
+/* ---- one builder per differentiable op -------------------------------------------------------- */
+
+static void check_matmul(void) {
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++) {
+      gc c;
+      gc_init(&c);
+      gr_value *a = leaf(&c, ta ? S(2, D(4), D(3)) : S(2, D(3), D(4)));
+      gr_value *b = leaf(&c, tb ? S(2, D(5), D(4)) : S(2, D(4), D(5)));
+      gc_check(&c, gr_matmul(c.g, a, b, ta, tb, (gr_loc){0}));
+      gc_free(&c);
+    }
+  /* batch rows: x [N, 4] W^T, as a linear layer does; and K = N, as its weight gradient does */
+  gc c;
+  gc_init(&c);
+  gc_check(&c, gr_matmul(c.g, leaf(&c, S(2, N, D(4))), leaf(&c, S(2, D(5), D(4))), 0, 1, (gr_loc){0}));
+  gc_free(&c);
+  gc_init(&c);
+  gc_check(&c, gr_matmul(c.g, leaf(&c, S(2, N, D(3))), leaf(&c, S(2, N, D(4))), 1, 0, (gr_loc){0}));
+  gc_free(&c);
+}
+
+static void check_unary(gr_op op, double away) {
+  gc c;
+  gc_init(&c);
+  c.away_from_zero = away;
+  gc_check(&c, gr_unary(c.g, op, leaf(&c, S(3, N, D(2), D(5))), (gr_loc){0}));
+  gc_free(&c);
+}
+
+static void check_binary(gr_op op, gr_shape a, gr_shape b) {
+  gc c;
+  gc_init(&c);
+  gr_value *x = leaf(&c, a);
+  gc_check(&c, gr_binary(c.g, op, x, leaf(&c, b), (gr_loc){0}));
+  gc_free(&c);
+}
+
+static void check_reshape(void) {
+  gc c;
+  gc_init(&c);
+  gc_check(&c, gr_reshape(c.g, leaf(&c, S(3, N, D(2), D(3))), S(2, N, D(6)), (gr_loc){0}));
+  gc_free(&c);
+}
+
+static void check_softmax_ce(void) {
+  gc c;
+  gc_init(&c);
+  gr_value *x = leaf(&c, S(2, N, D(5)));
+  gc_check(&c, gr_binary(c.g, GR_OP_SOFTMAX_CE, x, labels(&c, 5), (gr_loc){0}));
+  gc_free(&c);
+}
+
+/* A value used twice (gradients summed by add) inside a small network ending in the loss. */
+static void check_composite(void **state) {
+  (void)state;
+  gc c;
+  gc_init(&c);
+  c.away_from_zero = 0.05;
+  gr_graph *g = c.g;
+  gr_value *x = leaf(&c, S(3, N, D(2), D(2)));
+  gr_value *w1 = leaf(&c, S(2, D(6), D(4))), *b1 = leaf(&c, S(1, D(6))), *w2 = leaf(&c, S(2, D(3), D(6)));
+  gr_value *h = gr_reshape(g, x, S(2, N, D(4)), (gr_loc){0});
+  h = gr_binary(g, GR_OP_BIAS_ADD, gr_matmul(g, h, w1, 0, 1, (gr_loc){0}), b1, (gr_loc){0});
+  gr_value *t = gr_unary(g, GR_OP_TANH, h, (gr_loc){0});
+  h = gr_binary(g, GR_OP_ADD, t, gr_unary(g, GR_OP_SIGMOID, t, (gr_loc){0}), (gr_loc){0}); /* t used twice */
+  h = gr_matmul(g, h, w2, 0, 1, (gr_loc){0});
+  gc_check(&c, gr_binary(g, GR_OP_SOFTMAX_CE, h, labels(&c, 3), (gr_loc){0}));
+  gc_free(&c);
+}
+
+/* torch.optim.SGD, transcribed: g += wd p; v = mu v + g (v = g on the first step, same as v = 0);
+ * g = nesterov ? g + mu v : v; p -= lr g */
+static void check_sgd(gr_op op, float mu, float wd, bool nesterov) {
+  gc c;
+  gc_init(&c);
+  c.g->fdtype = GR_F32;
+  gr_graph *g = c.g;
+  enum { K = 37 };
+  gr_value *p = gr_param(g, "p", S(1, D(K)), 0, (gr_loc){0});
+  gr_value *gin = gr_input(g, "g", GR_F32, S(1, D(K)), (gr_loc){0});
+  gr_value *v = gr_state(g, "v", S(1, D(K)));
+  gr_attrs a = {.momentum = mu, .weight_decay = wd, .nesterov = nesterov, .lr_slot = GR_SCALAR_LR};
+  gr_value *in[3] = {p, gin, v};
+  gr_apply_update(g, op, in, op == GR_OP_SGD_MOMENTUM_UPDATE ? 3 : 2, &a, (gr_loc){0});
+  covered[op] = true;
+  gr_value *keep[1] = {gin};
+  gr_program prog = {.name = "update", .nodes = g->nodes, .n_nodes = g->n_nodes, .keep = keep, .n_keep = 1};
+  int64_t slab_bytes = gr_plan_slab(g);
+  gr_plan_arena(g, &prog, 1);
+  gr_jit *jit = gr_jit_compile(g, &prog, 1, &(gr_codegen_opts){0}, &c.diag);
+  assert_non_null(jit);
+  uint8_t *slab = calloc(1, (size_t)slab_bytes), *arena = calloc(1, (size_t)prog.arena_bytes);
+  float *pp = (float *)(slab + p->slab_offset), *vp = (float *)(slab + v->slab_offset);
+  float *gp = (float *)(arena + prog.offsets[gin->id]);
+  float ref_p[K], ref_v[K] = {0};
+  for (int k = 0; k < K; k++) ref_p[k] = pp[k] = (float)urand();
+  float lr = 0.05f;
+  for (int step = 0; step < 3; step++) {
+    for (int k = 0; k < K; k++) gp[k] = (float)urand();
+    for (int k = 0; k < K; k++) {
+      float gr = gp[k] + wd * ref_p[k];
+      if (op == GR_OP_SGD_MOMENTUM_UPDATE) {
+        ref_v[k] = mu * ref_v[k] + gr;
+        gr = nesterov ? gr + mu * ref_v[k] : ref_v[k];
+      }
+      ref_p[k] -= lr * gr;
+    }
+    prog.fn(slab, arena, 1, (float[]){lr});
+    for (int k = 0; k < K; k++) {
+      assert_float_equal(pp[k], ref_p[k], 1e-6 * fmax(1.0, fabs(ref_p[k])));
+      if (op == GR_OP_SGD_MOMENTUM_UPDATE) assert_float_equal(vp[k], ref_v[k], 1e-6 * fmax(1.0, fabs(ref_v[k])));
+    }
+  }
+  free(slab);
+  free(arena);
+  gr_jit_free(jit);
+  gc_free(&c);
+}
+
+/* The test of one op, chosen by the table. No default case: a new op must be added here. */
+static void test_op(void **state) {
+  gr_op op = (gr_op)(intptr_t)*state;
+  unsigned flags = gr_ops[op].flags;
+  switch (op) {
+  case GR_OP_INPUT:
+  case GR_OP_PARAM:
+  case GR_OP_STATE: covered[op] = true; return; /* leaves: nothing to differentiate */
+  case GR_OP_MATMUL: check_matmul(); return;
+  case GR_OP_BIAS_ADD: check_binary(op, S(3, N, D(2), D(3)), S(1, D(6))); return;
+  case GR_OP_ADD: check_binary(op, S(2, N, D(4)), S(2, N, D(4))); return;
+  case GR_OP_RELU: check_unary(op, 0.05); return;
+  case GR_OP_SIGMOID:
+  case GR_OP_TANH: check_unary(op, 0); return;
+  case GR_OP_RESHAPE: check_reshape(); return;
+  case GR_OP_SOFTMAX_CE: check_softmax_ce(); return;
+  case GR_OP_SGD_UPDATE:
+    check_sgd(op, 0, 0, false);
+    check_sgd(op, 0, 0.01f, false);
+    return;
+  case GR_OP_SGD_MOMENTUM_UPDATE:
+    check_sgd(op, 0.9f, 0, false);
+    check_sgd(op, 0.9f, 0.001f, true);
+    return;
+  case GR_OP_RELU_GRAD:
+  case GR_OP_SIGMOID_GRAD:
+  case GR_OP_TANH_GRAD:
+  case GR_OP_SUM_ROWS:
+  case GR_OP_SOFTMAX_CE_GRAD:
+    assert_true(flags & GR_OPF_BWD); /* checked through the ops whose gradients use it */
+    return;
+  case GR_OP_COUNT: fail_msg("not an op"); return;
+  }
+  fail_msg("op %d has no gradient check: add one to tests/test_gradcheck.c", (int)op);
+}
+
+static void test_every_op_covered(void **state) {
+  (void)state;
+  for (int op = 0; op < GR_OP_COUNT; op++)
+    if (!covered[op]) fail_msg("op '%s' was not exercised by any gradient or update check", gr_ops[op].name);
+}
+
+int main(void) {
+  struct CMUnitTest tests[GR_OP_COUNT + 2];
+  int n = 0;
+  for (int op = 0; op < GR_OP_COUNT; op++)
+    tests[n++] = (struct CMUnitTest){.name = gr_ops[op].name, .test_func = test_op, .initial_state = (void *)(intptr_t)op};
+  tests[n++] = (struct CMUnitTest){.name = "composite network with a shared value", .test_func = check_composite};
+  tests[n++] = (struct CMUnitTest){.name = "every op covered", .test_func = test_every_op_covered};
+  return _cmocka_run_group_tests("gradcheck", tests, (size_t)n, NULL, NULL);
+}
