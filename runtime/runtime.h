@@ -65,6 +65,7 @@ typedef struct gr_train_cfg {
   const char *metrics_path; /* NULL: none */
   int threads;              /* 0: OpenBLAS default */
   FILE *log;                /* progress and summaries (stdout) */
+  bool quiet;               /* no progress lines, only per-epoch summaries */
 } gr_train_cfg;
 
 typedef struct gr_train_result {

@@ -156,7 +156,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
       double now = gr_now(), rate = (double)ep_n / (now - t_epoch + 1e-12);
       double eta = ((double)(steps_per_epoch - in_epoch) * (double)B + (double)(cfg->epochs - epoch) * (double)train.n) / rate;
       bool log_now = step % cfg->log_every == 0;
-      if (prog.tty || log_now) gr_progress_step(&prog, epoch, cfg->epochs, in_epoch, steps_per_epoch, ep_loss / (double)ep_n, rate, eta, false);
+      if (!cfg->quiet && (prog.tty || log_now)) gr_progress_step(&prog, epoch, cfg->epochs, in_epoch, steps_per_epoch, ep_loss / (double)ep_n, rate, eta, false);
       if (log_now) {
         gr_metrics_record(metrics, "train", "epoch#", (double)epoch, "step#", (double)step, "loss", win_loss / (double)win_n,
                           "accuracy", (double)win_correct / (double)win_n, "samples_per_s", (double)win_n / (now - t_win + 1e-12),
