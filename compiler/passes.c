@@ -11,15 +11,17 @@ static bool dump_here(const gr_compile_opts *o, const char *pass) {
   return o && o->dump_after && !strcmp(o->dump_after, pass);
 }
 
-/* The nodes needed to compute `want`, in graph order. */
-static void select_program(gr_graph *g, gr_program *p, const char *name, gr_value **want, int n_want) {
+/* The nodes needed to compute `want` (and, if `updates`, to run every update node), in graph order.
+ * Nothing else is compiled: a layer the output does not use costs nothing. */
+static void select_program(gr_graph *g, gr_program *p, const char *name, gr_value **want, int n_want, bool updates) {
   bool *need = gr_alloc(g->arena, (size_t)g->n_values);
   for (int k = 0; k < n_want; k++) need[want[k]->id] = true;
   bool *take = gr_alloc(g->arena, (size_t)g->n_nodes);
   int count = 0;
   for (int i = g->n_nodes - 1; i >= 0; i--) {
     gr_node *n = g->nodes[i];
-    if (!(n->out && need[n->out->id])) continue;
+    bool root = updates && (gr_ops[n->op].flags & GR_OPF_UPD);
+    if (!root && !(n->out && need[n->out->id])) continue;
     take[i] = true;
     count++;
     for (int k = 0; k < n->n_in; k++) need[n->in[k]->id] = true;
@@ -32,12 +34,20 @@ static void select_program(gr_graph *g, gr_program *p, const char *name, gr_valu
   for (int k = 0; k < n_want; k++) p->keep[p->n_keep++] = want[k];
 }
 
-static void all_nodes(gr_graph *g, gr_program *p, const char *name, gr_value **keep, int n_keep) {
-  p->name = name;
-  p->nodes = g->nodes;
-  p->n_nodes = g->n_nodes;
-  p->keep = keep;
-  p->n_keep = n_keep;
+/* Warns about layers whose output does not reach the model's output: they are not compiled. */
+static void warn_unused_layers(gr_compiled *c) {
+  gr_graph *g = c->g;
+  bool *used = gr_alloc(g->arena, (size_t)g->n_values);
+  used[c->model.output->id] = true;
+  for (int i = g->n_nodes - 1; i >= 0; i--) {
+    gr_node *n = g->nodes[i];
+    if (n->out && used[n->out->id])
+      for (int k = 0; k < n->n_in; k++) used[n->in[k]->id] = true;
+  }
+  for (int i = 0; i < c->model.n_layers; i++)
+    if (!used[c->model.layer_outputs[i]->id])
+      gr_warning(c->diag, c->model.layer_locs[i], "layer '%s' does not contribute to the model's output; it is not computed",
+                 c->model.layer_names[i]);
 }
 
 static void dump_program(const gr_graph *g, const gr_program *p, FILE *out) {
@@ -96,6 +106,7 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   c->g = gr_graph_new(&c->arena, d, GR_F32);
   gr_graph *g = c->g;
   if (!gr_model_load(c->plan.model_path, g, &c->model)) return false;
+  warn_unused_layers(c);
   if (dump_here(o, "frontend")) return gr_graph_dump(g, dump, NULL), true;
   /* loss */
   gr_shape nshape = gr_shape_make(1, (int64_t[]){GR_BATCH});
@@ -120,9 +131,9 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   int64_t slab = gr_plan_slab(g);
   /* the runtime reads the loss, the output and the labels (for accuracy) after a step */
   gr_value *train_keep[3] = {c->loss, c->model.output, c->labels};
-  all_nodes(g, &c->train, "graft_train", train_keep, 3);
+  select_program(g, &c->train, "graft_train", train_keep, 3, true);
   gr_value *eval_keep[3] = {c->loss, c->model.output, c->labels};
-  select_program(g, &c->eval, "graft_eval", eval_keep, 3);
+  select_program(g, &c->eval, "graft_eval", eval_keep, 3, false);
   for (int i = 0; i < c->eval.n_nodes; i++) GR_CHECK(c->eval.nodes[i]->id < n_forward, "eval program reaches backward nodes");
   gr_plan_arena(g, &c->train, c->plan.batch_size);
   gr_plan_arena(g, &c->eval, c->plan.batch_size);

@@ -126,7 +126,8 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   float scal[GR_SCALAR_COUNT] = {[GR_SCALAR_LR] = (float)cfg->lr};
   gr_progress prog;
   gr_progress_init(&prog, log);
-  double t_start = gr_now(), train_time = 0;
+  double train_time = 0;
+  int64_t samples = 0;
   bool ok = true;
   for (int64_t epoch = 1; epoch <= cfg->epochs && ok; epoch++) {
     gr_rng_shuffle(&rng, perm, train.n);
@@ -167,8 +168,15 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
       }
     }
     if (!ok) break;
+    if (win_n) { /* the steps since the last record: every step is in exactly one training record */
+      double now = gr_now();
+      gr_metrics_record(metrics, "train", "epoch#", (double)epoch, "step#", (double)step, "loss", win_loss / (double)win_n,
+                        "accuracy", (double)win_correct / (double)win_n, "samples_per_s", (double)win_n / (now - t_win + 1e-12),
+                        "lr", cfg->lr, NULL);
+    }
     double ep_time = gr_now() - t_epoch;
     train_time += ep_time;
+    samples += ep_n;
     gr_progress_clear(&prog);
     res->final_train_loss = ep_loss / (double)ep_n;
     fprintf(log, "epoch %lld/%lld: train loss %.4f (%.1f s, %.0f samples/s)", (long long)epoch, (long long)cfg->epochs,
@@ -183,9 +191,8 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
     fflush(log);
   }
   res->steps = step;
-  res->samples_per_s = train_time > 0 ? (double)(step * B) / train_time : 0;
+  res->samples_per_s = train_time > 0 ? (double)samples / train_time : 0;
   if (ok && test.n) fprintf(log, "final test accuracy: %.4f\n", res->test_accuracy);
-  (void)t_start;
   free(perm);
   gr_session_free(s);
   gr_metrics_close(metrics);
