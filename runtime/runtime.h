@@ -58,6 +58,7 @@ double gr_now(void); /* monotonic seconds */
 typedef struct gr_train_cfg {
   const char *train_images, *train_labels;
   const char *test_images, *test_labels; /* NULL: no evaluation */
+  gr_loc train_loc, test_loc;            /* where the plan names them, for notes (may be empty) */
   double norm_mean, norm_std;
   int64_t batch_size, epochs, log_every;
   uint64_t seed;

@@ -100,10 +100,13 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);
   gr_dataset train = {0}, test = {0};
   if (!gr_dataset_load_idx(&train, cfg->train_images, cfg->train_labels, cfg->norm_mean, cfg->norm_std, m->sample_numel,
-                           m->n_classes, d))
+                           m->n_classes, d)) {
+    if (cfg->train_loc.file) gr_note(d, cfg->train_loc, "in the training data named here");
     return false;
+  }
   if (cfg->test_images && !gr_dataset_load_idx(&test, cfg->test_images, cfg->test_labels, cfg->norm_mean, cfg->norm_std,
                                                m->sample_numel, m->n_classes, d)) {
+    if (cfg->test_loc.file) gr_note(d, cfg->test_loc, "in the test data named here");
     gr_dataset_free(&train);
     return false;
   }

@@ -188,6 +188,7 @@ int main(int argc, char **argv) {
     gr_train_cfg cfg = {.train_images = p->train.images, .train_labels = p->train.labels,
                         .test_images = p->test.present ? p->test.images : NULL,
                         .test_labels = p->test.present ? p->test.labels : NULL,
+                        .train_loc = p->train.loc, .test_loc = p->test.loc,
                         .norm_mean = p->norm_mean, .norm_std = p->norm_std, .batch_size = p->batch_size,
                         .epochs = epochs ? epochs : p->epochs, .log_every = p->log_every,
                         .seed = seed >= 0 ? (uint64_t)seed : p->seed, .lr = p->opt.lr, .metrics_path = metrics,
