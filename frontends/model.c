@@ -217,6 +217,7 @@ bool gr_model_load(const char *path, gr_graph *g, gr_model *out) {
   gr_ynode *root = gr_yroot(&y);
   bool ok = gr_ymap_check(&y, root, "the model", model_keys);
   out->path = y.path;
+  if (root->type != YAML_MAPPING_NODE) goto done; /* reported; its keys would only be "missing" */
   const char *base = strrchr(path, '/');
   out->name = base ? base + 1 : path;
   gr_ynode *n = gr_yget(&y, root, "name");
@@ -236,8 +237,15 @@ bool gr_model_load(const char *path, gr_graph *g, gr_model *out) {
   }
   gr_shape s = {.rank = rank + 1};
   s.dim[0] = GR_BATCH;
-  for (int i = 0; i < rank; i++)
+  int64_t numel = 1;
+  for (int i = 0; i < rank; i++) {
     if (!gr_yint(&y, gr_ylist_at(&y, shp, i), "a dimension of 'shape'", 1, 1 << 24, &s.dim[i + 1])) goto done;
+    numel *= s.dim[i + 1]; /* at most 2^24 * 2^24: no overflow */
+    if (numel > 1 << 24) {
+      gr_error(y.diag, gr_yloc(&y, shp), "'shape' has more than %d values per sample", 1 << 24);
+      goto done;
+    }
+  }
   const char *in_name = "input";
   gr_ynode *inn = gr_yget(&y, inp, "name");
   if (inn && !gr_ystr(&y, inn, "'name'", &in_name)) goto done;

@@ -20,7 +20,10 @@
  *   log_every: 100                    optional, default 100 (steps between training metric records) */
 #include "frontends/frontend.h"
 #include "frontends/yamldoc.h"
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", NULL};
 const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", NULL};
@@ -103,6 +106,12 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
     if (m && gr_ystr(&y, m, "'model'", &mp)) {
       p->model_path = gr_ypath(&y, mp);
       p->model_loc = gr_yloc(&y, m);
+      /* checked here, so that the error points at this line rather than only naming the missing file */
+      FILE *mf = fopen(p->model_path, "rb");
+      struct stat st;
+      int err = !mf ? errno : fstat(fileno(mf), &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
+      if (mf) fclose(mf);
+      if (err) gr_error(d, p->model_loc, "cannot open model file '%s': %s", p->model_path, strerror(err));
     }
     gr_ynode *data = gr_yreq(&y, root, "data", "the plan");
     if (data) parse_data(&y, data, p);

@@ -55,8 +55,39 @@ static char *read_file(const char *path, size_t *len, gr_diag *d) {
   return buf;
 }
 
-static void parser_error(gr_ydoc *y, yaml_parser_t *p) {
+/* True if the parser stopped at a tab in a line's indentation, which libyaml words as "found character
+ * that cannot start any token". */
+static bool at_indent_tab(const char *text, size_t len, yaml_mark_t m) {
+  const char *s = text, *end = text + len;
+  for (size_t l = 0; l < m.line; l++) {
+    const char *nl = memchr(s, '\n', (size_t)(end - s));
+    if (!nl) return false;
+    s = nl + 1;
+  }
+  for (size_t c = 0; s + c < end && (s[c] == ' ' || s[c] == '\t'); c++)
+    if (c == m.column) return s[c] == '\t';
+  return false;
+}
+
+static void parser_error(gr_ydoc *y, yaml_parser_t *p, const char *text, size_t len) {
+  if (p->error == YAML_SCANNER_ERROR && at_indent_tab(text, len, p->problem_mark)) {
+    gr_error(y->diag, mark_loc(y, p->problem_mark), "tab character in indentation; YAML indents with spaces only");
+    return;
+  }
   const char *problem = p->problem ? p->problem : "malformed YAML";
+  if (p->error == YAML_READER_ERROR) {
+    /* bad encoding: libyaml gives a byte offset, not a mark; the column counts bytes */
+    gr_loc l = {y->path, 1, 1, 1};
+    for (size_t i = 0; i < p->problem_offset && i < len; i++) {
+      if (text[i] == '\n') l.line++, l.col = 1;
+      else l.col++;
+    }
+    if (p->problem_value >= 0)
+      gr_error(y->diag, l, "%s (0x%02X at byte offset %zu)", problem, (unsigned)p->problem_value, p->problem_offset);
+    else
+      gr_error(y->diag, l, "%s at byte offset %zu", problem, p->problem_offset);
+    return;
+  }
   if (p->context && (p->context_mark.line != p->problem_mark.line || p->context_mark.column != p->problem_mark.column)) {
     gr_error(y->diag, mark_loc(y, p->problem_mark), "%s", problem);
     gr_note(y->diag, mark_loc(y, p->context_mark), "%s", p->context);
@@ -87,7 +118,7 @@ bool gr_ydoc_load(gr_ydoc *y, const char *path, gr_diag *d, gr_arena *a) {
   yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
   bool ok = yaml_parser_load(&p, &y->doc);
   if (!ok) {
-    parser_error(y, &p);
+    parser_error(y, &p, text, len);
   } else {
     y->loaded = true;
     if (!yaml_document_get_root_node(&y->doc)) {
@@ -96,7 +127,7 @@ bool gr_ydoc_load(gr_ydoc *y, const char *path, gr_diag *d, gr_arena *a) {
     } else {
       yaml_document_t second;
       if (!yaml_parser_load(&p, &second)) {
-        parser_error(y, &p);
+        parser_error(y, &p, text, len);
         ok = false;
       } else {
         yaml_node_t *r2 = yaml_document_get_root_node(&second);
@@ -131,9 +162,17 @@ static bool is_null(const gr_ynode *n) {
 const char *gr_ydescribe(gr_ydoc *y, const gr_ynode *n) {
   switch (n->type) {
   case YAML_MAPPING_NODE: return "a mapping";
-  case YAML_SEQUENCE_NODE: return "a list";
+  case YAML_SEQUENCE_NODE: {
+    long items = (long)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (!items) return "an empty list";
+    return items == 1 ? "a list of 1 item" : gr_sprintf(y->arena, "a list of %ld items", items);
+  }
   case YAML_SCALAR_NODE:
     if (is_null(n)) return "nothing";
+    /* so that `epochs: "1"` does not read "must be an integer, got '1'" */
+    if (n->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE || n->data.scalar.style == YAML_DOUBLE_QUOTED_SCALAR_STYLE)
+      return strlen(sval(n)) > 40 ? gr_sprintf(y->arena, "the quoted string '%.37s...'", sval(n))
+                                  : gr_sprintf(y->arena, "the quoted string '%s'", sval(n));
     if (strlen(sval(n)) > 40) return gr_sprintf(y->arena, "'%.37s...'", sval(n));
     return gr_sprintf(y->arena, "'%s'", sval(n));
   default: return "an empty node";
