@@ -76,7 +76,12 @@ static bool parse_optimizer(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
   gr_ynode *lr = gr_yreq(y, n, "learning_rate", "'optimizer'");
   int kind = 0;
   bool ok = t && gr_yenum(y, t, "optimizer", gr_opt_names, &kind);
-  ok &= lr && gr_yfloat(y, lr, "'learning_rate'", 1e-12, 1e6, &p->opt.lr);
+  bool lr_ok = lr && gr_yfloat(y, lr, "'learning_rate'", -1e6, 1e6, &p->opt.lr);
+  if (lr_ok && p->opt.lr <= 0) {
+    gr_error(y->diag, gr_yloc(y, lr), "'learning_rate' must be greater than 0, got %g", p->opt.lr);
+    lr_ok = false;
+  }
+  ok &= lr_ok;
   ok &= gr_yopt_float(y, n, "momentum", 0, 0.999999, &p->opt.momentum);
   ok &= gr_yopt_float(y, n, "weight_decay", 0, 1e3, &p->opt.weight_decay);
   ok &= gr_yopt_bool(y, n, "nesterov", &p->opt.nesterov);

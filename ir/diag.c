@@ -65,7 +65,10 @@ static void quote_source(gr_diag *d, FILE *out, gr_loc loc) {
   const char *e = p;
   while (e < end && *e != '\n' && *e != '\r') e++;
   int width = (int)(e - p);
-  fprintf(out, " %4d | %.*s\n      | ", loc.line, width, p);
+  fprintf(out, " %4d | ", loc.line);
+  for (const char *q = p; q < e; q++) /* control bytes would garble the terminal */
+    fputc((unsigned char)*q < 0x20 && *q != '\t' ? '?' : *q == 0x7f ? '?' : *q, out);
+  fputs("\n      | ", out);
   int col = loc.col < 1 ? 1 : loc.col;
   for (int i = 1; i < col && i <= width; i++) fputc(p[i - 1] == '\t' ? '\t' : ' ', out);
   if (d->color) fputs("\033[1;32m", out);

@@ -77,7 +77,8 @@ typedef struct gr_train_result {
 } gr_train_result;
 
 typedef struct gr_session gr_session; /* parameters + arenas of one model */
-gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed);
+/* Allocates the slab and arenas and initialises parameters; NULL after reporting if memory is short. */
+gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d);
 void gr_session_free(gr_session *s);
 /* Runs the eval program over a data set: mean loss and accuracy. */
 void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy);

@@ -13,23 +13,29 @@ struct gr_session {
   uint8_t *slab, *train_arena, *eval_arena;
 };
 
-static uint8_t *alloc_zeroed(int64_t bytes) {
+static uint8_t *alloc_zeroed(int64_t bytes, const char *what, gr_diag *d) {
   size_t n = (size_t)((bytes + 63) / 64 * 64);
   if (n == 0) n = 64;
   uint8_t *p = aligned_alloc(64, n);
-  GR_CHECK(p != NULL, "out of memory allocating %zu bytes", n);
+  if (!p) {
+    gr_error(d, (gr_loc){0}, "cannot allocate %.1f MiB for the %s", (double)n / (1 << 20), what);
+    return NULL;
+  }
   memset(p, 0, n); /* touch every page now, not in the first step */
   return p;
 }
 
-gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed) {
+gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d) {
   GR_CHECK(m->dtype == GR_F32, "the runtime trains f32 models");
   gr_session *s = calloc(1, sizeof *s);
   GR_CHECK(s != NULL, "out of memory");
   s->m = m;
-  s->slab = alloc_zeroed(m->slab_bytes);
-  s->train_arena = alloc_zeroed(m->train.arena_bytes);
-  s->eval_arena = alloc_zeroed(m->eval.arena_bytes);
+  if (!(s->slab = alloc_zeroed(m->slab_bytes, "parameters and optimizer state", d)) ||
+      !(s->train_arena = alloc_zeroed(m->train.arena_bytes, "training arena", d)) ||
+      !(s->eval_arena = alloc_zeroed(m->eval.arena_bytes, "evaluation arena", d))) {
+    gr_session_free(s);
+    return NULL;
+  }
   gr_rng r;
   gr_rng_seed(&r, seed);
   for (int i = 0; i < m->n_params; i++) {
@@ -116,9 +122,16 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
     gr_dataset_free(&test);
     return false;
   }
-  fprintf(log, "training on %lld samples%s%lld, batch %lld, %lld epochs\n", (long long)train.n,
-          test.n ? ", evaluating on " : "", (long long)test.n, (long long)m->max_batch, (long long)cfg->epochs);
-  gr_session *s = gr_session_new(m, cfg->seed);
+  fprintf(log, "training on %lld samples", (long long)train.n);
+  if (test.n) fprintf(log, ", evaluating on %lld", (long long)test.n);
+  fprintf(log, ", batch %lld, %lld epochs\n", (long long)m->max_batch, (long long)cfg->epochs);
+  gr_session *s = gr_session_new(m, cfg->seed, d);
+  if (!s) {
+    gr_metrics_close(metrics);
+    gr_dataset_free(&train);
+    gr_dataset_free(&test);
+    return false;
+  }
   gr_rng rng;
   gr_rng_seed(&rng, cfg->seed ^ 0x5DEECE66DULL);
   int64_t *perm = malloc(sizeof(int64_t) * (size_t)train.n);
