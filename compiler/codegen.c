@@ -272,6 +272,46 @@ static LLVMValueRef emit_sgd_update(gr_cg *c, const gr_node *nd, LLVMValueRef *a
   return NULL;
 }
 
+/* torch.optim.Adam / AdamW (see compiler/optimizer.c); the step-dependent factors are computed once
+ * per call in double precision, as PyTorch computes them in Python floats. */
+static LLVMValueRef emit_adam_update(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef p = a[0], g = a[1], m = a[2], v = a[3], scal = a[nd->n_in + 2];
+  LLVMTypeRef dt = LLVMDoubleTypeInContext(c->ctx);
+  LLVMValueRef lr = LLVMBuildFPExt(c->b, LLVMBuildLoad2(c->b, c->f32, elem_ptr(c, c->f32, scal, iconst(c, nd->a.lr_slot)), ""), dt, "lr");
+  LLVMValueRef t = LLVMBuildFPExt(c->b, LLVMBuildLoad2(c->b, c->f32, elem_ptr(c, c->f32, scal, iconst(c, GR_SCALAR_STEP)), ""), dt, "t");
+  LLVMValueRef one = LLVMConstReal(dt, 1.0);
+  LLVMTypeRef powty = LLVMFunctionType(dt, (LLVMTypeRef[]){dt, dt}, 2, 0);
+  LLVMValueRef powfn = LLVMGetNamedFunction(c->mod, "pow");
+  if (!powfn) powfn = LLVMAddFunction(c->mod, "pow", powty);
+  LLVMValueRef bc1 = LLVMBuildFSub(c->b, one, LLVMBuildCall2(c->b, powty, powfn, (LLVMValueRef[]){LLVMConstReal(dt, nd->a.beta1), t}, 2, ""), "");
+  LLVMValueRef bc2 = LLVMBuildFSub(c->b, one, LLVMBuildCall2(c->b, powty, powfn, (LLVMValueRef[]){LLVMConstReal(dt, nd->a.beta2), t}, 2, ""), "");
+  LLVMTypeRef sqty = LLVMFunctionType(dt, &dt, 1, 0);
+  LLVMValueRef sqfn = LLVMGetNamedFunction(c->mod, "sqrt");
+  if (!sqfn) sqfn = LLVMAddFunction(c->mod, "sqrt", sqty);
+  LLVMValueRef step_size = LLVMBuildFPTrunc(c->b, LLVMBuildFDiv(c->b, lr, bc1, ""), c->ft, "");
+  LLVMValueRef bc2_sqrt = LLVMBuildFPTrunc(c->b, LLVMBuildCall2(c->b, sqty, sqfn, &bc2, 1, ""), c->ft, "");
+  LLVMValueRef decay = LLVMBuildFPTrunc(c->b, LLVMBuildFSub(c->b, one, LLVMBuildFMul(c->b, lr, LLVMConstReal(dt, nd->a.weight_decay), ""), ""), c->ft, "");
+  int64_t count = gr_shape_inner(&nd->in[0]->shape);
+  double b1 = nd->a.beta1, b2 = nd->a.beta2;
+  cg_loop L;
+  loop_begin(c, &L, iconst(c, count));
+  LLVMValueRef pi = loadf(c, p, L.i), gi = loadf(c, g, L.i);
+  if (nd->a.weight_decay != 0) {
+    if (nd->a.decoupled)
+      pi = fmul(c, pi, decay);
+    else
+      gi = fadd(c, gi, fmul(c, fconst(c, nd->a.weight_decay), pi));
+  }
+  LLVMValueRef mi = fadd(c, fmul(c, fconst(c, b1), loadf(c, m, L.i)), fmul(c, fconst(c, 1 - b1), gi));
+  LLVMValueRef vi = fadd(c, fmul(c, fconst(c, b2), loadf(c, v, L.i)), fmul(c, fconst(c, 1 - b2), fmul(c, gi, gi)));
+  storef(c, mi, m, L.i);
+  storef(c, vi, v, L.i);
+  LLVMValueRef denom = fadd(c, fdiv(c, intrinsic(c, "llvm.sqrt", &vi, 1), bc2_sqrt), fconst(c, nd->a.eps));
+  storef(c, fsub(c, pi, fmul(c, step_size, fdiv(c, mi, denom))), p, L.i);
+  loop_end(c, &L);
+  return NULL;
+}
+
 static const emit_fn emitters[GR_OP_COUNT] = {
 #define OP(id, name, arity, kclass, flags, shape, grad, emit) [GR_OP_##id] = emit,
 #include "ir/ops.def"
@@ -411,7 +451,8 @@ LLVMModuleRef gr_codegen_module(LLVMContextRef ctx, const gr_graph *g, const gr_
 const gr_extern_sym gr_codegen_externs[] = {
     {"cblas_sgemm", (void *)cblas_sgemm}, {"cblas_dgemm", (void *)cblas_dgemm},
     {"expf", (void *)expf},   {"exp", (void *)exp},   {"logf", (void *)logf},     {"log", (void *)log},
-    {"expm1f", (void *)expm1f}, {"expm1", (void *)expm1},
+    {"expm1f", (void *)expm1f}, {"expm1", (void *)expm1}, {"pow", (void *)pow}, {"sqrt", (void *)sqrt},
+    {"sqrtf", (void *)sqrtf},
     {"memset", (void *)memset}, {"memcpy", (void *)memcpy}, {"memmove", (void *)memmove},
     {NULL, NULL},
 };

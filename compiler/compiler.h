@@ -26,8 +26,9 @@ bool gr_autodiff(gr_graph *g, gr_value *y, gr_value *dy);
 /* optimizer.c: appends update nodes for every trainable parameter that has a gradient. */
 typedef struct gr_opt_cfg {
   gr_opt_kind kind;
-  float momentum, weight_decay;
-  bool nesterov;
+  float momentum, weight_decay; /* sgd (weight_decay: all) */
+  bool nesterov;                /* sgd */
+  double beta1, beta2, eps;     /* adam, adamw */
 } gr_opt_cfg;
 void gr_add_optimizer(gr_graph *g, const gr_opt_cfg *cfg);
 

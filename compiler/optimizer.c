@@ -2,21 +2,30 @@
  *
  * Requires: autodiff has run. Guarantees: one update node per trainable parameter that has a gradient
  * (frozen parameters get neither an update nor state), each with its state values (role STATE, in the
- * persistent slab, zero at start). The learning rate is a run-time scalar (GR_SCALAR_LR) so schedules
- * never recompile. Updates follow torch.optim.SGD:
- *   g = grad + wd * p;  v = mu * v + g;  g = nesterov ? g + mu * v : v;  p -= lr * g */
+ * persistent slab, zero at start, named as in PyTorch's optimizer state: momentum_buffer, exp_avg,
+ * exp_avg_sq). The learning rate and the step number are run-time scalars (GR_SCALAR_LR,
+ * GR_SCALAR_STEP), so schedules never recompile. Updates follow torch.optim exactly:
+ *   SGD:   g = grad + wd p;  v = mu v + g;  g = nesterov ? g + mu v : v;  p -= lr g
+ *   Adam:  g = grad + wd p;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+ *          p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ *   AdamW: p *= 1 - lr wd, then Adam with g = grad */
 #include "compiler/compiler.h"
 
 void gr_add_optimizer(gr_graph *g, const gr_opt_cfg *cfg) {
-  GR_CHECK(cfg->kind == GR_OPT_SGD, "optimizer %d not implemented", (int)cfg->kind);
   int n0 = g->n_nodes;
   gr_attrs a = {.momentum = cfg->momentum, .weight_decay = cfg->weight_decay, .nesterov = cfg->nesterov,
+                .beta1 = cfg->beta1, .beta2 = cfg->beta2, .eps = cfg->eps, .decoupled = cfg->kind == GR_OPT_ADAMW,
                 .lr_slot = GR_SCALAR_LR};
   for (int i = 0; i < n0; i++) {
     gr_value *p = g->nodes[i]->out;
     if (!p || g->nodes[i]->op != GR_OP_PARAM || !p->trainable || !p->grad) continue;
     g->layer = g->nodes[i]->layer;
-    if (cfg->momentum > 0) {
+    if (cfg->kind == GR_OPT_ADAM || cfg->kind == GR_OPT_ADAMW) {
+      gr_value *m = gr_state(g, gr_sprintf(g->arena, "%s.exp_avg", p->name), p->shape);
+      gr_value *v = gr_state(g, gr_sprintf(g->arena, "%s.exp_avg_sq", p->name), p->shape);
+      gr_value *in[4] = {p, p->grad, m, v};
+      gr_apply_update(g, GR_OP_ADAM_UPDATE, in, 4, &a, g->nodes[i]->loc);
+    } else if (cfg->momentum > 0) {
       gr_value *v = gr_state(g, gr_sprintf(g->arena, "%s.momentum_buffer", p->name), p->shape);
       gr_value *in[3] = {p, p->grad, v};
       gr_apply_update(g, GR_OP_SGD_MOMENTUM_UPDATE, in, 3, &a, g->nodes[i]->loc);

@@ -124,7 +124,8 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   if (dump_here(o, "autodiff")) return gr_graph_dump(g, dump, NULL), true;
   /* optimizer */
   gr_opt_cfg oc = {.kind = c->plan.opt.kind, .momentum = (float)c->plan.opt.momentum,
-                   .weight_decay = (float)c->plan.opt.weight_decay, .nesterov = c->plan.opt.nesterov};
+                   .weight_decay = (float)c->plan.opt.weight_decay, .nesterov = c->plan.opt.nesterov,
+                   .beta1 = c->plan.opt.beta1, .beta2 = c->plan.opt.beta2, .eps = c->plan.opt.eps};
   gr_add_optimizer(g, &oc);
   if (dump_here(o, "optimizer")) return gr_graph_dump(g, dump, NULL), true;
   /* memplan */

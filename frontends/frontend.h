@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "ir/ir.h"
+#include "runtime/schedule.h"
 
 typedef struct gr_model {
   const char *path;
@@ -30,7 +31,7 @@ typedef struct gr_data_split {
 } gr_data_split;
 
 typedef enum { GR_LOSS_CROSS_ENTROPY, GR_LOSS_COUNT } gr_loss_kind;
-typedef enum { GR_OPT_SGD, GR_OPT_COUNT } gr_opt_kind;
+typedef enum { GR_OPT_SGD, GR_OPT_ADAM, GR_OPT_ADAMW, GR_OPT_COUNT } gr_opt_kind;
 extern const char *const gr_loss_names[GR_LOSS_COUNT + 1];
 extern const char *const gr_opt_names[GR_OPT_COUNT + 1];
 
@@ -47,8 +48,10 @@ typedef struct gr_plan {
     gr_opt_kind kind;
     double lr, momentum, weight_decay;
     bool nesterov;
+    double beta1, beta2, eps;
     gr_loc loc;
   } opt;
+  gr_schedule schedule;
   int64_t batch_size, epochs, log_every;
   uint64_t seed;
   gr_loc batch_loc;

@@ -9,11 +9,20 @@
  *     normalize: {mean: 0, std: 1}    optional; input = (pixel/255 - mean) / std
  *   loss: cross_entropy               required
  *   optimizer:                        required
- *     type: sgd                       required
+ *     type: sgd                       required: sgd, adam or adamw (torch.optim's formulas)
  *     learning_rate: 0.01             required, > 0
- *     momentum: 0.9                   optional, default 0, in [0, 1)
- *     weight_decay: 0                 optional, default 0
- *     nesterov: false                 optional, needs momentum > 0
+ *     momentum: 0.9                   sgd only, default 0, in [0, 1)
+ *     nesterov: false                 sgd only, needs momentum > 0
+ *     betas: [0.9, 0.999]             adam/adamw only
+ *     eps: 1e-8                       adam/adamw only
+ *     weight_decay: 0                 default 0 (adamw: 0.01, decoupled)
+ *   schedule:                         optional; the learning rate per epoch (or step), see below
+ *     type: cosine                    constant, step, multistep, cosine
+ *     unit: epoch                     epoch (default) or step
+ *     step_size: 30, gamma: 0.1       step
+ *     milestones: [30, 60], gamma     multistep
+ *     min_lr: 0                       cosine
+ *     warmup: 0, warmup_factor: 0.1   linear warm-up over the first `warmup` units
  *   batch_size: 64                    required, 1 .. 65536
  *   epochs: 2                         required, 1 .. 100000
  *   seed: 0                           optional, default 0
@@ -26,13 +35,15 @@
 #include <sys/stat.h>
 
 const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", NULL};
-const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", NULL};
+const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL};
 
-static const char *const plan_keys[] = {"model", "data", "loss", "optimizer", "batch_size", "epochs", "seed", "log_every", NULL};
+static const char *const plan_keys[] = {"model", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", NULL};
 static const char *const data_keys[] = {"format", "train", "test", "normalize", NULL};
 static const char *const split_keys[] = {"images", "labels", NULL};
 static const char *const norm_keys[] = {"mean", "std", NULL};
-static const char *const opt_keys[] = {"type", "learning_rate", "momentum", "weight_decay", "nesterov", NULL};
+static const char *const opt_keys[] = {"type", "learning_rate", "momentum", "weight_decay", "nesterov", "betas", "eps", NULL};
+static const char *const sched_keys[] = {"type", "unit", "step_size", "gamma", "milestones", "min_lr", "warmup", "warmup_factor", NULL};
+static const char *const sched_units[] = {"epoch", "step", NULL};
 static const char *const formats[] = {"idx", NULL};
 
 static bool parse_split(gr_ydoc *y, gr_ynode *n, const char *what, gr_data_split *s) {
@@ -82,14 +93,98 @@ static bool parse_optimizer(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
     lr_ok = false;
   }
   ok &= lr_ok;
+  p->opt.kind = (gr_opt_kind)kind;
+  bool sgd = kind == GR_OPT_SGD;
+  p->opt.beta1 = 0.9;
+  p->opt.beta2 = 0.999;
+  p->opt.eps = 1e-8;
+  p->opt.weight_decay = kind == GR_OPT_ADAMW ? 0.01 : 0; /* PyTorch's defaults */
+  if (!ok) return false;
+  /* keys that belong to another optimizer */
+  static const char *const sgd_only[] = {"momentum", "nesterov", NULL}, *const adam_only[] = {"betas", "eps", NULL};
+  for (const char *const *k = sgd ? adam_only : sgd_only; *k; k++) {
+    if (!gr_yget(y, n, *k)) continue;
+    gr_error(y->diag, gr_ykey_loc(y, n, *k), "'%s' does not apply to the %s optimizer (it is for %s)", *k,
+             gr_opt_names[kind], sgd ? "adam and adamw" : "sgd");
+    ok = false;
+  }
   ok &= gr_yopt_float(y, n, "momentum", 0, 0.999999, &p->opt.momentum);
   ok &= gr_yopt_float(y, n, "weight_decay", 0, 1e3, &p->opt.weight_decay);
   ok &= gr_yopt_bool(y, n, "nesterov", &p->opt.nesterov);
-  p->opt.kind = (gr_opt_kind)kind;
+  ok &= gr_yopt_float(y, n, "eps", 0, 1, &p->opt.eps);
+  gr_ynode *b = gr_yget(y, n, "betas");
+  if (b) {
+    if (gr_ylist_len(b) != 2) {
+      gr_error(y->diag, gr_yloc(y, b), "'betas' must be a list of two numbers in [0, 1), like [0.9, 0.999], got %s", gr_ydescribe(y, b));
+      ok = false;
+    } else {
+      ok &= gr_yfloat(y, gr_ylist_at(y, b, 0), "'betas'", 0, 0.999999999, &p->opt.beta1) &&
+            gr_yfloat(y, gr_ylist_at(y, b, 1), "'betas'", 0, 0.999999999, &p->opt.beta2);
+    }
+  }
   if (ok && p->opt.nesterov && p->opt.momentum <= 0) {
     gr_error(y->diag, gr_ykey_loc(y, n, "nesterov"), "nesterov needs a momentum greater than 0");
     ok = false;
   }
+  return ok;
+}
+
+/* schedule: {type: constant|step|multistep|cosine, unit: epoch|step, step_size, gamma, milestones,
+ *            min_lr, warmup, warmup_factor} — see runtime/schedule.h for the formulas */
+static bool parse_schedule(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
+  gr_schedule *s = &p->schedule;
+  if (!gr_ymap_check(y, n, "'schedule'", sched_keys)) return false;
+  gr_ynode *t = gr_yreq(y, n, "type", "'schedule'");
+  int kind = 0, unit = 0;
+  if (!t || !gr_yenum(y, t, "schedule", gr_sched_names, &kind)) return false;
+  s->kind = (gr_sched_kind)kind;
+  gr_ynode *u = gr_yget(y, n, "unit");
+  if (u && !gr_yenum(y, u, "schedule unit", sched_units, &unit)) return false;
+  s->per_step = unit == 1;
+  /* keys each type takes */
+  static const char *const takes[GR_SCHED_COUNT][4] = {
+      [GR_SCHED_CONSTANT] = {NULL}, [GR_SCHED_STEP] = {"step_size", "gamma", NULL},
+      [GR_SCHED_MULTISTEP] = {"milestones", "gamma", NULL}, [GR_SCHED_COSINE] = {"min_lr", NULL}};
+  static const char *const specific[] = {"step_size", "gamma", "milestones", "min_lr", NULL};
+  bool ok = true;
+  for (const char *const *k = specific; *k; k++) {
+    if (!gr_yget(y, n, *k)) continue;
+    bool fits = false;
+    for (int i = 0; takes[kind][i]; i++) fits |= !strcmp(takes[kind][i], *k);
+    if (!fits) {
+      gr_error(y->diag, gr_ykey_loc(y, n, *k), "'%s' does not apply to a %s schedule", *k, gr_sched_names[kind]);
+      ok = false;
+    }
+  }
+  s->gamma = 0.1;
+  s->warmup_factor = 0.1;
+  if (kind == GR_SCHED_STEP) {
+    gr_ynode *ss = gr_yreq(y, n, "step_size", "a step schedule");
+    ok &= ss && gr_yint(y, ss, "'step_size'", 1, INT64_MAX / 2, &s->step_size);
+  }
+  if (kind == GR_SCHED_MULTISTEP) {
+    gr_ynode *ms = gr_yreq(y, n, "milestones", "a multistep schedule");
+    int len = ms ? gr_ylist_len(ms) : 0;
+    if (ms && (len < 1 || len > GR_SCHED_MAX_MILESTONES)) {
+      gr_error(y->diag, gr_yloc(y, ms), "'milestones' must be a list of 1 to %d increasing integers, got %s",
+               GR_SCHED_MAX_MILESTONES, gr_ydescribe(y, ms));
+      ok = false;
+    }
+    for (int i = 0; ms && ok && i < len; i++) {
+      gr_ynode *e = gr_ylist_at(y, ms, i);
+      ok &= gr_yint(y, e, "a milestone", 1, INT64_MAX / 2, &s->milestones[i]);
+      if (ok && i > 0 && s->milestones[i] <= s->milestones[i - 1]) {
+        gr_error(y->diag, gr_yloc(y, e), "milestones must increase: %lld after %lld", (long long)s->milestones[i],
+                 (long long)s->milestones[i - 1]);
+        ok = false;
+      }
+    }
+    s->n_milestones = len;
+  }
+  ok &= gr_yopt_float(y, n, "gamma", 0, 1e6, &s->gamma);
+  ok &= gr_yopt_float(y, n, "min_lr", 0, 1e6, &s->min_lr);
+  ok &= gr_yopt_int(y, n, "warmup", 0, INT64_MAX / 2, &s->warmup);
+  ok &= gr_yopt_float(y, n, "warmup_factor", 0, 1, &s->warmup_factor);
   return ok;
 }
 
@@ -128,6 +223,8 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
     }
     gr_ynode *opt = gr_yreq(&y, root, "optimizer", "the plan");
     if (opt) parse_optimizer(&y, opt, p);
+    gr_ynode *sched = gr_yget(&y, root, "schedule");
+    if (sched) parse_schedule(&y, sched, p);
     gr_ynode *bs = gr_yreq(&y, root, "batch_size", "the plan");
     if (bs && gr_yint(&y, bs, "'batch_size'", 1, 65536, &p->batch_size)) p->batch_loc = gr_yloc(&y, bs);
     gr_ynode *ep = gr_yreq(&y, root, "epochs", "the plan");

@@ -25,8 +25,11 @@ void gr_node_dump(const gr_node *n, FILE *out) {
   }
   if (n->op == GR_OP_MATMUL && (n->a.trans_a || n->a.trans_b))
     fprintf(out, " {trans_a=%d, trans_b=%d}", n->a.trans_a, n->a.trans_b);
-  if (gr_ops[n->op].flags & GR_OPF_UPD)
+  if (n->op == GR_OP_SGD_UPDATE || n->op == GR_OP_SGD_MOMENTUM_UPDATE)
     fprintf(out, " {lr=scalars[%d], momentum=%g, weight_decay=%g%s}", n->a.lr_slot, n->a.momentum, n->a.weight_decay, n->a.nesterov ? ", nesterov" : "");
+  if (n->op == GR_OP_ADAM_UPDATE)
+    fprintf(out, " {lr=scalars[%d], betas=(%g, %g), eps=%g, weight_decay=%g%s}", n->a.lr_slot, n->a.beta1, n->a.beta2,
+            n->a.eps, n->a.weight_decay, n->a.decoupled ? ", decoupled" : "");
   if (n->out) {
     fprintf(out, " : %s%s", gr_dtype_name[n->out->dtype], gr_shape_str(&n->out->shape, sb, sizeof sb));
     if (n->out->role == GR_ROLE_PARAM) fputs(n->out->trainable ? " trainable" : " frozen", out);

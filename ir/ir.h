@@ -76,9 +76,11 @@ typedef struct gr_value {
 typedef struct gr_attrs {
   int trans_a, trans_b;         /* matmul: use A^T / B^T */
   gr_shape shape;               /* reshape: the target shape */
-  float momentum, weight_decay; /* sgd_update */
+  float momentum, weight_decay; /* sgd_update; weight_decay also adam_update */
   int nesterov;                 /* sgd_update */
-  int lr_slot;                  /* sgd_update: index of the learning rate in the step's scalars */
+  double beta1, beta2, eps;     /* adam_update (double: bias corrections as PyTorch computes them) */
+  int decoupled;                /* adam_update: AdamW's decoupled weight decay */
+  int lr_slot;                  /* updates: index of the learning rate in the step's scalars */
 } gr_attrs;
 
 struct gr_node {

@@ -5,7 +5,7 @@
  * A step function runs one compiled program over one batch of n samples (1 <= n <= max_batch):
  *   slab    persistent memory: parameters, then optimizer state (zeroed at start)
  *   arena   the program's planned scratch memory: inputs, activations, gradients
- *   scalars run-time scalars (index 0: learning rate)
+ *   scalars run-time scalars (GR_SCALAR_*: learning rate, step number)
  * It never allocates. */
 #ifndef GRAFT_MODEL_H
 #define GRAFT_MODEL_H
@@ -15,7 +15,8 @@
 
 typedef void (*gr_step_fn)(uint8_t *slab, uint8_t *arena, int64_t n, const float *scalars);
 
-enum { GR_SCALAR_LR, GR_SCALAR_COUNT };
+/* scalars[]: the learning rate, and the 1-based number of the optimizer step being taken (Adam's bias correction) */
+enum { GR_SCALAR_LR, GR_SCALAR_STEP, GR_SCALAR_COUNT };
 
 typedef struct gr_rt_param {
   const char *name;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include "ir/diag.h"
 #include "runtime/model.h"
+#include "runtime/schedule.h"
 
 /* rng.c — xoshiro256** seeded through splitmix64: fast, reproducible across machines. */
 typedef struct gr_rng {
@@ -62,7 +63,8 @@ typedef struct gr_train_cfg {
   double norm_mean, norm_std;
   int64_t batch_size, epochs, log_every;
   uint64_t seed;
-  double lr;
+  double lr;                /* the base learning rate */
+  gr_schedule schedule;     /* how it changes (zero: constant) */
   const char *metrics_path; /* NULL: none */
   int threads;              /* 0: OpenBLAS default */
   FILE *log;                /* progress and summaries (stdout) */

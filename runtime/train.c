@@ -139,7 +139,9 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   for (int64_t i = 0; i < train.n; i++) perm[i] = i;
   const gr_rt_program *p = &m->train;
   int64_t B = m->max_batch, steps_per_epoch = (train.n + B - 1) / B, step = 0;
-  float scal[GR_SCALAR_COUNT] = {[GR_SCALAR_LR] = (float)cfg->lr};
+  float scal[GR_SCALAR_COUNT] = {0};
+  int64_t sched_total = cfg->schedule.per_step ? steps_per_epoch * cfg->epochs : cfg->epochs;
+  double lr = cfg->lr;
   gr_progress prog;
   gr_progress_init(&prog, log);
   double train_time = 0;
@@ -152,6 +154,9 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
     double t_win = t_epoch;
     for (int64_t b = 0; b < train.n; b += B) {
       int64_t n = train.n - b < B ? train.n - b : B;
+      lr = gr_schedule_lr(&cfg->schedule, cfg->lr, cfg->schedule.per_step ? step : epoch - 1, sched_total);
+      scal[GR_SCALAR_LR] = (float)lr;
+      scal[GR_SCALAR_STEP] = (float)(step + 1);
       gather(p, s->train_arena, &train, perm + b, n);
       *(float *)(s->train_arena + p->dloss_off) = 1.0f;
       p->fn(s->slab, s->train_arena, n, scal);
@@ -159,7 +164,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
       float loss = *(float *)(s->train_arena + p->loss_off);
       if (!isfinite(loss)) {
         gr_error(d, (gr_loc){0}, "the training loss became %s at epoch %lld, step %lld; lower the learning rate (now %g)",
-                 isnan(loss) ? "NaN" : "infinite", (long long)epoch, (long long)step, cfg->lr);
+                 isnan(loss) ? "NaN" : "infinite", (long long)epoch, (long long)step, lr);
         ok = false;
         break;
       }
@@ -177,7 +182,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
       if (log_now) {
         gr_metrics_record(metrics, "train", "epoch#", (double)epoch, "step#", (double)step, "loss", win_loss / (double)win_n,
                           "accuracy", (double)win_correct / (double)win_n, "samples_per_s", (double)win_n / (now - t_win + 1e-12),
-                          "lr", cfg->lr, NULL);
+                          "lr", lr, NULL);
         win_loss = 0;
         win_n = win_correct = 0;
         t_win = now;
@@ -188,7 +193,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
       double now = gr_now();
       gr_metrics_record(metrics, "train", "epoch#", (double)epoch, "step#", (double)step, "loss", win_loss / (double)win_n,
                         "accuracy", (double)win_correct / (double)win_n, "samples_per_s", (double)win_n / (now - t_win + 1e-12),
-                        "lr", cfg->lr, NULL);
+                        "lr", lr, NULL);
     }
     double ep_time = gr_now() - t_epoch;
     train_time += ep_time;

@@ -5,8 +5,9 @@
  * gradient element is compared with a central difference of L = sum(y * r) for a random r:
  *   |analytic - numeric| <= 1e-6 * max(1, |analytic|, |numeric|).
  * Backward-only ops (flag BWD) are covered by the checks whose backward graphs use them; optimizer
- * updates (flag UPD) are compared against a C transcription of torch.optim.SGD. The last test fails
- * if any op in the table was not covered — so a new op without a check fails the suite. */
+ * updates (flag UPD) are compared against a C transcription of torch.optim's SGD, Adam and AdamW.
+ * The last test fails if any op in the table was not covered — so a new op without a check fails
+ * the suite. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -235,9 +236,46 @@ static void check_composite(void **state) {
   gc_free(&c);
 }
 
-/* torch.optim.SGD, transcribed: g += wd p; v = mu v + g (v = g on the first step, same as v = 0);
- * g = nesterov ? g + mu v : v; p -= lr g */
-static void check_sgd(gr_op op, float mu, float wd, bool nesterov) {
+/* The optimizers of torch.optim, transcribed (float32, as PyTorch updates float32 parameters):
+ *   SGD:   g += wd p; v = mu v + g (v = g on the first step, same as v = 0); g = nesterov ? g + mu v : v;
+ *          p -= lr g
+ *   Adam:  g += wd p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ *          p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ *   AdamW: p *= 1 - lr wd; then Adam without the g += wd p */
+typedef struct upd_case {
+  gr_op op;
+  float mu, wd;
+  bool nesterov;
+  double b1, b2, eps;
+  bool decoupled;
+} upd_case;
+
+static void reference_step(const upd_case *u, float *p, const float *g, float *s1, float *s2, int n, float lr, int t) {
+  for (int k = 0; k < n; k++) {
+    float gr = g[k];
+    if (u->op == GR_OP_ADAM_UPDATE) {
+      if (u->decoupled)
+        p[k] *= (float)(1 - (double)lr * u->wd);
+      else
+        gr += u->wd * p[k];
+      s1[k] = (float)u->b1 * s1[k] + (float)(1 - u->b1) * gr;
+      s2[k] = (float)u->b2 * s2[k] + (float)(1 - u->b2) * gr * gr;
+      double bc1 = 1 - pow(u->b1, t), bc2 = 1 - pow(u->b2, t);
+      float denom = sqrtf(s2[k]) / (float)sqrt(bc2) + (float)u->eps;
+      p[k] -= (float)(lr / bc1) * (s1[k] / denom);
+      continue;
+    }
+    gr += u->wd * p[k];
+    if (u->op == GR_OP_SGD_MOMENTUM_UPDATE) {
+      s1[k] = u->mu * s1[k] + gr;
+      gr = u->nesterov ? gr + u->mu * s1[k] : s1[k];
+    }
+    p[k] -= lr * gr;
+  }
+}
+
+/* Runs the generated update for 5 steps (changing learning rate) against the reference. */
+static void check_update(const upd_case *u) {
   gc c;
   gc_init(&c);
   c.g->fdtype = GR_F32;
@@ -245,11 +283,12 @@ static void check_sgd(gr_op op, float mu, float wd, bool nesterov) {
   enum { K = 37 };
   gr_value *p = gr_param(g, "p", S(1, D(K)), 0, (gr_loc){0});
   gr_value *gin = gr_input(g, "g", GR_F32, S(1, D(K)), (gr_loc){0});
-  gr_value *v = gr_state(g, "v", S(1, D(K)));
-  gr_attrs a = {.momentum = mu, .weight_decay = wd, .nesterov = nesterov, .lr_slot = GR_SCALAR_LR};
-  gr_value *in[3] = {p, gin, v};
-  gr_apply_update(g, op, in, op == GR_OP_SGD_MOMENTUM_UPDATE ? 3 : 2, &a, (gr_loc){0});
-  covered[op] = true;
+  gr_value *s1 = gr_state(g, "s1", S(1, D(K))), *s2 = gr_state(g, "s2", S(1, D(K)));
+  gr_attrs a = {.momentum = u->mu, .weight_decay = u->wd, .nesterov = u->nesterov, .beta1 = u->b1, .beta2 = u->b2,
+                .eps = u->eps, .decoupled = u->decoupled, .lr_slot = GR_SCALAR_LR};
+  gr_value *in[4] = {p, gin, s1, s2};
+  gr_apply_update(g, u->op, in, gr_ops[u->op].arity, &a, (gr_loc){0});
+  covered[u->op] = true;
   gr_value *keep[1] = {gin};
   gr_program prog = {.name = "update", .nodes = g->nodes, .n_nodes = g->n_nodes, .keep = keep, .n_keep = 1};
   int64_t slab_bytes = gr_plan_slab(g);
@@ -257,25 +296,19 @@ static void check_sgd(gr_op op, float mu, float wd, bool nesterov) {
   gr_jit *jit = gr_jit_compile(g, &prog, 1, &(gr_codegen_opts){0}, &c.diag);
   assert_non_null(jit);
   uint8_t *slab = calloc(1, (size_t)slab_bytes), *arena = calloc(1, (size_t)prog.arena_bytes);
-  float *pp = (float *)(slab + p->slab_offset), *vp = (float *)(slab + v->slab_offset);
+  float *pp = (float *)(slab + p->slab_offset), *s1p = (float *)(slab + s1->slab_offset), *s2p = (float *)(slab + s2->slab_offset);
   float *gp = (float *)(arena + prog.offsets[gin->id]);
-  float ref_p[K], ref_v[K] = {0};
+  float ref_p[K], ref_s1[K] = {0}, ref_s2[K] = {0};
   for (int k = 0; k < K; k++) ref_p[k] = pp[k] = (float)urand();
-  float lr = 0.05f;
-  for (int step = 0; step < 3; step++) {
+  for (int step = 1; step <= 5; step++) {
+    float lr = 0.05f / (float)step;
     for (int k = 0; k < K; k++) gp[k] = (float)urand();
+    reference_step(u, ref_p, gp, ref_s1, ref_s2, K, lr, step);
+    prog.fn(slab, arena, 1, (float[GR_SCALAR_COUNT]){[GR_SCALAR_LR] = lr, [GR_SCALAR_STEP] = (float)step});
     for (int k = 0; k < K; k++) {
-      float gr = gp[k] + wd * ref_p[k];
-      if (op == GR_OP_SGD_MOMENTUM_UPDATE) {
-        ref_v[k] = mu * ref_v[k] + gr;
-        gr = nesterov ? gr + mu * ref_v[k] : ref_v[k];
-      }
-      ref_p[k] -= lr * gr;
-    }
-    prog.fn(slab, arena, 1, (float[]){lr});
-    for (int k = 0; k < K; k++) {
-      assert_float_equal(pp[k], ref_p[k], 1e-6 * fmax(1.0, fabs(ref_p[k])));
-      if (op == GR_OP_SGD_MOMENTUM_UPDATE) assert_float_equal(vp[k], ref_v[k], 1e-6 * fmax(1.0, fabs(ref_v[k])));
+      assert_float_equal(pp[k], ref_p[k], 2e-6 * fmax(1.0, fabs(ref_p[k])));
+      if (u->op != GR_OP_SGD_UPDATE) assert_float_equal(s1p[k], ref_s1[k], 1e-6 * fmax(1.0, fabs(ref_s1[k])));
+      if (u->op == GR_OP_ADAM_UPDATE) assert_float_equal(s2p[k], ref_s2[k], 1e-6 * fmax(1.0, fabs(ref_s2[k])));
     }
   }
   free(slab);
@@ -301,12 +334,17 @@ static void test_op(void **state) {
   case GR_OP_RESHAPE: check_reshape(); return;
   case GR_OP_SOFTMAX_CE: check_softmax_ce(); return;
   case GR_OP_SGD_UPDATE:
-    check_sgd(op, 0, 0, false);
-    check_sgd(op, 0, 0.01f, false);
+    check_update(&(upd_case){.op = op});
+    check_update(&(upd_case){.op = op, .wd = 0.01f});
     return;
   case GR_OP_SGD_MOMENTUM_UPDATE:
-    check_sgd(op, 0.9f, 0, false);
-    check_sgd(op, 0.9f, 0.001f, true);
+    check_update(&(upd_case){.op = op, .mu = 0.9f});
+    check_update(&(upd_case){.op = op, .mu = 0.9f, .wd = 0.001f, .nesterov = true});
+    return;
+  case GR_OP_ADAM_UPDATE:
+    check_update(&(upd_case){.op = op, .b1 = 0.9, .b2 = 0.999, .eps = 1e-8});                        /* Adam */
+    check_update(&(upd_case){.op = op, .b1 = 0.8, .b2 = 0.99, .eps = 1e-6, .wd = 0.01f});           /* Adam, L2 */
+    check_update(&(upd_case){.op = op, .b1 = 0.9, .b2 = 0.999, .eps = 1e-8, .wd = 0.05f, .decoupled = true}); /* AdamW */
     return;
   case GR_OP_RELU_GRAD:
   case GR_OP_SIGMOID_GRAD:

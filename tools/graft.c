@@ -191,7 +191,8 @@ int main(int argc, char **argv) {
                         .train_loc = p->train.loc, .test_loc = p->test.loc,
                         .norm_mean = p->norm_mean, .norm_std = p->norm_std, .batch_size = p->batch_size,
                         .epochs = epochs ? epochs : p->epochs, .log_every = p->log_every,
-                        .seed = seed >= 0 ? (uint64_t)seed : p->seed, .lr = p->opt.lr, .metrics_path = metrics,
+                        .seed = seed >= 0 ? (uint64_t)seed : p->seed, .lr = p->opt.lr, .schedule = p->schedule,
+                        .metrics_path = metrics,
                         .threads = (int)threads, .log = stdout, .quiet = quiet};
     gr_train_result res;
     rc = gr_train(&c.rt, &cfg, &diag, &res) ? 0 : 1;
