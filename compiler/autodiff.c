@@ -23,10 +23,32 @@ static void grad_matmul(gr_graph *g, const gr_node *n, gr_value *dy, const bool 
   if (needs[1]) dx[1] = tb ? gr_matmul(g, dy, a, 1, ta, n->loc) : gr_matmul(g, a, dy, !ta, 0, n->loc);
 }
 
-/* y = x + b (b broadcast over rows):  dx = dy,  db = sum over rows of dy */
+/* y[n, c, ...] = x[n, c, ...] + b[c]:  dx = dy,  db[c] = sum over n and ... of dy[n, c, ...] */
 static void grad_bias_add(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
   if (needs[0]) dx[0] = dy;
-  if (needs[1]) dx[1] = gr_unary(g, GR_OP_SUM_ROWS, dy, n->loc);
+  if (needs[1]) dx[1] = gr_unary(g, GR_OP_BIAS_GRAD, dy, n->loc);
+}
+
+/* y = conv2d(x, w):  dx = conv2d_grad_input(dy, w)   (col2im of w^T dy, per sample and group)
+ *                    dw = conv2d_grad_weight(x, dy)  (sum over samples of dy im2col(x)^T) */
+static void grad_conv2d(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  gr_attrs a = n->a;
+  if (needs[0]) {
+    a.shape = n->in[0]->shape;
+    gr_value *in[2] = {dy, n->in[1]};
+    dx[0] = gr_apply(g, GR_OP_CONV2D_GRAD_INPUT, in, 2, &a, n->loc);
+  }
+  if (needs[1]) {
+    a.shape = n->in[1]->shape;
+    gr_value *in[2] = {n->in[0], dy};
+    dx[1] = gr_apply(g, GR_OP_CONV2D_GRAD_WEIGHT, in, 2, &a, n->loc);
+  }
+}
+
+/* y = maxpool(x):  dx[i] = sum of dy over the windows whose (first) maximum is x[i] */
+static void grad_maxpool2d(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  gr_value *in[2] = {n->in[0], dy};
+  if (needs[0]) dx[0] = gr_apply(g, GR_OP_MAXPOOL2D_GRAD, in, 2, &n->a, n->loc);
 }
 
 /* y = a + b:  da = dy,  db = dy */

@@ -22,7 +22,8 @@ typedef struct gr_cg {
 } gr_cg;
 
 /* Emitters: ELEM ops get scalar operands and return the scalar result. CUSTOM ops get
- * [input pointers..., output pointer (NULL for updates), n (i64), scalars pointer] and emit the body. */
+ * [input pointers..., output pointer (NULL for updates), n (i64), scalars pointer, scratch pointer]
+ * and emit the body. */
 typedef LLVMValueRef (*emit_fn)(gr_cg *cg, const gr_node *n, LLVMValueRef *args);
 
 /* ---- small builders ---------------------------------------------------------------------------- */
@@ -175,20 +176,244 @@ static LLVMValueRef rows_of(gr_cg *c, const gr_shape *s, LLVMValueRef n) {
   return gr_shape_has_batch(s) ? n : iconst(c, 1);
 }
 
-/* out[c] = sum_r x[r, c] */
-static LLVMValueRef emit_sum_rows(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
-  LLVMValueRef x = a[0], out = a[1], n = a[2];
-  int64_t C = gr_shape_inner(&nd->in[0]->shape);
-  cg_loop L, R;
-  loop_begin(c, &L, iconst(c, C));
-  storef(c, fconst(c, 0), out, L.i);
-  loop_end(c, &L);
+/* Elements per channel of [N, C, ...]: the product of the dimensions after 1. */
+static int64_t spatial(const gr_shape *s) {
+  int64_t k = 1;
+  for (int i = 2; i < s->rank; i++) k *= s->dim[i];
+  return k;
+}
+
+/* y[n, c, s] = x[n, c, s] + b[c] */
+static LLVMValueRef emit_bias_add(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], b = a[1], out = a[2], n = a[3];
+  int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
+  cg_loop R, K, L;
   loop_begin(c, &R, n);
-  LLVMValueRef base = imul(c, R.i, iconst(c, C));
-  loop_begin(c, &L, iconst(c, C));
-  storef(c, fadd(c, loadf(c, out, L.i), loadf(c, x, iadd(c, base, L.i))), out, L.i);
+  loop_begin(c, &K, iconst(c, C));
+  LLVMValueRef base = imul(c, iadd(c, imul(c, R.i, iconst(c, C)), K.i), iconst(c, S)), bk = loadf(c, b, K.i);
+  loop_begin(c, &L, iconst(c, S));
+  LLVMValueRef idx = iadd(c, base, L.i);
+  storef(c, fadd(c, loadf(c, x, idx), bk), out, idx);
   loop_end(c, &L);
+  loop_end(c, &K);
   loop_end(c, &R);
+  return NULL;
+}
+
+/* db[c] = sum over n, s of dy[n, c, s] */
+static LLVMValueRef emit_bias_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], out = a[1], n = a[2];
+  int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
+  cg_loop R, K, L;
+  loop_begin(c, &K, iconst(c, C));
+  storef(c, fconst(c, 0), out, K.i);
+  loop_end(c, &K);
+  loop_begin(c, &R, n);
+  loop_begin(c, &K, iconst(c, C));
+  LLVMValueRef base = imul(c, iadd(c, imul(c, R.i, iconst(c, C)), K.i), iconst(c, S));
+  loop_begin(c, &L, iconst(c, S));
+  LLVMValueRef acc = loop_phi(c, &L, c->ft, fconst(c, 0));
+  loop_carry(&L, acc, fadd(c, acc, loadf(c, x, iadd(c, base, L.i))));
+  loop_end(c, &L);
+  storef(c, fadd(c, loadf(c, out, K.i), acc), out, K.i);
+  loop_end(c, &K);
+  loop_end(c, &R);
+  return NULL;
+}
+
+/* if (cond) { ... } — leaves the builder in the "then" block; cg_if_end joins. */
+static LLVMBasicBlockRef cg_if_begin(gr_cg *c, LLVMValueRef cond) {
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(c->b));
+  LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(c->ctx, fn, "then"), join = LLVMAppendBasicBlockInContext(c->ctx, fn, "join");
+  LLVMBuildCondBr(c->b, cond, then, join);
+  LLVMPositionBuilderAtEnd(c->b, then);
+  return join;
+}
+static void cg_if_end(gr_cg *c, LLVMBasicBlockRef join) {
+  LLVMBuildBr(c->b, join);
+  LLVMPositionBuilderAtEnd(c->b, join);
+}
+
+/* 0 <= v < limit, for i64 v */
+static LLVMValueRef in_range(gr_cg *c, LLVMValueRef v, int64_t limit) {
+  return LLVMBuildICmp(c->b, LLVMIntULT, v, iconst(c, limit), "");
+}
+
+/* Calls cblas_?gemm (row-major); dims and leading dimensions are i32 values. */
+static void call_gemm(gr_cg *c, bool ta, bool tb, LLVMValueRef M, LLVMValueRef N, LLVMValueRef K, LLVMValueRef A, LLVMValueRef lda,
+                      LLVMValueRef B, LLVMValueRef ldb, LLVMValueRef beta, LLVMValueRef C, LLVMValueRef ldc) {
+  bool f64 = c->ft != c->f32;
+  LLVMTypeRef pt[14] = {c->i32, c->i32, c->i32, c->i32, c->i32, c->i32, c->ft, c->ptr, c->i32, c->ptr, c->i32, c->ft, c->ptr, c->i32};
+  LLVMTypeRef fty = LLVMFunctionType(c->voidt, pt, 14, 0);
+  const char *name = f64 ? "cblas_dgemm" : "cblas_sgemm";
+  LLVMValueRef fn = LLVMGetNamedFunction(c->mod, name);
+  if (!fn) fn = LLVMAddFunction(c->mod, name, fty);
+  LLVMValueRef args[14] = {LLVMConstInt(c->i32, CblasRowMajor, 0), LLVMConstInt(c->i32, ta ? CblasTrans : CblasNoTrans, 0),
+                           LLVMConstInt(c->i32, tb ? CblasTrans : CblasNoTrans, 0), M, N, K, fconst(c, 1.0), A, lda, B, ldb,
+                           beta, C, ldc};
+  LLVMBuildCall2(c->b, fty, fn, args, 14, "");
+}
+
+static LLVMValueRef i32c(gr_cg *c, int64_t v) { return LLVMConstInt(c->i32, (unsigned long long)v, 0); }
+
+static LLVMValueRef fptr(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) { return elem_ptr(c, c->ft, base, idx); }
+
+/* im2col of one sample x [Cin, H, W] into cols [Cin*kh*kw, Ho*Wo] (zeros where the window hangs over
+ * the padding); or, with back, col2im: x[c, ih, iw] += cols[...] (x zeroed first by the caller). */
+static void im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef cols, bool back) {
+  int64_t HW = g->ho * g->wo;
+  cg_loop C, KI, KJ, OH, OW;
+  loop_begin(c, &C, iconst(c, g->cin));
+  loop_begin(c, &KI, iconst(c, g->kh));
+  loop_begin(c, &KJ, iconst(c, g->kw));
+  LLVMValueRef row = iadd(c, imul(c, iadd(c, imul(c, C.i, iconst(c, g->kh)), KI.i), iconst(c, g->kw)), KJ.i);
+  LLVMValueRef xc = imul(c, C.i, iconst(c, g->h * g->w)), rbase = imul(c, row, iconst(c, HW));
+  loop_begin(c, &OH, iconst(c, g->ho));
+  LLVMValueRef ih = iadd(c, imul(c, OH.i, iconst(c, g->sh)), iconst(c, -g->ph));
+  ih = iadd(c, ih, imul(c, KI.i, iconst(c, g->dh)));
+  LLVMValueRef ih_ok = in_range(c, ih, g->h), xrow = iadd(c, xc, imul(c, ih, iconst(c, g->w)));
+  LLVMValueRef obase = iadd(c, rbase, imul(c, OH.i, iconst(c, g->wo)));
+  loop_begin(c, &OW, iconst(c, g->wo));
+  LLVMValueRef iw = iadd(c, iadd(c, imul(c, OW.i, iconst(c, g->sw)), iconst(c, -g->pw)), imul(c, KJ.i, iconst(c, g->dw)));
+  LLVMValueRef ok = LLVMBuildAnd(c->b, ih_ok, in_range(c, iw, g->w), "");
+  LLVMValueRef xi = iadd(c, xrow, iw), ci = iadd(c, obase, OW.i);
+  if (!back) {
+    /* load from a clamped index, then select: never touches memory outside x */
+    LLVMValueRef safe = LLVMBuildSelect(c->b, ok, xi, iconst(c, 0), "");
+    storef(c, LLVMBuildSelect(c->b, ok, loadf(c, x, safe), fconst(c, 0), ""), cols, ci);
+  } else {
+    LLVMBasicBlockRef join = cg_if_begin(c, ok);
+    storef(c, fadd(c, loadf(c, x, xi), loadf(c, cols, ci)), x, xi);
+    cg_if_end(c, join);
+  }
+  loop_end(c, &OW);
+  loop_end(c, &OH);
+  loop_end(c, &KJ);
+  loop_end(c, &KI);
+  loop_end(c, &C);
+}
+
+/* y_n[g] = w[g] (Co/G x K) @ im2col(x_n)[g] (K x HoWo), per sample n and group g; K = Cin/G kh kw */
+static LLVMValueRef emit_conv2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], w = a[1], y = a[2], n = a[3], cols = a[5];
+  gr_conv_geom g = gr_conv_geometry(&nd->in[0]->shape, &nd->in[1]->shape, &nd->a);
+  int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
+  cg_loop R, G;
+  loop_begin(c, &R, n);
+  im2col(c, &g, fptr(c, x, imul(c, R.i, iconst(c, g.cin * g.h * g.w))), cols, false);
+  loop_begin(c, &G, iconst(c, g.groups));
+  call_gemm(c, false, false, i32c(c, cog), i32c(c, HW), i32c(c, K), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
+            fptr(c, cols, imul(c, G.i, iconst(c, K * HW))), i32c(c, HW), fconst(c, 0),
+            fptr(c, y, iadd(c, imul(c, R.i, iconst(c, g.cout * HW)), imul(c, G.i, iconst(c, cog * HW)))), i32c(c, HW));
+  loop_end(c, &G);
+  loop_end(c, &R);
+  return NULL;
+}
+
+/* dx_n = col2im(w[g]^T dy_n[g] for each group) */
+static LLVMValueRef emit_conv2d_grad_input(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef dy = a[0], w = a[1], dx = a[2], n = a[3], cols = a[5];
+  gr_conv_geom g = gr_conv_geometry(&nd->a.shape, &nd->in[1]->shape, &nd->a);
+  int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups, X = g.cin * g.h * g.w;
+  cg_loop R, G, Z;
+  loop_begin(c, &R, n);
+  loop_begin(c, &G, iconst(c, g.groups));
+  call_gemm(c, true, false, i32c(c, K), i32c(c, HW), i32c(c, cog), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
+            fptr(c, dy, iadd(c, imul(c, R.i, iconst(c, g.cout * HW)), imul(c, G.i, iconst(c, cog * HW)))), i32c(c, HW), fconst(c, 0),
+            fptr(c, cols, imul(c, G.i, iconst(c, K * HW))), i32c(c, HW));
+  loop_end(c, &G);
+  LLVMValueRef dxn = fptr(c, dx, imul(c, R.i, iconst(c, X)));
+  loop_begin(c, &Z, iconst(c, X));
+  storef(c, fconst(c, 0), dxn, Z.i);
+  loop_end(c, &Z);
+  im2col(c, &g, dxn, cols, true);
+  loop_end(c, &R);
+  return NULL;
+}
+
+/* dw[g] = sum_n dy_n[g] (Co/G x HoWo) @ im2col(x_n)[g]^T (HoWo x K) */
+static LLVMValueRef emit_conv2d_grad_weight(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], dy = a[1], dw = a[2], n = a[3], cols = a[5];
+  gr_conv_geom g = gr_conv_geometry(&nd->in[0]->shape, &nd->a.shape, &nd->a);
+  int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
+  cg_loop R, G;
+  loop_begin(c, &R, n);
+  im2col(c, &g, fptr(c, x, imul(c, R.i, iconst(c, g.cin * g.h * g.w))), cols, false);
+  LLVMValueRef beta = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntEQ, R.i, iconst(c, 0), ""), fconst(c, 0), fconst(c, 1), "");
+  loop_begin(c, &G, iconst(c, g.groups));
+  call_gemm(c, false, true, i32c(c, cog), i32c(c, K), i32c(c, HW),
+            fptr(c, dy, iadd(c, imul(c, R.i, iconst(c, g.cout * HW)), imul(c, G.i, iconst(c, cog * HW)))), i32c(c, HW),
+            fptr(c, cols, imul(c, G.i, iconst(c, K * HW))), i32c(c, HW), beta, fptr(c, dw, imul(c, G.i, iconst(c, cog * K))), i32c(c, K));
+  loop_end(c, &G);
+  loop_end(c, &R);
+  return NULL;
+}
+
+/* Walks the pooling windows of x [N, C, H, W] -> [N, C, Ho, Wo]. For each output it computes the
+ * first maximal input index (PyTorch's choice; a NaN wins, so NaN propagates) and hands it to `fn`. */
+typedef void (*window_fn)(gr_cg *c, LLVMValueRef best_val, LLVMValueRef best_idx, LLVMValueRef out_idx, LLVMValueRef *extra);
+static void for_each_window(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef n, window_fn fn, LLVMValueRef *extra) {
+  const gr_shape *xs = &nd->in[0]->shape;
+  int64_t C = xs->dim[1], H = xs->dim[2], W = xs->dim[3];
+  const gr_attrs *at = &nd->a;
+  int64_t Ho = (H + 2 * at->pad[0] - at->kernel[0]) / at->stride[0] + 1, Wo = (W + 2 * at->pad[1] - at->kernel[1]) / at->stride[1] + 1;
+  cg_loop P, OH, OW, KI, KJ;
+  loop_begin(c, &P, imul(c, n, iconst(c, C))); /* plane = sample x channel */
+  LLVMValueRef xb = imul(c, P.i, iconst(c, H * W)), ob = imul(c, P.i, iconst(c, Ho * Wo));
+  loop_begin(c, &OH, iconst(c, Ho));
+  loop_begin(c, &OW, iconst(c, Wo));
+  loop_begin(c, &KI, iconst(c, at->kernel[0]));
+  LLVMValueRef bv = loop_phi(c, &KI, c->ft, fconst(c, -INFINITY)), bi = loop_phi(c, &KI, c->i64, iconst(c, -1));
+  LLVMValueRef ih = iadd(c, iadd(c, imul(c, OH.i, iconst(c, at->stride[0])), iconst(c, -at->pad[0])), KI.i);
+  loop_begin(c, &KJ, iconst(c, at->kernel[1]));
+  LLVMValueRef v2 = loop_phi(c, &KJ, c->ft, bv), i2 = loop_phi(c, &KJ, c->i64, bi);
+  LLVMValueRef iw = iadd(c, iadd(c, imul(c, OW.i, iconst(c, at->stride[1])), iconst(c, -at->pad[1])), KJ.i);
+  LLVMValueRef ok = LLVMBuildAnd(c->b, in_range(c, ih, H), in_range(c, iw, W), "");
+  LLVMValueRef xi = LLVMBuildSelect(c->b, ok, iadd(c, xb, iadd(c, imul(c, ih, iconst(c, W)), iw)), xb, "");
+  LLVMValueRef v = loadf(c, x, xi);
+  /* as PyTorch: take v if it is the first valid one, greater, or NaN */
+  LLVMValueRef better = LLVMBuildOr(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, v, v2, ""), LLVMBuildFCmp(c->b, LLVMRealUNO, v, v, ""), "");
+  better = LLVMBuildOr(c->b, better, LLVMBuildICmp(c->b, LLVMIntSLT, i2, iconst(c, 0), ""), "");
+  better = LLVMBuildAnd(c->b, ok, better, "");
+  loop_carry(&KJ, v2, LLVMBuildSelect(c->b, better, v, v2, ""));
+  loop_carry(&KJ, i2, LLVMBuildSelect(c->b, better, xi, i2, ""));
+  loop_end(c, &KJ);
+  loop_carry(&KI, bv, v2);
+  loop_carry(&KI, bi, i2);
+  loop_end(c, &KI);
+  fn(c, bv, bi, iadd(c, ob, iadd(c, imul(c, OH.i, iconst(c, Wo)), OW.i)), extra);
+  loop_end(c, &OW);
+  loop_end(c, &OH);
+  loop_end(c, &P);
+}
+
+static void pool_store_max(gr_cg *c, LLVMValueRef best_val, LLVMValueRef best_idx, LLVMValueRef out_idx, LLVMValueRef *extra) {
+  (void)best_idx;
+  storef(c, best_val, extra[0], out_idx);
+}
+
+static void pool_scatter_grad(gr_cg *c, LLVMValueRef best_val, LLVMValueRef best_idx, LLVMValueRef out_idx, LLVMValueRef *extra) {
+  (void)best_val;
+  LLVMValueRef dx = extra[0], dy = extra[1];
+  storef(c, fadd(c, loadf(c, dx, best_idx), loadf(c, dy, out_idx)), dx, best_idx);
+}
+
+/* y = max over each window (padding never wins) */
+static LLVMValueRef emit_maxpool2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef extra[1] = {a[1]};
+  for_each_window(c, nd, a[0], a[2], pool_store_max, extra);
+  return NULL;
+}
+
+/* dx = 0; dx[argmax of each window] += dy[window] */
+static LLVMValueRef emit_maxpool2d_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], dy = a[1], dx = a[2], n = a[3];
+  cg_loop Z;
+  loop_begin(c, &Z, imul(c, n, iconst(c, gr_shape_inner(&nd->in[0]->shape))));
+  storef(c, fconst(c, 0), dx, Z.i);
+  loop_end(c, &Z);
+  LLVMValueRef extra[2] = {dx, dy};
+  for_each_window(c, nd, x, n, pool_scatter_grad, extra);
   return NULL;
 }
 
@@ -320,10 +545,10 @@ static const emit_fn emitters[GR_OP_COUNT] = {
 
 /* ---- kernels and programs ---------------------------------------------------------------------- */
 
-/* void k<id>(ptr in..., ptr out, i64 n, ptr scalars) */
+/* void k<id>(ptr in..., ptr out, i64 n, ptr scalars, ptr scratch) */
 static LLVMValueRef kernel_function(gr_cg *c, const gr_node *nd) {
-  int np = nd->n_in + 3;
-  LLVMTypeRef params[GR_MAX_IN + 3];
+  int np = nd->n_in + 4;
+  LLVMTypeRef params[GR_MAX_IN + 4];
   for (int i = 0; i < np; i++) params[i] = c->ptr;
   params[nd->n_in + 1] = c->i64;
   char name[64];
@@ -331,10 +556,10 @@ static LLVMValueRef kernel_function(gr_cg *c, const gr_node *nd) {
   LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->voidt, params, (unsigned)np, 0));
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
-  for (int i = 0; i <= nd->n_in; i++)
-    LLVMAddAttributeAtIndex(fn, (unsigned)i + 1, LLVMCreateEnumAttribute(c->ctx, noalias, 0));
+  for (int i = 0; i < np; i++)
+    if (i <= nd->n_in || i == nd->n_in + 3) LLVMAddAttributeAtIndex(fn, (unsigned)i + 1, LLVMCreateEnumAttribute(c->ctx, noalias, 0));
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
-  LLVMValueRef args[GR_MAX_IN + 3];
+  LLVMValueRef args[GR_MAX_IN + 4];
   for (int i = 0; i < np; i++) args[i] = LLVMGetParam(fn, (unsigned)i);
   const gr_op_info *info = &gr_ops[nd->op];
   if (info->kclass == GR_KC_CUSTOM) {
@@ -386,22 +611,9 @@ static LLVMValueRef gemm_dim(gr_cg *c, int64_t d, LLVMValueRef n) {
 /* C[M, N] = op(A) op(B), row-major, through cblas_sgemm / cblas_dgemm. */
 static void emit_gemm(gr_cg *c, const gr_node *nd, LLVMValueRef A, LLVMValueRef B, LLVMValueRef C, LLVMValueRef n) {
   const gr_shape *as = &nd->in[0]->shape, *bs = &nd->in[1]->shape, *cs = &nd->out->shape;
-  bool f64 = c->ft != c->f32;
-  LLVMTypeRef pt[14] = {c->i32, c->i32, c->i32, c->i32, c->i32, c->i32, c->ft, c->ptr, c->i32, c->ptr, c->i32, c->ft, c->ptr, c->i32};
-  LLVMTypeRef fty = LLVMFunctionType(c->voidt, pt, 14, 0);
-  const char *name = f64 ? "cblas_dgemm" : "cblas_sgemm";
-  LLVMValueRef fn = LLVMGetNamedFunction(c->mod, name);
-  if (!fn) fn = LLVMAddFunction(c->mod, name, fty);
   int64_t K = as->dim[nd->a.trans_a ? 0 : 1];
-  LLVMValueRef args[14] = {
-      LLVMConstInt(c->i32, CblasRowMajor, 0),
-      LLVMConstInt(c->i32, nd->a.trans_a ? CblasTrans : CblasNoTrans, 0),
-      LLVMConstInt(c->i32, nd->a.trans_b ? CblasTrans : CblasNoTrans, 0),
-      gemm_dim(c, cs->dim[0], n), gemm_dim(c, cs->dim[1], n), gemm_dim(c, K, n),
-      fconst(c, 1.0), A, LLVMConstInt(c->i32, (unsigned long long)as->dim[1], 0),
-      B, LLVMConstInt(c->i32, (unsigned long long)bs->dim[1], 0),
-      fconst(c, 0.0), C, LLVMConstInt(c->i32, (unsigned long long)cs->dim[1], 0)};
-  LLVMBuildCall2(c->b, fty, fn, args, 14, "");
+  call_gemm(c, nd->a.trans_a, nd->a.trans_b, gemm_dim(c, cs->dim[0], n), gemm_dim(c, cs->dim[1], n), gemm_dim(c, K, n), A,
+            i32c(c, as->dim[1]), B, i32c(c, bs->dim[1]), fconst(c, 0.0), C, i32c(c, cs->dim[1]));
 }
 
 static void program_function(gr_cg *c, const gr_program *p) {
@@ -419,7 +631,7 @@ static void program_function(gr_cg *c, const gr_program *p) {
     const gr_node *nd = p->nodes[i];
     gr_kclass kc = gr_ops[nd->op].kclass;
     if (kc == GR_KC_NONE || kc == GR_KC_VIEW) continue;
-    LLVMValueRef args[GR_MAX_IN + 3];
+    LLVMValueRef args[GR_MAX_IN + 4];
     for (int k = 0; k < nd->n_in; k++) args[k] = value_ptr(c, p, nd->in[k], slab, arena);
     args[nd->n_in] = nd->out ? value_ptr(c, p, nd->out, slab, arena) : LLVMConstPointerNull(c->ptr);
     if (kc == GR_KC_GEMM) {
@@ -428,7 +640,10 @@ static void program_function(gr_cg *c, const gr_program *p) {
     }
     args[nd->n_in + 1] = n;
     args[nd->n_in + 2] = scal;
-    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(kern[i]), kern[i], args, (unsigned)nd->n_in + 3, "");
+    int64_t so = p->scratch[nd->id];
+    LLVMValueRef soff = iconst(c, so);
+    args[nd->n_in + 3] = so >= 0 ? LLVMBuildInBoundsGEP2(c->b, LLVMInt8TypeInContext(c->ctx), arena, &soff, 1, "") : LLVMConstPointerNull(c->ptr);
+    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(kern[i]), kern[i], args, (unsigned)nd->n_in + 4, "");
   }
   LLVMBuildRetVoid(c->b);
 }

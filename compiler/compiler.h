@@ -40,6 +40,7 @@ typedef struct gr_program {
   gr_value **keep;    /* values the runtime reads after the step: kept live to the end */
   int n_keep;
   int64_t *offsets;   /* memplan: arena byte offset per value id, -1 if not in the arena */
+  int64_t *scratch;   /* memplan: arena byte offset of each node's scratch, by node id, -1 if none */
   int64_t arena_bytes;
   gr_step_fn fn;      /* codegen */
 } gr_program;

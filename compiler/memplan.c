@@ -6,7 +6,8 @@
  * in one loop). Every other value the program touches gets an offset in the program's arena, sized
  * for max_batch, such that no two values live at the same time overlap; a value is live from the
  * node that makes it to its last use (inputs from the start, kept values to the end). A view (reshape)
- * shares its input's storage. Allocation is first-fit over a sorted free list, 64-byte aligned. */
+ * shares its input's storage. A node's scratch memory (conv2d's im2col buffer) lives only while it
+ * runs. Allocation is first-fit over a sorted free list, 64-byte aligned. */
 #include "compiler/compiler.h"
 #include <string.h>
 
@@ -118,10 +119,18 @@ void gr_plan_arena(const gr_graph *g, gr_program *p, int64_t max_batch) {
     const gr_node *n = p->nodes[i];
     if (n->op == GR_OP_INPUT && used[n->out->id]) p->offsets[n->out->id] = alloc_block(&al, align_up(gr_value_bytes(n->out, max_batch)));
   }
+  p->scratch = gr_alloc(a, sizeof(int64_t) * (size_t)g->n_nodes);
+  for (int i = 0; i < g->n_nodes; i++) p->scratch[i] = -1;
   for (int i = 0; i < nn; i++) {
     const gr_node *n = p->nodes[i];
     if (n->out && n->op != GR_OP_INPUT && gr_storage_root(n->out) == n->out && in_arena(n->out))
       p->offsets[n->out->id] = alloc_block(&al, align_up(gr_value_bytes(n->out, max_batch)));
+    /* scratch lives only while the node runs */
+    int64_t sb = align_up(gr_scratch_elems(n) * gr_dtype_size[g->fdtype]);
+    if (sb > 0) {
+      p->scratch[n->id] = alloc_block(&al, sb);
+      free_block(&al, p->scratch[n->id], sb);
+    }
     /* release what dies here: each storage root once */
     for (int k = 0; k < n->n_in; k++) {
       const gr_value *r = gr_storage_root(n->in[k]);

@@ -12,6 +12,9 @@
  *
  * Layer ops and their keys:
  *   linear   out_features (required), in_features (optional, checked), bias (default true)
+ *   conv2d   out_channels, kernel_size (required); in_channels (checked), stride (1), padding (0),
+ *            dilation (1), groups (1), bias (true); sizes are an integer or [height, width]
+ *   maxpool2d  kernel_size (required), stride (default: kernel_size), padding (0)
  *   relu, sigmoid, tanh, identity           no keys
  *   flatten  start_dim (default 1), end_dim (default -1)
  *
@@ -35,7 +38,7 @@ typedef struct mctx {
   int n_names, cap_names;
 } mctx;
 
-static const char *const layer_ops[] = {"linear", "relu", "sigmoid", "tanh", "identity", "flatten", NULL};
+static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "relu", "sigmoid", "tanh", "identity", "flatten", NULL};
 static const char *const common_keys[] = {"name", "op", "in"};
 
 static named *lookup(mctx *m, const char *name) {
@@ -53,8 +56,14 @@ static void define(mctx *m, const char *name, gr_value *v, gr_loc loc) {
 static const char *const *keys_for(mctx *m, const char *op) {
   static const char *const linear[] = {"out_features", "in_features", "bias", NULL};
   static const char *const flatten[] = {"start_dim", "end_dim", NULL};
+  static const char *const conv[] = {"out_channels", "kernel_size", "in_channels", "stride", "padding", "dilation", "groups", "bias", NULL};
+  static const char *const pool[] = {"kernel_size", "stride", "padding", NULL};
   static const char *const none[] = {NULL};
-  const char *const *own = !strcmp(op, "linear") ? linear : !strcmp(op, "flatten") ? flatten : none;
+  const char *const *own = !strcmp(op, "linear")      ? linear
+                           : !strcmp(op, "flatten")   ? flatten
+                           : !strcmp(op, "conv2d")    ? conv
+                           : !strcmp(op, "maxpool2d") ? pool
+                                                      : none;
   int n = 0;
   while (own[n]) n++;
   const char **all = gr_alloc(m->g->arena, sizeof(char *) * (size_t)(n + 4));
@@ -92,6 +101,84 @@ static gr_value *build_linear(mctx *m, gr_ynode *item, const char *name, gr_valu
     h = gr_binary(m->g, GR_OP_BIAS_ADD, h, b, loc);
   }
   return h;
+}
+
+/* An optional key holding one integer for both spatial dimensions, or a list [height, width]. */
+static bool opt_pair(gr_ydoc *y, gr_ynode *item, const char *key, int64_t min, int64_t max, int64_t out[2]) {
+  gr_ynode *v = gr_yget(y, item, key);
+  if (!v) return true;
+  const char *what = gr_sprintf(y->arena, "'%s'", key);
+  if (v->type == YAML_SEQUENCE_NODE) {
+    if (gr_ylist_len(v) != 2) {
+      gr_error(y->diag, gr_yloc(y, v), "%s must be an integer or a list [height, width], got %s", what, gr_ydescribe(y, v));
+      return false;
+    }
+    return gr_yint(y, gr_ylist_at(y, v, 0), what, min, max, &out[0]) && gr_yint(y, gr_ylist_at(y, v, 1), what, min, max, &out[1]);
+  }
+  if (!gr_yint(y, v, what, min, max, &out[0])) return false;
+  out[1] = out[0];
+  return true;
+}
+
+static bool need_4d(mctx *m, const char *name, const char *op, gr_value *x, gr_loc loc) {
+  if (x->shape.rank == 4) return true;
+  char sb[96];
+  gr_error(m->y->diag, loc, "layer '%s': %s expects input of shape [N, channels, height, width], got %s", name, op,
+           gr_shape_str(&x->shape, sb, sizeof sb));
+  return false;
+}
+
+/* conv2d: out_channels, kernel_size (required); stride 1, padding 0, dilation 1, groups 1, bias true;
+ * weight [out, in/groups, kh, kw] and bias [out], both U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as in PyTorch */
+static gr_value *build_conv2d(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
+  gr_ydoc *y = m->y;
+  int64_t out = 0, in_c = -1, groups = 1, k[2] = {0, 0};
+  gr_attrs a = {.stride = {1, 1}, .dilation = {1, 1}};
+  bool bias = true;
+  gr_ynode *o = gr_yreq(y, item, "out_channels", "a conv2d layer"), *ks = gr_yreq(y, item, "kernel_size", "a conv2d layer");
+  if (!o || !ks || !gr_yint(y, o, "'out_channels'", 1, 1 << 20, &out) || !opt_pair(y, item, "kernel_size", 1, 1024, k) ||
+      !opt_pair(y, item, "stride", 1, 1024, a.stride) || !opt_pair(y, item, "padding", 0, 1024, a.pad) ||
+      !opt_pair(y, item, "dilation", 1, 1024, a.dilation) || !gr_yopt_int(y, item, "groups", 1, 1 << 20, &groups) ||
+      !gr_yopt_int(y, item, "in_channels", 1, 1 << 20, &in_c) || !gr_yopt_bool(y, item, "bias", &bias) ||
+      !need_4d(m, name, "conv2d", x, loc))
+    return NULL;
+  int64_t cin = x->shape.dim[1];
+  if (in_c >= 0 && in_c != cin) {
+    gr_error(y->diag, gr_yloc(y, gr_yget(y, item, "in_channels")), "layer '%s': in_channels is %lld but its input has %lld channels",
+             name, (long long)in_c, (long long)cin);
+    return NULL;
+  }
+  if (cin % groups || out % groups) {
+    gr_error(y->diag, gr_yloc(y, gr_yget(y, item, "groups")),
+             "layer '%s': groups (%lld) must divide both the input channels (%lld) and out_channels (%lld)", name,
+             (long long)groups, (long long)cin, (long long)out);
+    return NULL;
+  }
+  a.groups = groups;
+  float bound = (float)(1.0 / sqrt((double)(cin / groups * k[0] * k[1])));
+  gr_value *w = gr_param(m->g, gr_sprintf(m->g->arena, "%s.weight", name), gr_shape_make(4, (int64_t[]){out, cin / groups, k[0], k[1]}),
+                         bound, loc);
+  gr_value *in[2] = {x, w};
+  gr_value *h = gr_apply(m->g, GR_OP_CONV2D, in, 2, &a, loc);
+  if (h && bias) {
+    gr_value *b = gr_param(m->g, gr_sprintf(m->g->arena, "%s.bias", name), gr_shape_make(1, (int64_t[]){out}), bound, loc);
+    h = gr_binary(m->g, GR_OP_BIAS_ADD, h, b, loc);
+  }
+  return h;
+}
+
+/* maxpool2d: kernel_size (required), stride (default: kernel_size), padding 0 */
+static gr_value *build_maxpool2d(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
+  gr_ydoc *y = m->y;
+  gr_attrs a = {.kernel = {0, 0}};
+  gr_ynode *ks = gr_yreq(y, item, "kernel_size", "a maxpool2d layer");
+  if (!ks || !opt_pair(y, item, "kernel_size", 1, 1024, a.kernel)) return NULL;
+  a.stride[0] = a.kernel[0];
+  a.stride[1] = a.kernel[1];
+  if (!opt_pair(y, item, "stride", 1, 1024, a.stride) || !opt_pair(y, item, "padding", 0, 1024, a.pad) ||
+      !need_4d(m, name, "maxpool2d", x, loc))
+    return NULL;
+  return gr_apply(m->g, GR_OP_MAXPOOL2D, &x, 1, &a, loc);
 }
 
 static gr_value *build_flatten(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
@@ -183,6 +270,12 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
       return false;
     }
     out = build_linear(m, map, name, x, loc);
+  } else if (!strcmp(op, "conv2d") || !strcmp(op, "maxpool2d")) {
+    if (!map) {
+      gr_error(y->diag, loc, "a %s layer needs keys: write it as a mapping with 'kernel_size'", op);
+      return false;
+    }
+    out = !strcmp(op, "conv2d") ? build_conv2d(m, map, name, x, loc) : build_maxpool2d(m, map, name, x, loc);
   } else if (!strcmp(op, "flatten")) {
     out = build_flatten(m, map, name, x, loc);
   } else if (!strcmp(op, "relu")) {

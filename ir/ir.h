@@ -81,6 +81,7 @@ typedef struct gr_attrs {
   double beta1, beta2, eps;     /* adam_update (double: bias corrections as PyTorch computes them) */
   int decoupled;                /* adam_update: AdamW's decoupled weight decay */
   int lr_slot;                  /* updates: index of the learning rate in the step's scalars */
+  int64_t kernel[2], stride[2], pad[2], dilation[2], groups; /* conv2d, pooling (kernel: pooling only) */
 } gr_attrs;
 
 struct gr_node {
@@ -134,6 +135,15 @@ int64_t gr_shape_numel(const gr_shape *s, int64_t batch); /* with N = batch */
 char *gr_shape_str(const gr_shape *s, char *buf, size_t n);
 /* Runs the shape rule of a node; false with a message in err. */
 bool gr_infer_shape(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen);
+/* Elements of scratch memory a node's kernel needs while it runs (0 for most ops): conv2d's im2col
+ * buffer for one sample. */
+int64_t gr_scratch_elems(const gr_node *n);
+
+/* Convolution geometry, from the input and weight shapes and the attributes. */
+typedef struct gr_conv_geom {
+  int64_t cin, h, w, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, ho, wo;
+} gr_conv_geom;
+gr_conv_geom gr_conv_geometry(const gr_shape *x, const gr_shape *w, const gr_attrs *a);
 
 /* Text dump (`graft ir`): one line per node. `plan_offsets` (indexed by value id; may be NULL) adds
  * each value's arena offset. */

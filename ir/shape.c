@@ -101,16 +101,125 @@ static bool shape_matmul(const gr_node *n, gr_shape *out, gr_dtype *dt, char *er
   return true;
 }
 
-/* x [.., C] + b [C] */
+/* x [N, C, ...] + b [C], broadcast over the batch and any trailing (spatial) dimensions */
 static bool shape_bias_add(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
   const gr_value *x = n->in[0], *b = n->in[1];
   if (!need_float(n, 0, err, errlen) || !need_float(n, 1, err, errlen)) return false;
-  if (b->shape.rank != 1 || x->shape.rank < 1 || gr_shape_inner(&x->shape) != b->shape.dim[0] ||
-      !gr_shape_has_batch(&x->shape))
-    return fail(err, errlen, "bias_add: bias %s does not fit input %s", SHAPE(b), SHAPE(x));
+  if (b->shape.rank != 1 || x->shape.rank < 2 || x->shape.dim[1] != b->shape.dim[0] || !gr_shape_has_batch(&x->shape))
+    return fail(err, errlen, "bias_add: bias %s does not fit input %s (it adds along dimension 1)", SHAPE(b), SHAPE(x));
   *out = x->shape;
   *dt = x->dtype;
   return true;
+}
+
+gr_conv_geom gr_conv_geometry(const gr_shape *x, const gr_shape *w, const gr_attrs *a) {
+  gr_conv_geom g = {.cin = x->dim[1], .h = x->dim[2], .w = x->dim[3], .cout = w->dim[0], .kh = w->dim[2], .kw = w->dim[3],
+                    .sh = a->stride[0], .sw = a->stride[1], .ph = a->pad[0], .pw = a->pad[1], .dh = a->dilation[0],
+                    .dw = a->dilation[1], .groups = a->groups};
+  g.ho = g.sh > 0 ? (g.h + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1 : 0;
+  g.wo = g.sw > 0 ? (g.w + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1 : 0;
+  return g;
+}
+
+static bool check_conv(const gr_shape *x, const gr_shape *w, const gr_attrs *a, gr_conv_geom *g, char *err, size_t errlen) {
+  char xb[96], wb[96];
+  gr_shape_str(x, xb, sizeof xb);
+  gr_shape_str(w, wb, sizeof wb);
+  if (x->rank != 4 || !gr_shape_has_batch(x)) return fail(err, errlen, "conv2d needs input [N, C, H, W], got %s", xb);
+  if (w->rank != 4 || gr_shape_has_batch(w)) return fail(err, errlen, "conv2d needs a weight [out, in/groups, kh, kw], got %s", wb);
+  if (a->groups < 1 || a->stride[0] < 1 || a->stride[1] < 1 || a->dilation[0] < 1 || a->dilation[1] < 1 || a->pad[0] < 0 || a->pad[1] < 0)
+    return fail(err, errlen, "conv2d: stride, dilation and groups must be positive and padding non-negative");
+  *g = gr_conv_geometry(x, w, a);
+  if (g->cin % g->groups || g->cout % g->groups)
+    return fail(err, errlen, "conv2d: %lld input and %lld output channels must both divide into %lld groups", (long long)g->cin,
+                (long long)g->cout, (long long)g->groups);
+  if (w->dim[1] * g->groups != g->cin)
+    return fail(err, errlen, "conv2d: weight %s takes %lld input channels per group, the input %s has %lld in %lld group(s)", wb,
+                (long long)w->dim[1], xb, (long long)g->cin, (long long)g->groups);
+  if (g->ho < 1 || g->wo < 1)
+    return fail(err, errlen, "conv2d: a %lldx%lld kernel (dilation %lldx%lld, padding %lldx%lld) does not fit the %lldx%lld input %s",
+                (long long)g->kh, (long long)g->kw, (long long)g->dh, (long long)g->dw, (long long)g->ph, (long long)g->pw,
+                (long long)g->h, (long long)g->w, xb);
+  return true;
+}
+
+/* x [N, C, H, W] * w [Co, C/groups, kh, kw] -> [N, Co, Ho, Wo] */
+static bool shape_conv2d(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  gr_conv_geom g;
+  if (!need_float(n, 0, err, errlen) || !check_conv(&n->in[0]->shape, &n->in[1]->shape, &n->a, &g, err, errlen)) return false;
+  *out = gr_shape_make(4, (int64_t[]){GR_BATCH, g.cout, g.ho, g.wo});
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
+/* (dy [N, Co, Ho, Wo], w) -> dx of shape attrs.shape, the forward input's */
+static bool shape_conv2d_grad_input(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  gr_conv_geom g;
+  if (!check_conv(&n->a.shape, &n->in[1]->shape, &n->a, &g, err, errlen)) return false;
+  gr_shape y = gr_shape_make(4, (int64_t[]){GR_BATCH, g.cout, g.ho, g.wo});
+  if (!gr_shape_eq(&y, &n->in[0]->shape)) return fail(err, errlen, "conv2d_grad_input: dy is %s, expected %s", SHAPE(n->in[0]), gr_shape_str(&y, (char[96]){0}, 96));
+  *out = n->a.shape;
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
+/* (x, dy) -> dw of shape attrs.shape, the weight's */
+static bool shape_conv2d_grad_weight(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  gr_conv_geom g;
+  if (!check_conv(&n->in[0]->shape, &n->a.shape, &n->a, &g, err, errlen)) return false;
+  gr_shape y = gr_shape_make(4, (int64_t[]){GR_BATCH, g.cout, g.ho, g.wo});
+  if (!gr_shape_eq(&y, &n->in[1]->shape)) return fail(err, errlen, "conv2d_grad_weight: dy is %s, expected %s", SHAPE(n->in[1]), gr_shape_str(&y, (char[96]){0}, 96));
+  *out = n->a.shape;
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
+/* x [N, C, H, W] -> [N, C, Ho, Wo] for a kernel x kernel window */
+static bool shape_pool2d(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  const gr_value *x = n->in[0];
+  const gr_attrs *a = &n->a;
+  if (!need_float(n, 0, err, errlen)) return false;
+  if (x->shape.rank != 4 || !gr_shape_has_batch(&x->shape))
+    return fail(err, errlen, "%s needs input [N, C, H, W], got %s", gr_ops[n->op].name, SHAPE(x));
+  if (a->kernel[0] < 1 || a->kernel[1] < 1 || a->stride[0] < 1 || a->stride[1] < 1 || a->pad[0] < 0 || a->pad[1] < 0)
+    return fail(err, errlen, "%s: kernel and stride must be positive and padding non-negative", gr_ops[n->op].name);
+  if (2 * a->pad[0] > a->kernel[0] || 2 * a->pad[1] > a->kernel[1])
+    return fail(err, errlen, "%s: padding must be at most half the kernel size", gr_ops[n->op].name);
+  int64_t ho = (x->shape.dim[2] + 2 * a->pad[0] - a->kernel[0]) / a->stride[0] + 1;
+  int64_t wo = (x->shape.dim[3] + 2 * a->pad[1] - a->kernel[1]) / a->stride[1] + 1;
+  if (x->shape.dim[2] + 2 * a->pad[0] < a->kernel[0] || x->shape.dim[3] + 2 * a->pad[1] < a->kernel[1])
+    return fail(err, errlen, "%s: a %lldx%lld window does not fit the input %s", gr_ops[n->op].name, (long long)a->kernel[0],
+                (long long)a->kernel[1], SHAPE(x));
+  *out = gr_shape_make(4, (int64_t[]){GR_BATCH, x->shape.dim[1], ho, wo});
+  *dt = x->dtype;
+  return true;
+}
+
+/* (x, dy) -> dx of x's shape; dy must have the pooled shape */
+static bool shape_pool2d_grad(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  if (!shape_pool2d(n, out, dt, err, errlen)) return false;
+  if (!gr_shape_eq(out, &n->in[1]->shape))
+    return fail(err, errlen, "%s: dy is %s, expected %s", gr_ops[n->op].name, SHAPE(n->in[1]), gr_shape_str(out, (char[96]){0}, 96));
+  *out = n->in[0]->shape;
+  return true;
+}
+
+int64_t gr_scratch_elems(const gr_node *n) {
+  switch (n->op) {
+  case GR_OP_CONV2D: {
+    gr_conv_geom g = gr_conv_geometry(&n->in[0]->shape, &n->in[1]->shape, &n->a);
+    return g.cin * g.kh * g.kw * g.ho * g.wo;
+  }
+  case GR_OP_CONV2D_GRAD_INPUT: {
+    gr_conv_geom g = gr_conv_geometry(&n->a.shape, &n->in[1]->shape, &n->a);
+    return g.cin * g.kh * g.kw * g.ho * g.wo;
+  }
+  case GR_OP_CONV2D_GRAD_WEIGHT: {
+    gr_conv_geom g = gr_conv_geometry(&n->in[0]->shape, &n->a.shape, &n->a);
+    return g.cin * g.kh * g.kw * g.ho * g.wo;
+  }
+  default: return 0;
+  }
 }
 
 static bool shape_reshape(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
@@ -128,13 +237,12 @@ static bool shape_reshape(const gr_node *n, gr_shape *out, gr_dtype *dt, char *e
   return true;
 }
 
-/* [N, ...] -> [...] */
-static bool shape_sum_rows(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+/* dy [N, C, ...] -> [C]: the sum over every dimension but 1 (bias_add's gradient) */
+static bool shape_bias_grad(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
   const gr_value *x = n->in[0];
   if (!need_float(n, 0, err, errlen)) return false;
-  if (!gr_shape_has_batch(&x->shape)) return fail(err, errlen, "sum_rows needs a batch dimension, got %s", SHAPE(x));
-  out->rank = x->shape.rank - 1;
-  for (int i = 1; i < x->shape.rank; i++) out->dim[i - 1] = x->shape.dim[i];
+  if (!gr_shape_has_batch(&x->shape) || x->shape.rank < 2) return fail(err, errlen, "bias_grad needs [N, C, ...], got %s", SHAPE(x));
+  *out = gr_shape_make(1, (int64_t[]){x->shape.dim[1]});
   *dt = x->dtype;
   return true;
 }

@@ -210,6 +210,127 @@ static void check_reshape(void) {
   gc_free(&c);
 }
 
+/* Runs y = op(leaves) forward once and returns y (malloc'd), with the leaves' values in *xs. */
+static double *run_forward(gc *c, gr_value *y, double **xs) {
+  gr_graph *g = c->g;
+  gr_value *keep[8] = {y};
+  int nk = 1;
+  for (int i = 0; i < c->n_leaves; i++) keep[nk++] = c->leaves[i];
+  gr_program p = {.name = "forward", .nodes = g->nodes, .n_nodes = g->n_nodes, .keep = keep, .n_keep = nk};
+  int64_t slab_bytes = gr_plan_slab(g);
+  gr_plan_arena(g, &p, NB);
+  gr_jit *jit = gr_jit_compile(g, &p, 1, &(gr_codegen_opts){0}, &c->diag);
+  assert_non_null(jit);
+  uint8_t *slab = calloc(1, (size_t)slab_bytes + 64), *arena = calloc(1, (size_t)p.arena_bytes + 64);
+  for (int i = 0; i < c->n_leaves; i++) {
+    int64_t nx = gr_shape_numel(&c->leaves[i]->shape, NB);
+    double *x = storage(&p, slab, arena, c->leaves[i]);
+    xs[i] = malloc(sizeof(double) * (size_t)nx);
+    for (int64_t k = 0; k < nx; k++) xs[i][k] = x[k] = urand();
+  }
+  p.fn(slab, arena, NB, (float[GR_SCALAR_COUNT]){0});
+  int64_t ny = gr_shape_numel(&y->shape, NB);
+  double *out = malloc(sizeof(double) * (size_t)ny);
+  memcpy(out, storage(&p, slab, arena, y), sizeof(double) * (size_t)ny);
+  free(slab);
+  free(arena);
+  gr_jit_free(jit);
+  return out;
+}
+
+/* y[n, co, oh, ow] = sum_{ci in co's group, ki, kj} x[n, ci, oh*s - p + ki*d, ow*s - p + kj*d] w[co, ci - g0, ki, kj]
+ * — PyTorch's conv2d (a cross-correlation), written out directly. */
+static void check_conv2d_forward(int64_t cin, int64_t h, int64_t w, int64_t cout, int64_t k, int64_t s, int64_t pd, int64_t d,
+                                 int64_t groups) {
+  gc c;
+  gc_init(&c);
+  gr_attrs a = {.stride = {s, s}, .pad = {pd, pd}, .dilation = {d, d}, .groups = groups};
+  gr_value *in[2] = {leaf(&c, S(4, N, cin, h, w)), leaf(&c, S(4, cout, cin / groups, k, k))};
+  gr_value *y = gr_apply(c.g, GR_OP_CONV2D, in, 2, &a, (gr_loc){0});
+  double *xs[2];
+  double *got = run_forward(&c, y, xs);
+  int64_t ho = y->shape.dim[2], wo = y->shape.dim[3], cg = cin / groups, og = cout / groups;
+  for (int64_t n = 0; n < NB; n++)
+    for (int64_t co = 0; co < cout; co++)
+      for (int64_t oh = 0; oh < ho; oh++)
+        for (int64_t ow = 0; ow < wo; ow++) {
+          double ref = 0;
+          for (int64_t ci = 0; ci < cg; ci++)
+            for (int64_t ki = 0; ki < k; ki++)
+              for (int64_t kj = 0; kj < k; kj++) {
+                int64_t ih = oh * s - pd + ki * d, iw = ow * s - pd + kj * d, cc = co / og * cg + ci;
+                if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
+                ref += xs[0][((n * cin + cc) * h + ih) * w + iw] * xs[1][((co * cg + ci) * k + ki) * k + kj];
+              }
+          double v = got[((n * cout + co) * ho + oh) * wo + ow];
+          if (fabs(v - ref) > 1e-12 * fmax(1, fabs(ref))) fail_msg("conv2d y[%lld,%lld,%lld,%lld] = %g, expected %g", (long long)n, (long long)co, (long long)oh, (long long)ow, v, ref);
+        }
+  free(got);
+  free(xs[0]);
+  free(xs[1]);
+  gc_free(&c);
+}
+
+/* y = max over each window, padding excluded */
+static void check_maxpool2d_forward(int64_t k, int64_t s, int64_t pd) {
+  gc c;
+  gc_init(&c);
+  gr_attrs a = {.kernel = {k, k}, .stride = {s, s}, .pad = {pd, pd}};
+  gr_value *x = leaf(&c, S(4, N, D(2), D(7), D(6)));
+  gr_value *y = gr_apply(c.g, GR_OP_MAXPOOL2D, &x, 1, &a, (gr_loc){0});
+  double *xs[1];
+  double *got = run_forward(&c, y, xs);
+  int64_t ho = y->shape.dim[2], wo = y->shape.dim[3];
+  for (int64_t pl = 0; pl < NB * 2; pl++)
+    for (int64_t oh = 0; oh < ho; oh++)
+      for (int64_t ow = 0; ow < wo; ow++) {
+        double m = -INFINITY;
+        for (int64_t ki = 0; ki < k; ki++)
+          for (int64_t kj = 0; kj < k; kj++) {
+            int64_t ih = oh * s - pd + ki, iw = ow * s - pd + kj;
+            if (ih >= 0 && ih < 7 && iw >= 0 && iw < 6) m = fmax(m, xs[0][(pl * 7 + ih) * 6 + iw]);
+          }
+        assert_true(got[(pl * ho + oh) * wo + ow] == m);
+      }
+  free(got);
+  free(xs[0]);
+  gc_free(&c);
+}
+
+/* conv2d over several geometries: plain, strided + padded, dilated, grouped, depthwise, non-square */
+static void check_conv2d(void) {
+  static const struct {
+    int64_t cin, h, w, cout, kh, kw, s, p, d, groups;
+  } cases[] = {
+      {2, 5, 5, 3, 3, 3, 1, 0, 1, 1}, {2, 6, 5, 4, 3, 3, 2, 1, 1, 1}, {3, 7, 7, 2, 3, 2, 1, 2, 2, 1},
+      {4, 5, 4, 6, 3, 3, 1, 1, 1, 2}, {3, 5, 5, 3, 3, 3, 2, 1, 1, 3}, {1, 4, 4, 2, 1, 1, 1, 0, 1, 1},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    gc c;
+    gc_init(&c);
+    gr_attrs a = {.stride = {cases[i].s, cases[i].s}, .pad = {cases[i].p, cases[i].p}, .dilation = {cases[i].d, cases[i].d},
+                  .groups = cases[i].groups};
+    gr_value *x = leaf(&c, S(4, N, cases[i].cin, cases[i].h, cases[i].w));
+    gr_value *w = leaf(&c, S(4, cases[i].cout, cases[i].cin / cases[i].groups, cases[i].kh, cases[i].kw));
+    gr_value *in[2] = {x, w};
+    gc_check(&c, gr_apply(c.g, GR_OP_CONV2D, in, 2, &a, (gr_loc){0}));
+    gc_free(&c);
+  }
+}
+
+/* max pooling: 2x2/2, 3x3/2 with padding 1, 3x2/1 */
+static void check_maxpool2d(void) {
+  static const int64_t cases[][6] = {{2, 2, 2, 2, 0, 0}, {3, 3, 2, 2, 1, 1}, {3, 2, 1, 1, 1, 0}};
+  for (int i = 0; i < 3; i++) {
+    gc c;
+    gc_init(&c);
+    gr_attrs a = {.kernel = {cases[i][0], cases[i][1]}, .stride = {cases[i][2], cases[i][3]}, .pad = {cases[i][4], cases[i][5]}};
+    gr_value *x = leaf(&c, S(4, N, D(2), D(5), D(6)));
+    gc_check(&c, gr_apply(c.g, GR_OP_MAXPOOL2D, &x, 1, &a, (gr_loc){0}));
+    gc_free(&c);
+  }
+}
+
 static void check_softmax_ce(void) {
   gc c;
   gc_init(&c);
@@ -326,7 +447,22 @@ static void test_op(void **state) {
   case GR_OP_PARAM:
   case GR_OP_STATE: covered[op] = true; return; /* leaves: nothing to differentiate */
   case GR_OP_MATMUL: check_matmul(); return;
-  case GR_OP_BIAS_ADD: check_binary(op, S(3, N, D(2), D(3)), S(1, D(6))); return;
+  case GR_OP_BIAS_ADD:
+    check_binary(op, S(2, N, D(6)), S(1, D(6)));               /* a linear layer's bias */
+    check_binary(op, S(4, N, D(3), D(2), D(4)), S(1, D(3)));   /* a conv layer's, per channel */
+    return;
+  case GR_OP_CONV2D:
+    check_conv2d_forward(3, 6, 5, 4, 3, 1, 0, 1, 1);
+    check_conv2d_forward(4, 7, 7, 6, 3, 2, 1, 1, 2);
+    check_conv2d_forward(2, 8, 8, 3, 3, 1, 2, 2, 1);
+    check_conv2d_forward(3, 5, 5, 3, 3, 1, 1, 1, 3);
+    check_conv2d();
+    return;
+  case GR_OP_MAXPOOL2D:
+    check_maxpool2d_forward(2, 2, 0);
+    check_maxpool2d_forward(3, 2, 1);
+    check_maxpool2d();
+    return;
   case GR_OP_ADD: check_binary(op, S(2, N, D(4)), S(2, N, D(4))); return;
   case GR_OP_RELU: check_unary(op, 0.05); return;
   case GR_OP_SIGMOID:
@@ -349,7 +485,10 @@ static void test_op(void **state) {
   case GR_OP_RELU_GRAD:
   case GR_OP_SIGMOID_GRAD:
   case GR_OP_TANH_GRAD:
-  case GR_OP_SUM_ROWS:
+  case GR_OP_BIAS_GRAD:
+  case GR_OP_CONV2D_GRAD_INPUT:
+  case GR_OP_CONV2D_GRAD_WEIGHT:
+  case GR_OP_MAXPOOL2D_GRAD:
   case GR_OP_SOFTMAX_CE_GRAD:
     assert_true(flags & GR_OPF_BWD); /* checked through the ops whose gradients use it */
     return;
