@@ -258,16 +258,16 @@ static LLVMValueRef i32c(gr_cg *c, int64_t v) { return LLVMConstInt(c->i32, (uns
 
 static LLVMValueRef fptr(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) { return elem_ptr(c, c->ft, base, idx); }
 
-/* im2col of one sample x [Cin, H, W] into cols [Cin*kh*kw, Ho*Wo] (zeros where the window hangs over
- * the padding); or, with back, col2im: x[c, ih, iw] += cols[...] (x zeroed first by the caller). */
-static void im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef cols, bool back) {
-  int64_t HW = g->ho * g->wo;
+/* im2col of one sample x [Cin, H, W] into its columns of cols [Cin*kh*kw, ld] (row stride ld; zeros
+ * where the window hangs over the padding); or, with back, col2im: x[c, ih, iw] += cols[...] (x
+ * zeroed first by the caller). */
+static void im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef cols, LLVMValueRef ld, bool back) {
   cg_loop C, KI, KJ, OH, OW;
   loop_begin(c, &C, iconst(c, g->cin));
   loop_begin(c, &KI, iconst(c, g->kh));
   loop_begin(c, &KJ, iconst(c, g->kw));
   LLVMValueRef row = iadd(c, imul(c, iadd(c, imul(c, C.i, iconst(c, g->kh)), KI.i), iconst(c, g->kw)), KJ.i);
-  LLVMValueRef xc = imul(c, C.i, iconst(c, g->h * g->w)), rbase = imul(c, row, iconst(c, HW));
+  LLVMValueRef xc = imul(c, C.i, iconst(c, g->h * g->w)), rbase = imul(c, row, ld);
   loop_begin(c, &OH, iconst(c, g->ho));
   LLVMValueRef ih = iadd(c, imul(c, OH.i, iconst(c, g->sh)), iconst(c, -g->ph));
   ih = iadd(c, ih, imul(c, KI.i, iconst(c, g->dh)));
@@ -293,59 +293,91 @@ static void im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef
   loop_end(c, &C);
 }
 
-/* y_n[g] = w[g] (Co/G x K) @ im2col(x_n)[g] (K x HoWo), per sample n and group g; K = Cin/G kh kw */
+/* Between NCHW y [N, C, HW] and channel-major t [C, N*HW]: t[c, n*HW + s] = y[n, c, s] (or back). */
+static void nchw_transpose(gr_cg *c, LLVMValueRef y, LLVMValueRef t, int64_t C, int64_t HW, LLVMValueRef n, bool to_nchw) {
+  cg_loop R, K, L;
+  LLVMValueRef ld = imul(c, n, iconst(c, HW));
+  loop_begin(c, &R, n);
+  loop_begin(c, &K, iconst(c, C));
+  LLVMValueRef yb = imul(c, iadd(c, imul(c, R.i, iconst(c, C)), K.i), iconst(c, HW));
+  LLVMValueRef tb = iadd(c, imul(c, K.i, ld), imul(c, R.i, iconst(c, HW)));
+  loop_begin(c, &L, iconst(c, HW));
+  if (to_nchw)
+    storef(c, loadf(c, t, iadd(c, tb, L.i)), y, iadd(c, yb, L.i));
+  else
+    storef(c, loadf(c, y, iadd(c, yb, L.i)), t, iadd(c, tb, L.i));
+  loop_end(c, &L);
+  loop_end(c, &K);
+  loop_end(c, &R);
+}
+
+/* The batch's columns: cols [Cin*kh*kw, N*HoWo] = im2col of every sample side by side. */
+static void batch_im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef cols, LLVMValueRef n, bool back) {
+  int64_t HW = g->ho * g->wo;
+  LLVMValueRef ld = imul(c, n, iconst(c, HW));
+  cg_loop R;
+  loop_begin(c, &R, n);
+  im2col(c, g, fptr(c, x, imul(c, R.i, iconst(c, g->cin * g->h * g->w))), fptr(c, cols, imul(c, R.i, iconst(c, HW))), ld, back);
+  loop_end(c, &R);
+}
+
+/* Scratch layout of every conv kernel: cols [Cin*kh*kw, N*HoWo], then t [Cout, N*HoWo]. */
+static LLVMValueRef staging(gr_cg *c, const gr_conv_geom *g, LLVMValueRef scratch, LLVMValueRef n) {
+  return fptr(c, scratch, imul(c, n, iconst(c, g->cin * g->kh * g->kw * g->ho * g->wo)));
+}
+
+/* Per group g (K = Cin/G kh kw rows of cols, Co/G rows of t), over the whole batch at once:
+ *   forward       t[g] = w[g] (Co/G x K) @ cols[g] (K x N*HoWo);  y = NCHW(t)
+ *   grad_input    t = CHW(dy);  cols[g] = w[g]^T @ t[g];  dx = col2im(cols)
+ *   grad_weight   cols = im2col(x);  t = CHW(dy);  dw[g] = t[g] @ cols[g]^T */
 static LLVMValueRef emit_conv2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], w = a[1], y = a[2], n = a[3], cols = a[5];
   gr_conv_geom g = gr_conv_geometry(&nd->in[0]->shape, &nd->in[1]->shape, &nd->a);
   int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
-  cg_loop R, G;
-  loop_begin(c, &R, n);
-  im2col(c, &g, fptr(c, x, imul(c, R.i, iconst(c, g.cin * g.h * g.w))), cols, false);
+  LLVMValueRef t = staging(c, &g, cols, n), ld = LLVMBuildTrunc(c->b, imul(c, n, iconst(c, HW)), c->i32, "");
+  batch_im2col(c, &g, x, cols, n, false);
+  cg_loop G;
   loop_begin(c, &G, iconst(c, g.groups));
-  call_gemm(c, false, false, i32c(c, cog), i32c(c, HW), i32c(c, K), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
-            fptr(c, cols, imul(c, G.i, iconst(c, K * HW))), i32c(c, HW), fconst(c, 0),
-            fptr(c, y, iadd(c, imul(c, R.i, iconst(c, g.cout * HW)), imul(c, G.i, iconst(c, cog * HW)))), i32c(c, HW));
+  call_gemm(c, false, false, i32c(c, cog), ld, i32c(c, K), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
+            fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), imul(c, n, iconst(c, HW)))), ld, fconst(c, 0),
+            fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), imul(c, n, iconst(c, HW)))), ld);
   loop_end(c, &G);
-  loop_end(c, &R);
+  nchw_transpose(c, y, t, g.cout, HW, n, true);
   return NULL;
 }
 
-/* dx_n = col2im(w[g]^T dy_n[g] for each group) */
 static LLVMValueRef emit_conv2d_grad_input(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef dy = a[0], w = a[1], dx = a[2], n = a[3], cols = a[5];
   gr_conv_geom g = gr_conv_geometry(&nd->a.shape, &nd->in[1]->shape, &nd->a);
-  int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups, X = g.cin * g.h * g.w;
-  cg_loop R, G, Z;
-  loop_begin(c, &R, n);
+  int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
+  LLVMValueRef t = staging(c, &g, cols, n), ld = LLVMBuildTrunc(c->b, imul(c, n, iconst(c, HW)), c->i32, "");
+  nchw_transpose(c, dy, t, g.cout, HW, n, false);
+  cg_loop G, Z;
   loop_begin(c, &G, iconst(c, g.groups));
-  call_gemm(c, true, false, i32c(c, K), i32c(c, HW), i32c(c, cog), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
-            fptr(c, dy, iadd(c, imul(c, R.i, iconst(c, g.cout * HW)), imul(c, G.i, iconst(c, cog * HW)))), i32c(c, HW), fconst(c, 0),
-            fptr(c, cols, imul(c, G.i, iconst(c, K * HW))), i32c(c, HW));
+  call_gemm(c, true, false, i32c(c, K), ld, i32c(c, cog), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
+            fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), imul(c, n, iconst(c, HW)))), ld, fconst(c, 0),
+            fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), imul(c, n, iconst(c, HW)))), ld);
   loop_end(c, &G);
-  LLVMValueRef dxn = fptr(c, dx, imul(c, R.i, iconst(c, X)));
-  loop_begin(c, &Z, iconst(c, X));
-  storef(c, fconst(c, 0), dxn, Z.i);
+  loop_begin(c, &Z, imul(c, n, iconst(c, g.cin * g.h * g.w)));
+  storef(c, fconst(c, 0), dx, Z.i);
   loop_end(c, &Z);
-  im2col(c, &g, dxn, cols, true);
-  loop_end(c, &R);
+  batch_im2col(c, &g, dx, cols, n, true);
   return NULL;
 }
 
-/* dw[g] = sum_n dy_n[g] (Co/G x HoWo) @ im2col(x_n)[g]^T (HoWo x K) */
 static LLVMValueRef emit_conv2d_grad_weight(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], dy = a[1], dw = a[2], n = a[3], cols = a[5];
   gr_conv_geom g = gr_conv_geometry(&nd->in[0]->shape, &nd->a.shape, &nd->a);
   int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
-  cg_loop R, G;
-  loop_begin(c, &R, n);
-  im2col(c, &g, fptr(c, x, imul(c, R.i, iconst(c, g.cin * g.h * g.w))), cols, false);
-  LLVMValueRef beta = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntEQ, R.i, iconst(c, 0), ""), fconst(c, 0), fconst(c, 1), "");
+  LLVMValueRef t = staging(c, &g, cols, n), ld = LLVMBuildTrunc(c->b, imul(c, n, iconst(c, HW)), c->i32, "");
+  batch_im2col(c, &g, x, cols, n, false);
+  nchw_transpose(c, dy, t, g.cout, HW, n, false);
+  cg_loop G;
   loop_begin(c, &G, iconst(c, g.groups));
-  call_gemm(c, false, true, i32c(c, cog), i32c(c, K), i32c(c, HW),
-            fptr(c, dy, iadd(c, imul(c, R.i, iconst(c, g.cout * HW)), imul(c, G.i, iconst(c, cog * HW)))), i32c(c, HW),
-            fptr(c, cols, imul(c, G.i, iconst(c, K * HW))), i32c(c, HW), beta, fptr(c, dw, imul(c, G.i, iconst(c, cog * K))), i32c(c, K));
+  call_gemm(c, false, true, i32c(c, cog), i32c(c, K), ld, fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), imul(c, n, iconst(c, HW)))),
+            ld, fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), imul(c, n, iconst(c, HW)))), ld, fconst(c, 0),
+            fptr(c, dw, imul(c, G.i, iconst(c, cog * K))), i32c(c, K));
   loop_end(c, &G);
-  loop_end(c, &R);
   return NULL;
 }
 

@@ -126,7 +126,7 @@ void gr_plan_arena(const gr_graph *g, gr_program *p, int64_t max_batch) {
     if (n->out && n->op != GR_OP_INPUT && gr_storage_root(n->out) == n->out && in_arena(n->out))
       p->offsets[n->out->id] = alloc_block(&al, align_up(gr_value_bytes(n->out, max_batch)));
     /* scratch lives only while the node runs */
-    int64_t sb = align_up(gr_scratch_elems(n) * gr_dtype_size[g->fdtype]);
+    int64_t sb = align_up(gr_scratch_elems(n, max_batch) * gr_dtype_size[g->fdtype]);
     if (sb > 0) {
       p->scratch[n->id] = alloc_block(&al, sb);
       free_block(&al, p->scratch[n->id], sb);

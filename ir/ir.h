@@ -135,9 +135,9 @@ int64_t gr_shape_numel(const gr_shape *s, int64_t batch); /* with N = batch */
 char *gr_shape_str(const gr_shape *s, char *buf, size_t n);
 /* Runs the shape rule of a node; false with a message in err. */
 bool gr_infer_shape(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen);
-/* Elements of scratch memory a node's kernel needs while it runs (0 for most ops): conv2d's im2col
- * buffer for one sample. */
-int64_t gr_scratch_elems(const gr_node *n);
+/* Elements of scratch memory a node's kernel needs while it runs with up to max_batch samples (0 for
+ * most ops): conv2d's im2col buffer and its [channels, N*Ho*Wo] staging buffer. */
+int64_t gr_scratch_elems(const gr_node *n, int64_t max_batch);
 
 /* Convolution geometry, from the input and weight shapes and the attributes. */
 typedef struct gr_conv_geom {

@@ -204,22 +204,15 @@ static bool shape_pool2d_grad(const gr_node *n, gr_shape *out, gr_dtype *dt, cha
   return true;
 }
 
-int64_t gr_scratch_elems(const gr_node *n) {
+int64_t gr_scratch_elems(const gr_node *n, int64_t max_batch) {
+  gr_conv_geom g;
   switch (n->op) {
-  case GR_OP_CONV2D: {
-    gr_conv_geom g = gr_conv_geometry(&n->in[0]->shape, &n->in[1]->shape, &n->a);
-    return g.cin * g.kh * g.kw * g.ho * g.wo;
-  }
-  case GR_OP_CONV2D_GRAD_INPUT: {
-    gr_conv_geom g = gr_conv_geometry(&n->a.shape, &n->in[1]->shape, &n->a);
-    return g.cin * g.kh * g.kw * g.ho * g.wo;
-  }
-  case GR_OP_CONV2D_GRAD_WEIGHT: {
-    gr_conv_geom g = gr_conv_geometry(&n->in[0]->shape, &n->a.shape, &n->a);
-    return g.cin * g.kh * g.kw * g.ho * g.wo;
-  }
+  case GR_OP_CONV2D: g = gr_conv_geometry(&n->in[0]->shape, &n->in[1]->shape, &n->a); break;
+  case GR_OP_CONV2D_GRAD_INPUT: g = gr_conv_geometry(&n->a.shape, &n->in[1]->shape, &n->a); break;
+  case GR_OP_CONV2D_GRAD_WEIGHT: g = gr_conv_geometry(&n->in[0]->shape, &n->a.shape, &n->a); break;
   default: return 0;
   }
+  return (g.cin * g.kh * g.kw + g.cout) * g.ho * g.wo * max_batch;
 }
 
 static bool shape_reshape(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
