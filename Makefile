@@ -4,12 +4,15 @@ BUILD    ?= build
 JOBS     ?= $(shell nproc)
 CMAKEOPT ?=
 
-.PHONY: all deps build demo test test-sanitize clean
+.PHONY: all deps test-deps build demo test test-sanitize clean
 
 all: build
 
 deps:
 	@scripts/install-deps.sh
+
+test-deps:
+	@scripts/install-deps.sh --test
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKEOPT)
@@ -20,11 +23,11 @@ build: deps $(BUILD)/CMakeCache.txt
 demo: build
 	$(BUILD)/graft train examples/mlp/plan.yaml --metrics $(BUILD)/mlp-metrics.jsonl
 
-test: build
+test: test-deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # The whole suite again, built with AddressSanitizer + UBSan in a second tree.
-test-sanitize: deps
+test-sanitize: test-deps
 	cmake -S . -B build-san -DCMAKE_BUILD_TYPE=Debug -DGRAFT_SANITIZE=ON $(CMAKEOPT)
 	cmake --build build-san -j $(JOBS)
 	cd build-san && ctest --output-on-failure -j $(JOBS)

@@ -26,9 +26,12 @@ bool gr_model_load(const char *path, gr_graph *g, gr_model *out);
 
 typedef struct gr_data_split {
   bool present;
-  const char *images, *labels; /* resolved paths */
+  const char *images, *labels; /* resolved paths (tensors format: the file is `images`) */
   gr_loc loc, images_loc, labels_loc;
 } gr_data_split;
+
+typedef enum { GR_DATA_IDX, GR_DATA_TENSORS, GR_DATA_FORMAT_COUNT } gr_data_format;
+extern const char *const gr_data_format_names[GR_DATA_FORMAT_COUNT + 1];
 
 typedef enum { GR_LOSS_CROSS_ENTROPY, GR_LOSS_COUNT } gr_loss_kind;
 typedef enum { GR_OPT_SGD, GR_OPT_ADAM, GR_OPT_ADAMW, GR_OPT_COUNT } gr_opt_kind;
@@ -39,7 +42,11 @@ typedef struct gr_plan {
   const char *path;
   const char *model_path; /* resolved relative to the plan */
   gr_loc model_loc;
+  const char *init_path; /* safetensors to load, or NULL */
+  gr_loc init_loc;
+  gr_data_format data_format;
   gr_data_split train, test;
+  bool shuffle;
   gr_loc data_loc;
   double norm_mean, norm_std; /* input = (pixel/255 - mean) / std */
   gr_loss_kind loss;

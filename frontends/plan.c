@@ -2,11 +2,14 @@
  *
  * Schema (docs/format.md has the full reference):
  *   model: model.yaml                 required; relative paths are relative to the plan file
+ *   init: weights.safetensors         optional; parameters loaded by name (strict), else random
  *   data:                             required
- *     format: idx                     optional (idx is the only format so far)
- *     train: {images: F, labels: F}   required; IDX files, plain or .gz
- *     test:  {images: F, labels: F}   optional; evaluated after every epoch
- *     normalize: {mean: 0, std: 1}    optional; input = (pixel/255 - mean) / std
+ *     format: idx                     idx (default) or tensors
+ *     train: {images: F, labels: F}   required; idx: IDX files, plain or .gz; tensors: {file: F}, a
+ *     test:  {images: F, labels: F}   safetensors file with x (F32 [n, ...]) and y (integer [n]);
+ *                                     test is optional, evaluated after every epoch
+ *     normalize: {mean: 0, std: 1}    optional (idx); input = (pixel/255 - mean) / std
+ *     shuffle: true                   optional; reshuffle the training set every epoch
  *   loss: cross_entropy               required
  *   optimizer:                        required
  *     type: sgd                       required: sgd, adam or adamw (torch.optim's formulas)
@@ -37,18 +40,29 @@
 const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", NULL};
 const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL};
 
-static const char *const plan_keys[] = {"model", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", NULL};
-static const char *const data_keys[] = {"format", "train", "test", "normalize", NULL};
+static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", NULL};
+static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", NULL};
 static const char *const split_keys[] = {"images", "labels", NULL};
+static const char *const tensor_split_keys[] = {"file", NULL};
 static const char *const norm_keys[] = {"mean", "std", NULL};
 static const char *const opt_keys[] = {"type", "learning_rate", "momentum", "weight_decay", "nesterov", "betas", "eps", NULL};
 static const char *const sched_keys[] = {"type", "unit", "step_size", "gamma", "milestones", "min_lr", "warmup", "warmup_factor", NULL};
 static const char *const sched_units[] = {"epoch", "step", NULL};
-static const char *const formats[] = {"idx", NULL};
+const char *const gr_data_format_names[GR_DATA_FORMAT_COUNT + 1] = {"idx", "tensors", NULL};
 
-static bool parse_split(gr_ydoc *y, gr_ynode *n, const char *what, gr_data_split *s) {
-  if (!gr_ymap_check(y, n, what, split_keys)) return false;
+/* idx: {images: F, labels: F}; tensors: {file: F} */
+static bool parse_split(gr_ydoc *y, gr_ynode *n, const char *what, gr_data_format fmt, gr_data_split *s) {
+  if (!gr_ymap_check(y, n, what, fmt == GR_DATA_TENSORS ? tensor_split_keys : split_keys)) return false;
   s->loc = gr_yloc(y, n);
+  if (fmt == GR_DATA_TENSORS) {
+    gr_ynode *f = gr_yreq(y, n, "file", what);
+    const char *a;
+    if (!f || !gr_ystr(y, f, "'file'", &a)) return false;
+    s->images = gr_ypath(y, a);
+    s->images_loc = gr_yloc(y, f);
+    s->present = true;
+    return true;
+  }
   gr_ynode *im = gr_yreq(y, n, "images", what), *lb = gr_yreq(y, n, "labels", what);
   if (!im || !lb) return false;
   const char *a, *b;
@@ -66,12 +80,14 @@ static bool parse_data(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
   p->data_loc = gr_yloc(y, n);
   bool ok = true;
   gr_ynode *f = gr_yget(y, n, "format");
-  int fmt;
-  if (f) ok &= gr_yenum(y, f, "data format", formats, &fmt);
+  int fmt = GR_DATA_IDX;
+  if (f && !gr_yenum(y, f, "data format", gr_data_format_names, &fmt)) return false;
+  p->data_format = (gr_data_format)fmt;
   gr_ynode *tr = gr_yreq(y, n, "train", "'data'");
-  ok &= tr && parse_split(y, tr, "'train'", &p->train);
+  ok &= tr && parse_split(y, tr, "'train'", p->data_format, &p->train);
   gr_ynode *te = gr_yget(y, n, "test");
-  if (te) ok &= parse_split(y, te, "'test'", &p->test);
+  if (te) ok &= parse_split(y, te, "'test'", p->data_format, &p->test);
+  ok &= gr_yopt_bool(y, n, "shuffle", &p->shuffle);
   gr_ynode *nm = gr_yget(y, n, "normalize");
   if (nm) {
     ok &= gr_ymap_check(y, nm, "'normalize'", norm_keys) && gr_yopt_float(y, nm, "mean", -1e6, 1e6, &p->norm_mean) &&
@@ -192,6 +208,7 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
   memset(p, 0, sizeof *p);
   p->norm_std = 1.0;
   p->log_every = 100;
+  p->shuffle = true;
   gr_ydoc y;
   if (!gr_ydoc_load(&y, path, d, a)) {
     gr_ydoc_free(&y);
@@ -200,7 +217,11 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
   int errors0 = d->n_errors;
   p->path = y.path;
   gr_ynode *root = gr_yroot(&y);
-  if (gr_ymap_check(&y, root, "the plan", plan_keys)) {
+  static const char *const elsewhere[] = {"format", "data", "train", "data", "test", "data", "normalize", "data", "shuffle", "data",
+                                          "learning_rate", "optimizer", "lr", "optimizer", "momentum", "optimizer",
+                                          "weight_decay", "optimizer", "nesterov", "optimizer", "betas", "optimizer",
+                                          "eps", "optimizer", NULL};
+  if (gr_ymap_check_hinted(&y, root, "the plan", plan_keys, elsewhere)) {
     gr_ynode *m = gr_yreq(&y, root, "model", "the plan");
     const char *mp;
     if (m && gr_ystr(&y, m, "'model'", &mp)) {
@@ -212,6 +233,12 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
       int err = !mf ? errno : fstat(fileno(mf), &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
       if (mf) fclose(mf);
       if (err) gr_error(d, p->model_loc, "cannot open model file '%s': %s", p->model_path, strerror(err));
+    }
+    gr_ynode *init = gr_yget(&y, root, "init");
+    const char *ip;
+    if (init && gr_ystr(&y, init, "'init'", &ip)) {
+      p->init_path = gr_ypath(&y, ip);
+      p->init_loc = gr_yloc(&y, init);
     }
     gr_ynode *data = gr_yreq(&y, root, "data", "the plan");
     if (data) parse_data(&y, data, p);

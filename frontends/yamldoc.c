@@ -188,6 +188,10 @@ static bool want_mapping(gr_ydoc *y, gr_ynode *n, const char *what) {
 }
 
 bool gr_ymap_check(gr_ydoc *y, gr_ynode *map, const char *what, const char *const *allowed) {
+  return gr_ymap_check_hinted(y, map, what, allowed, NULL);
+}
+
+bool gr_ymap_check_hinted(gr_ydoc *y, gr_ynode *map, const char *what, const char *const *allowed, const char *const *elsewhere) {
   if (!want_mapping(y, map, what)) return false;
   bool ok = true;
   for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
@@ -217,6 +221,13 @@ bool gr_ymap_check(gr_ydoc *y, gr_ynode *map, const char *what, const char *cons
       if (!strcmp(*a, key)) known = true;
     if (known) continue;
     ok = false;
+    const char *section = NULL;
+    for (const char *const *e = elsewhere; e && *e; e += 2)
+      if (!strcmp(e[0], key)) section = e[1];
+    if (section) {
+      gr_error(y->diag, gr_yloc(y, k), "'%s' belongs under '%s', not at the top of %s", key, section, what);
+      continue;
+    }
     const char *sug = gr_suggest(key, allowed);
     if (sug) {
       gr_error(y->diag, gr_yloc(y, k), "unknown key '%s' (did you mean '%s'?)", key, sug);

@@ -34,6 +34,9 @@ const char *gr_ydescribe(gr_ydoc *y, const gr_ynode *n);
 /* Mappings. gr_ymap_check reports non-mappings, duplicate keys, merge keys and keys not in `allowed`
  * (NULL-terminated), naming `what` ("the plan", "optimizer"). */
 bool gr_ymap_check(gr_ydoc *y, gr_ynode *map, const char *what, const char *const *allowed);
+/* The same, where `elsewhere` (NULL-terminated pairs: key, section) names keys that belong in a
+ * section of this mapping, so that a misplaced key is reported as "belongs under 'section'". */
+bool gr_ymap_check_hinted(gr_ydoc *y, gr_ynode *map, const char *what, const char *const *allowed, const char *const *elsewhere);
 gr_ynode *gr_yget(gr_ydoc *y, gr_ynode *map, const char *key);                      /* NULL if absent */
 gr_ynode *gr_yreq(gr_ydoc *y, gr_ynode *map, const char *key, const char *what);    /* reports if absent */
 gr_loc gr_ykey_loc(gr_ydoc *y, gr_ynode *map, const char *key);                     /* the key's location */

@@ -31,6 +31,11 @@ typedef struct gr_dataset {
  * n_classes; each problem is reported naming the file (and byte offset). */
 bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels, double mean, double std,
                          int64_t sample_numel, int64_t n_classes, gr_diag *d);
+/* Loads a safetensors file holding x (F32 [n, ...], used as is) and y (I64, I32 or U8 [n]). */
+bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, int64_t sample_numel, int64_t n_classes, gr_diag *d);
+/* Either, by format: 0 idx (images, labels), 1 tensors (images is the file). */
+bool gr_dataset_load(gr_dataset *ds, int format, const char *images, const char *labels, double mean, double std,
+                     int64_t sample_numel, int64_t n_classes, gr_diag *d);
 void gr_dataset_free(gr_dataset *ds);
 
 /* metrics.c — JSON lines, one object per record, flushed as written. */
@@ -57,9 +62,13 @@ double gr_now(void); /* monotonic seconds */
 
 /* train.c — the training loop. */
 typedef struct gr_train_cfg {
+  int data_format; /* 0 idx, 1 tensors (the file in *_images) */
+  bool shuffle;
+  const char *init_path; /* weights to start from (NULL: random initialisation) */
+  const char *save_path; /* where to write the trained weights (NULL: nowhere) */
   const char *train_images, *train_labels;
   const char *test_images, *test_labels; /* NULL: no evaluation */
-  gr_loc train_loc, test_loc;            /* where the plan names them, for notes (may be empty) */
+  gr_loc train_loc, test_loc, init_loc;  /* where the plan names them, for notes (may be empty) */
   double norm_mean, norm_std;
   int64_t batch_size, epochs, log_every;
   uint64_t seed;
@@ -82,8 +91,14 @@ typedef struct gr_session gr_session; /* parameters + arenas of one model */
 /* Allocates the slab and arenas and initialises parameters; NULL after reporting if memory is short. */
 gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d);
 void gr_session_free(gr_session *s);
-/* Runs the eval program over a data set: mean loss and accuracy. */
-void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy);
+/* Runs the eval program over a data set: mean loss and accuracy; with `outputs` (ds->n x classes
+ * floats), also the model's output for every sample. */
+void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy, float *outputs);
+const gr_rt_model *gr_session_model(const gr_session *s);
+float *gr_session_param(gr_session *s, int i); /* the i-th parameter's values in the slab */
+/* weights.c — parameters from/to safetensors by name (strict); false after reporting. */
+bool gr_session_load(gr_session *s, const char *path, gr_diag *d);
+bool gr_session_save(gr_session *s, const char *path, gr_diag *d);
 /* Trains (and evaluates after each epoch); false after reporting an error. */
 bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_train_result *res);
 

@@ -46,6 +46,9 @@ gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d) {
   return s;
 }
 
+const gr_rt_model *gr_session_model(const gr_session *s) { return s->m; }
+float *gr_session_param(gr_session *s, int i) { return (float *)(s->slab + s->m->params[i].offset); }
+
 void gr_session_free(gr_session *s) {
   if (!s) return;
   free(s->slab);
@@ -78,7 +81,7 @@ static int64_t count_correct(const float *out, const int32_t *y, int64_t n, int6
   return correct;
 }
 
-void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy) {
+void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy, float *outputs) {
   const gr_rt_model *m = s->m;
   const gr_rt_program *p = &m->eval;
   int64_t *idx = malloc(sizeof(int64_t) * (size_t)m->max_batch);
@@ -93,6 +96,7 @@ void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, doub
     p->fn(s->slab, s->eval_arena, n, scal);
     total += (double)*(float *)(s->eval_arena + p->loss_off) * (double)n;
     correct += count_correct((float *)(s->eval_arena + p->out_off), (int32_t *)(s->eval_arena + p->y_off), n, m->n_classes);
+    if (outputs) memcpy(outputs + b * m->n_classes, s->eval_arena + p->out_off, sizeof(float) * (size_t)(n * m->n_classes));
   }
   free(idx);
   *loss = ds->n ? total / (double)ds->n : NAN;
@@ -105,13 +109,13 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   FILE *log = cfg->log ? cfg->log : stdout;
   if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);
   gr_dataset train = {0}, test = {0};
-  if (!gr_dataset_load_idx(&train, cfg->train_images, cfg->train_labels, cfg->norm_mean, cfg->norm_std, m->sample_numel,
-                           m->n_classes, d)) {
+  if (!gr_dataset_load(&train, cfg->data_format, cfg->train_images, cfg->train_labels, cfg->norm_mean, cfg->norm_std,
+                       m->sample_numel, m->n_classes, d)) {
     if (cfg->train_loc.file) gr_note(d, cfg->train_loc, "in the training data named here");
     return false;
   }
-  if (cfg->test_images && !gr_dataset_load_idx(&test, cfg->test_images, cfg->test_labels, cfg->norm_mean, cfg->norm_std,
-                                               m->sample_numel, m->n_classes, d)) {
+  if (cfg->test_images && !gr_dataset_load(&test, cfg->data_format, cfg->test_images, cfg->test_labels, cfg->norm_mean,
+                                           cfg->norm_std, m->sample_numel, m->n_classes, d)) {
     if (cfg->test_loc.file) gr_note(d, cfg->test_loc, "in the test data named here");
     gr_dataset_free(&train);
     return false;
@@ -126,6 +130,11 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   if (test.n) fprintf(log, ", evaluating on %lld", (long long)test.n);
   fprintf(log, ", batch %lld, %lld epochs\n", (long long)m->max_batch, (long long)cfg->epochs);
   gr_session *s = gr_session_new(m, cfg->seed, d);
+  if (s && cfg->init_path && !gr_session_load(s, cfg->init_path, d)) {
+    if (cfg->init_loc.file) gr_note(d, cfg->init_loc, "in the weights named here");
+    gr_session_free(s);
+    s = NULL;
+  }
   if (!s) {
     gr_metrics_close(metrics);
     gr_dataset_free(&train);
@@ -148,7 +157,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   int64_t samples = 0;
   bool ok = true;
   for (int64_t epoch = 1; epoch <= cfg->epochs && ok; epoch++) {
-    gr_rng_shuffle(&rng, perm, train.n);
+    if (cfg->shuffle) gr_rng_shuffle(&rng, perm, train.n);
     double t_epoch = gr_now(), win_loss = 0, ep_loss = 0;
     int64_t win_n = 0, win_correct = 0, ep_n = 0;
     double t_win = t_epoch;
@@ -203,7 +212,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
     fprintf(log, "epoch %lld/%lld: train loss %.4f (%.1f s, %.0f samples/s)", (long long)epoch, (long long)cfg->epochs,
             res->final_train_loss, ep_time, (double)ep_n / ep_time);
     if (test.n) {
-      gr_session_evaluate(s, &test, &res->test_loss, &res->test_accuracy);
+      gr_session_evaluate(s, &test, &res->test_loss, &res->test_accuracy, NULL);
       fprintf(log, ", test loss %.4f, test accuracy %.4f", res->test_loss, res->test_accuracy);
       gr_metrics_record(metrics, "test", "epoch#", (double)epoch, "step#", (double)step, "loss", res->test_loss, "accuracy",
                         res->test_accuracy, NULL);
@@ -214,6 +223,10 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   res->steps = step;
   res->samples_per_s = train_time > 0 ? (double)samples / train_time : 0;
   if (ok && test.n) fprintf(log, "final test accuracy: %.4f\n", res->test_accuracy);
+  if (ok && cfg->save_path) {
+    ok = gr_session_save(s, cfg->save_path, d);
+    if (ok) fprintf(log, "saved %d parameters to %s\n", m->n_params, cfg->save_path);
+  }
   free(perm);
   gr_session_free(s);
   gr_metrics_close(metrics);

@@ -3,6 +3,8 @@
  * 2 a command-line usage error. */
 #include "compiler/compiler.h"
 #include "runtime/runtime.h"
+#include "runtime/safetensors.h"
+#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -23,7 +25,13 @@ static void usage(FILE *f) {
         "      --seed N         override the plan's seed\n"
         "      --metrics FILE   write JSON-lines metrics to FILE\n"
         "      --threads N      BLAS threads (default: all cores)\n"
+        "      --save FILE      write the trained parameters to FILE (safetensors)\n"
         "      -q, --quiet      no progress line\n"
+        "  eval PLAN            evaluate the model on the plan's test data\n"
+        "      --weights FILE   parameters to evaluate (default: the plan's init)\n"
+        "      --split S        test (default) or train\n"
+        "      --output FILE    write the model's outputs for every sample to FILE (safetensors 'output')\n"
+        "      --metrics FILE   write the evaluation record to FILE\n"
         "\n"
         "  graft --help | --version\n",
         f);
@@ -123,6 +131,51 @@ static void print_summary(const gr_compiled *c, FILE *f) {
   fprintf(f, "epochs %lld, seed %llu\n", (long long)c->plan.epochs, (unsigned long long)c->plan.seed);
 }
 
+/* graft eval: the eval program over one split of the plan's data, with the given (or the plan's) weights. */
+static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char *split, const char *output,
+                     const char *metrics_path, int threads) {
+  const gr_plan *p = &c->plan;
+  const gr_data_split *ds_spec = !strcmp(split, "test") ? &p->test : &p->train;
+  if (!ds_spec->present) {
+    gr_error(d, p->data_loc, "the plan has no %s data to evaluate", split);
+    return false;
+  }
+  if (threads > 0) openblas_set_num_threads(threads);
+  const char *wpath = weights ? weights : p->init_path;
+  if (!wpath) gr_warning(d, (gr_loc){0}, "no --weights and no 'init' in the plan: evaluating randomly initialised parameters");
+  gr_dataset ds;
+  if (!gr_dataset_load(&ds, (int)p->data_format, ds_spec->images, ds_spec->labels, p->norm_mean, p->norm_std, c->rt.sample_numel,
+                       c->rt.n_classes, d))
+    return false;
+  gr_session *s = gr_session_new(&c->rt, p->seed, d);
+  bool ok = s && (!wpath || gr_session_load(s, wpath, d));
+  float *out = NULL;
+  if (ok && output) {
+    out = malloc(sizeof(float) * (size_t)(ds.n * c->rt.n_classes) + 1);
+    GR_CHECK(out != NULL, "out of memory");
+  }
+  if (ok) {
+    double loss, acc;
+    gr_session_evaluate(s, &ds, &loss, &acc, out);
+    printf("%s loss %.6f, %s accuracy %.4f (%lld samples)\n", split, loss, split, acc, (long long)ds.n);
+    if (metrics_path) {
+      gr_metrics *m = gr_metrics_open(metrics_path, d);
+      ok = m != NULL;
+      gr_metrics_record(m, split, "epoch#", 0.0, "loss", loss, "accuracy", acc, NULL);
+      gr_metrics_close(m);
+    }
+    if (ok && output) {
+      int64_t shape[2] = {ds.n, c->rt.n_classes};
+      gr_st_out t = {"output", 2, shape, out};
+      ok = gr_st_write(output, &t, 1, NULL, d) == 0;
+    }
+  }
+  free(out);
+  gr_session_free(s);
+  gr_dataset_free(&ds);
+  return ok;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     usage(stderr);
@@ -137,9 +190,10 @@ int main(int argc, char **argv) {
     printf("graft %s\n", GRAFT_VERSION);
     return 0;
   }
-  if (strcmp(cmd, "check") && strcmp(cmd, "ir") && strcmp(cmd, "train"))
-    return usage_error("unknown command '%s'; expected check, ir or train", cmd);
-  const char *plan = NULL, *after = NULL, *metrics = NULL;
+  if (strcmp(cmd, "check") && strcmp(cmd, "ir") && strcmp(cmd, "train") && strcmp(cmd, "eval"))
+    return usage_error("unknown command '%s'; expected check, ir, train or eval", cmd);
+  bool train = !strcmp(cmd, "train"), eval = !strcmp(cmd, "eval");
+  const char *plan = NULL, *after = NULL, *metrics = NULL, *save = NULL, *weights = NULL, *output = NULL, *split = "test";
   long long epochs = 0, seed = -1, threads = 0;
   bool quiet = false;
   for (int i = 2; i < argc; i++) {
@@ -155,13 +209,24 @@ int main(int argc, char **argv) {
       if (!parse_int(v, 1, 100000, &epochs)) return usage_error("--epochs takes an integer from 1 to 100000, got '%s'", v);
     } else if (!strcmp(cmd, "train") && (v = opt_value(argc, argv, &i, "--seed", &missing))) {
       if (!parse_int(v, 0, INT64_MAX, &seed)) return usage_error("--seed takes a non-negative integer, got '%s'", v);
-    } else if (!strcmp(cmd, "train") && (v = opt_value(argc, argv, &i, "--threads", &missing))) {
-      if (!parse_int(v, 1, 1024, &threads)) return usage_error("--threads takes an integer from 1 to 1024, got '%s'", v);
-    } else if (!strcmp(cmd, "train") && (v = opt_value(argc, argv, &i, "--metrics", &missing))) {
+    } else if ((train || eval) && (v = opt_value(argc, argv, &i, "--metrics", &missing))) {
       metrics = v;
+    } else if (train && (v = opt_value(argc, argv, &i, "--save", &missing))) {
+      save = v;
+    } else if (eval && (v = opt_value(argc, argv, &i, "--weights", &missing))) {
+      weights = v;
+    } else if (eval && (v = opt_value(argc, argv, &i, "--output", &missing))) {
+      output = v;
+    } else if (eval && (v = opt_value(argc, argv, &i, "--split", &missing))) {
+      if (strcmp(v, "test") && strcmp(v, "train")) return usage_error("--split takes test or train, got '%s'", v);
+      split = v;
+    } else if ((train || eval) && (v = opt_value(argc, argv, &i, "--threads", &missing))) {
+      if (!parse_int(v, 1, 1024, &threads)) return usage_error("--threads takes an integer from 1 to 1024, got '%s'", v);
     } else if (!strcmp(cmd, "train") && (!strcmp(a, "-q") || !strcmp(a, "--quiet"))) {
       quiet = true;
     } else if (missing) {
+      return usage_error("option '%s' needs a value", a);
+    } else if (0) {
       return usage_error("option '%s' needs a value", a);
     } else if (a[0] == '-' && a[1]) {
       return usage_error("unknown option '%s'", a);
@@ -172,6 +237,8 @@ int main(int argc, char **argv) {
     }
   }
   if (!plan) return usage_error("%s needs a plan file", cmd);
+  if (eval && metrics && strcmp(split, "test"))
+    return usage_error("--metrics writes test records; it cannot be used with --split %s", split);
 
   gr_diag diag;
   gr_diag_init(&diag);
@@ -185,7 +252,9 @@ int main(int argc, char **argv) {
     print_summary(&c, stdout);
   } else if (ok && !strcmp(cmd, "train")) {
     const gr_plan *p = &c.plan;
-    gr_train_cfg cfg = {.train_images = p->train.images, .train_labels = p->train.labels,
+    gr_train_cfg cfg = {.data_format = (int)p->data_format, .shuffle = p->shuffle, .init_path = p->init_path,
+                        .init_loc = p->init_loc, .save_path = save,
+                        .train_images = p->train.images, .train_labels = p->train.labels,
                         .test_images = p->test.present ? p->test.images : NULL,
                         .test_labels = p->test.present ? p->test.labels : NULL,
                         .train_loc = p->train.loc, .test_loc = p->test.loc,
@@ -196,6 +265,8 @@ int main(int argc, char **argv) {
                         .threads = (int)threads, .log = stdout, .quiet = quiet};
     gr_train_result res;
     rc = gr_train(&c.rt, &cfg, &diag, &res) ? 0 : 1;
+  } else if (ok && eval) {
+    rc = run_eval(&c, &diag, weights, split, output, metrics, (int)threads) ? 0 : 1;
   }
   gr_compiled_free(&c);
   gr_diag_free(&diag);

@@ -1,0 +1,199 @@
+#!/usr/bin/python3
+"""PyTorch parity harness: graft against PyTorch (Debian's python3-torch, a test oracle only) on the
+same weights and data.
+
+For each model below, PyTorch builds the same network (parameter names as graft's), draws random
+weights and data, and writes them as safetensors. Then:
+  forward   `graft eval --output` gives the model's outputs for every sample; they must match
+            PyTorch's model(x);
+  training  for each optimizer, `graft train` (init: those weights, 3 steps of a fixed batch order,
+            --save) must end with the parameters PyTorch has after the same 3 steps, and log the
+            same loss at every step.
+Agreement: max |graft - torch| <= 1e-4 * max(1, max |torch|) per tensor (float32 throughout; sums
+are ordered differently, so bit equality is not expected).
+
+usage: parity.py GRAFT WORKDIR      exit 0 all agree, 1 a mismatch, 77 no torch (skipped)"""
+import collections
+import json
+import os
+import struct
+import subprocess
+import sys
+
+try:
+    import numpy as np
+    import torch
+    from torch import nn
+except ImportError:
+    print("parity: python3-torch is not installed; skipping")
+    sys.exit(77)
+
+GRAFT, WORK = sys.argv[1], sys.argv[2]
+os.makedirs(WORK, exist_ok=True)
+TOL = 1e-4
+B = 4            # batch
+STEPS = 3        # optimizer steps
+failures = []
+passed = 0
+
+
+def write_safetensors(path, tensors):
+    """A minimal safetensors writer: {name: numpy array}."""
+    header, blobs, off = {}, [], 0
+    for name, a in tensors.items():
+        a = np.ascontiguousarray(a)
+        dt = {np.float32: "F32", np.int64: "I64"}[a.dtype.type]
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
+        blobs.append(a.tobytes())
+        off += a.nbytes
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = t["data_offsets"]
+        out[name] = np.frombuffer(data[8 + n + b:8 + n + e], dtype=np.float32).reshape(t["shape"])
+    return out
+
+
+def compare(what, got, want):
+    want = np.asarray(want, dtype=np.float64)
+    got = np.asarray(got, dtype=np.float64)
+    if got.shape != want.shape:
+        failures.append(f"{what}: shape {got.shape}, expected {want.shape}")
+        return
+    err = float(np.max(np.abs(got - want))) if want.size else 0.0
+    scale = max(1.0, float(np.max(np.abs(want))) if want.size else 0.0)
+    status = "ok  " if err <= TOL * scale else "FAIL"
+    print(f"  {status} {what}: max abs diff {err:.3g} (scale {scale:.3g})")
+    if err > TOL * scale:
+        failures.append(what)
+    else:
+        global passed
+        passed += 1
+
+
+def graft(*args):
+    r = subprocess.run([GRAFT, *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(r.stdout, r.stderr)
+        failures.append(f"graft {' '.join(args)} exited with {r.returncode}")
+    return r
+
+
+# Each case: graft model YAML, the same network in PyTorch, input shape (per sample), classes.
+CASES = {
+    "mlp": ("""
+name: mlp
+input: {shape: [3, 4]}
+layers:
+  - {name: flat, op: flatten}
+  - {name: fc1, op: linear, out_features: 16}
+  - {name: act1, op: tanh}
+  - {name: fc2, op: linear, out_features: 12}
+  - {name: act2, op: relu}
+  - {name: fc3, op: linear, out_features: 8, bias: false}
+  - {name: act3, op: sigmoid}
+  - {name: fc4, op: linear, out_features: 5}
+""", lambda: nn.Sequential(collections.OrderedDict([
+        ("flat", nn.Flatten()), ("fc1", nn.Linear(12, 16)), ("act1", nn.Tanh()), ("fc2", nn.Linear(16, 12)),
+        ("act2", nn.ReLU()), ("fc3", nn.Linear(12, 8, bias=False)), ("act3", nn.Sigmoid()), ("fc4", nn.Linear(8, 5))])),
+        (3, 4), 5),
+    "cnn": ("""
+name: cnn
+input: {shape: [3, 12, 11]}
+layers:
+  - {name: conv1, op: conv2d, out_channels: 6, kernel_size: 3, padding: 1}
+  - {name: relu1, op: relu}
+  - {name: pool1, op: maxpool2d, kernel_size: 3, stride: 2, padding: 1}
+  - {name: conv2, op: conv2d, out_channels: 6, kernel_size: [3, 2], stride: 2, groups: 3, bias: false}
+  - {name: relu2, op: relu}
+  - {name: conv3, op: conv2d, out_channels: 4, kernel_size: 2, dilation: 2, padding: 1}
+  - {name: pool2, op: maxpool2d, kernel_size: 2}
+  - {name: flat, op: flatten}
+  - {name: fc, op: linear, out_features: 7}
+""", lambda: nn.Sequential(collections.OrderedDict([
+        ("conv1", nn.Conv2d(3, 6, 3, padding=1)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(3, 2, padding=1)),
+        ("conv2", nn.Conv2d(6, 6, (3, 2), stride=2, groups=3, bias=False)), ("relu2", nn.ReLU()),
+        ("conv3", nn.Conv2d(6, 4, 2, dilation=2, padding=1)), ("pool2", nn.MaxPool2d(2)), ("flat", nn.Flatten()),
+        ("fc", nn.Linear(4, 7))])),
+        (3, 12, 11), 7),
+}
+
+OPTIMIZERS = {
+    "sgd": ("{type: sgd, learning_rate: 0.1, momentum: 0.9, weight_decay: 0.001, nesterov: true}",
+            lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.001, nesterov=True)),
+    "adamw": ("{type: adamw, learning_rate: 0.01, weight_decay: 0.05, betas: [0.8, 0.99], eps: 1.0e-6}",
+              lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.05, betas=(0.8, 0.99), eps=1e-6)),
+    "adam": ("{type: adam, learning_rate: 0.01, weight_decay: 0.01}",
+             lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.01)),
+}
+
+torch.manual_seed(0)
+for name, (yaml, build, shape, classes) in CASES.items():
+    print(f"{name}:")
+    d = os.path.join(WORK, name)
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/model.yaml", "w") as f:
+        f.write(yaml)
+    model = build()
+    w0 = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    write_safetensors(f"{d}/w0.safetensors", w0)
+    x = torch.randn(B * STEPS, *shape)
+    y = torch.randint(0, classes, (B * STEPS,))
+    write_safetensors(f"{d}/data.safetensors", {"x": x.numpy(), "y": y.numpy()})
+
+    # forward
+    for opt_name, (opt_yaml, make_opt) in OPTIMIZERS.items():
+        plan = f"{d}/{opt_name}.plan.yaml"
+        with open(plan, "w") as f:
+            f.write(f"""model: model.yaml
+init: w0.safetensors
+data: {{format: tensors, train: {{file: data.safetensors}}, test: {{file: data.safetensors}}, shuffle: false}}
+loss: cross_entropy
+optimizer: {opt_yaml}
+batch_size: {B}
+epochs: 1
+log_every: 1
+""")
+    with torch.no_grad():
+        want = model(x).numpy()
+    if graft("eval", f"{d}/sgd.plan.yaml", "--output", f"{d}/out.safetensors").returncode == 0:
+        compare(f"{name} forward output", read_safetensors(f"{d}/out.safetensors")["output"], want)
+
+    # training
+    for opt_name, (opt_yaml, make_opt) in OPTIMIZERS.items():
+        model.load_state_dict({k: torch.tensor(v) for k, v in w0.items()})
+        opt = make_opt(model.parameters())
+        losses = []
+        for s in range(STEPS):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[s * B:(s + 1) * B]), y[s * B:(s + 1) * B])
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        metrics = f"{d}/{opt_name}.jsonl"
+        r = graft("train", f"{d}/{opt_name}.plan.yaml", "-q", "--metrics", metrics, "--save", f"{d}/{opt_name}.w1.safetensors")
+        if r.returncode != 0:
+            continue
+        recs = [json.loads(l) for l in open(metrics) if '"train"' in l]
+        compare(f"{name} {opt_name} loss per step", [r["loss"] for r in recs], losses)
+        w1 = read_safetensors(f"{d}/{opt_name}.w1.safetensors")
+        for k, v in model.state_dict().items():
+            compare(f"{name} {opt_name} {k} after {STEPS} steps", w1[k], v.numpy())
+
+print(f"{passed} passed, {len(failures)} failed")
+if failures:
+    print("parity: FAILED:", *failures, sep="\n  ")
+    sys.exit(1)
+print("parity: graft agrees with PyTorch")
