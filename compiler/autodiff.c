@@ -73,6 +73,16 @@ static void grad_tanh(gr_graph *g, const gr_node *n, gr_value *dy, const bool *n
   if (needs[0]) dx[0] = gr_binary(g, GR_OP_TANH_GRAD, n->out, dy, n->loc);
 }
 
+/* y = concat(a, b) along axis:  da = dy[.., :Ca, ..],  db = dy[.., Ca:, ..] */
+static void grad_concat(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  int64_t ca = n->in[0]->shape.dim[n->a.axis];
+  gr_attrs a = {.axis = n->a.axis, .start = 0, .len = ca};
+  if (needs[0]) dx[0] = gr_apply(g, GR_OP_SLICE, &dy, 1, &a, n->loc);
+  a.start = ca;
+  a.len = n->in[1]->shape.dim[n->a.axis];
+  if (needs[1]) dx[1] = gr_apply(g, GR_OP_SLICE, &dy, 1, &a, n->loc);
+}
+
 /* y = reshape(x):  dx = reshape(dy) to x's shape */
 static void grad_reshape(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
   if (needs[0]) dx[0] = gr_reshape(g, dy, n->in[0]->shape, n->loc);

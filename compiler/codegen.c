@@ -51,6 +51,7 @@ static LLVMValueRef loadf(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) {
 static void storef(gr_cg *c, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx) {
   LLVMBuildStore(c->b, v, elem_ptr(c, c->ft, base, idx));
 }
+static LLVMValueRef fptr(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) { return elem_ptr(c, c->ft, base, idx); }
 
 static LLVMValueRef intrinsic(gr_cg *c, const char *name, LLVMValueRef *args, int n) {
   unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
@@ -221,6 +222,53 @@ static LLVMValueRef emit_bias_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
   return NULL;
 }
 
+/* Rows and row lengths around an axis of a batched shape: outer = N * dims before axis,
+ * inner(x) = dim[axis] * dims after axis. */
+static LLVMValueRef outer_rows(gr_cg *c, const gr_shape *s, int axis, LLVMValueRef n) {
+  int64_t k = 1;
+  for (int i = 1; i < axis; i++) k *= s->dim[i];
+  return imul(c, n, iconst(c, k));
+}
+static int64_t inner_len(const gr_shape *s, int axis) {
+  int64_t k = 1;
+  for (int i = axis; i < s->rank; i++) k *= s->dim[i];
+  return k;
+}
+
+/* copies `len` floats */
+static void copy_run(gr_cg *c, LLVMValueRef dst, LLVMValueRef src, int64_t len) {
+  cg_loop L;
+  loop_begin(c, &L, iconst(c, len));
+  storef(c, loadf(c, src, L.i), dst, L.i);
+  loop_end(c, &L);
+}
+
+/* y[r] = a[r] ++ b[r] for every outer row r */
+static LLVMValueRef emit_concat(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  const gr_shape *as = &nd->in[0]->shape, *bs = &nd->in[1]->shape;
+  int ax = nd->a.axis;
+  int64_t ia = inner_len(as, ax), ib = inner_len(bs, ax);
+  cg_loop R;
+  loop_begin(c, &R, outer_rows(c, as, ax, a[3]));
+  LLVMValueRef yrow = fptr(c, a[2], imul(c, R.i, iconst(c, ia + ib)));
+  copy_run(c, yrow, fptr(c, a[0], imul(c, R.i, iconst(c, ia))), ia);
+  copy_run(c, fptr(c, yrow, iconst(c, ia)), fptr(c, a[1], imul(c, R.i, iconst(c, ib))), ib);
+  loop_end(c, &R);
+  return NULL;
+}
+
+/* y[r] = x[r][start*after .. (start+len)*after) for every outer row r */
+static LLVMValueRef emit_slice(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  const gr_shape *xs = &nd->in[0]->shape;
+  int ax = nd->a.axis;
+  int64_t ix = inner_len(xs, ax), after = ix / xs->dim[ax], iy = nd->a.len * after;
+  cg_loop R;
+  loop_begin(c, &R, outer_rows(c, xs, ax, a[2]));
+  copy_run(c, fptr(c, a[1], imul(c, R.i, iconst(c, iy))), fptr(c, a[0], iadd(c, imul(c, R.i, iconst(c, ix)), iconst(c, nd->a.start * after))), iy);
+  loop_end(c, &R);
+  return NULL;
+}
+
 /* if (cond) { ... } — leaves the builder in the "then" block; cg_if_end joins. */
 static LLVMBasicBlockRef cg_if_begin(gr_cg *c, LLVMValueRef cond) {
   LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(c->b));
@@ -256,7 +304,6 @@ static void call_gemm(gr_cg *c, bool ta, bool tb, LLVMValueRef M, LLVMValueRef N
 
 static LLVMValueRef i32c(gr_cg *c, int64_t v) { return LLVMConstInt(c->i32, (unsigned long long)v, 0); }
 
-static LLVMValueRef fptr(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) { return elem_ptr(c, c->ft, base, idx); }
 
 /* im2col of one sample x [Cin, H, W] into its columns of cols [Cin*kh*kw, ld] (row stride ld; zeros
  * where the window hangs over the padding); or, with back, col2im: x[c, ih, iw] += cols[...] (x

@@ -17,6 +17,8 @@
  *   maxpool2d  kernel_size (required), stride (default: kernel_size), padding (0)
  *   relu, sigmoid, tanh, identity           no keys
  *   flatten  start_dim (default 1), end_dim (default -1)
+ *   add      in: [a, b, ...] (required): their sum, all of one shape (residual connections)
+ *   concat   in: [a, b, ...] (required), dim (default 1, the channels): joined along dim
  *
  * Parameters are named <layer>.weight / <layer>.bias, as in PyTorch's state_dict. Each layer is built
  * with the graph's `layer` stamp set, so every IR node knows which YAML line made it. */
@@ -38,7 +40,8 @@ typedef struct mctx {
   int n_names, cap_names;
 } mctx;
 
-static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "relu", "sigmoid", "tanh", "identity", "flatten", NULL};
+static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "relu", "sigmoid", "tanh", "identity", "flatten", "add",
+                                        "concat", NULL};
 static const char *const common_keys[] = {"name", "op", "in"};
 
 static named *lookup(mctx *m, const char *name) {
@@ -58,11 +61,13 @@ static const char *const *keys_for(mctx *m, const char *op) {
   static const char *const flatten[] = {"start_dim", "end_dim", NULL};
   static const char *const conv[] = {"out_channels", "kernel_size", "in_channels", "stride", "padding", "dilation", "groups", "bias", NULL};
   static const char *const pool[] = {"kernel_size", "stride", "padding", NULL};
+  static const char *const cat[] = {"dim", NULL};
   static const char *const none[] = {NULL};
   const char *const *own = !strcmp(op, "linear")      ? linear
                            : !strcmp(op, "flatten")   ? flatten
                            : !strcmp(op, "conv2d")    ? conv
                            : !strcmp(op, "maxpool2d") ? pool
+                           : !strcmp(op, "concat")    ? cat
                                                       : none;
   int n = 0;
   while (own[n]) n++;
@@ -244,23 +249,38 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
     return false;
   }
   gr_value *x = prev;
+  /* inputs: `in` names one earlier layer (or the input), or for joins a list of them */
+  bool join = !strcmp(op, "add") || !strcmp(op, "concat");
   gr_ynode *in = map ? gr_yget(y, map, "in") : NULL;
-  if (in) {
+  gr_value *xs[64];
+  int nx = 0;
+  if (join && (!in || in->type != YAML_SEQUENCE_NODE || gr_ylist_len(in) < 2 || gr_ylist_len(in) > 64)) {
+    gr_error(y->diag, in ? gr_yloc(y, in) : loc, "a%s %s layer needs 'in': a list of 2 to 64 layers to join, like [a, b]",
+             op[0] == 'a' ? "n" : "", op);
+    return false;
+  }
+  if (in && !join && in->type == YAML_SEQUENCE_NODE) {
+    gr_error(y->diag, gr_yloc(y, in), "a %s layer takes one input; 'in' must name one layer", op);
+    return false;
+  }
+  for (int k = 0; in && k < (join ? gr_ylist_len(in) : 1); k++) {
+    gr_ynode *r = join ? gr_ylist_at(y, in, k) : in;
     const char *ref;
-    if (!gr_ystr(y, in, "'in'", &ref)) return false;
+    if (!gr_ystr(y, r, "'in'", &ref)) return false;
     named *src = lookup(m, ref);
     if (!src) {
       const char **cands = gr_alloc(y->arena, sizeof(char *) * (size_t)(m->n_names + 1));
       for (int i = 0; i < m->n_names; i++) cands[i] = m->names[i].name;
       const char *sug = gr_suggest(ref, cands);
       if (sug)
-        gr_error(y->diag, gr_yloc(y, in), "unknown layer '%s' (did you mean '%s'?)", ref, sug);
+        gr_error(y->diag, gr_yloc(y, r), "unknown layer '%s' (did you mean '%s'?)", ref, sug);
       else
-        gr_error(y->diag, gr_yloc(y, in), "unknown layer '%s'; 'in' must name the input or an earlier layer", ref);
+        gr_error(y->diag, gr_yloc(y, r), "unknown layer '%s'; 'in' must name the input or an earlier layer", ref);
       return false;
     }
-    x = src->v;
+    xs[nx++] = src->v;
   }
+  if (in && !join) x = xs[0];
   *op_out = op;
   m->g->layer = name;
   gr_value *out = NULL;
@@ -278,6 +298,18 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
     out = !strcmp(op, "conv2d") ? build_conv2d(m, map, name, x, loc) : build_maxpool2d(m, map, name, x, loc);
   } else if (!strcmp(op, "flatten")) {
     out = build_flatten(m, map, name, x, loc);
+  } else if (!strcmp(op, "add")) {
+    out = xs[0]; /* a sum of all inputs, left to right */
+    for (int k = 1; k < nx && out; k++) out = gr_binary(m->g, GR_OP_ADD, out, xs[k], loc);
+  } else if (!strcmp(op, "concat")) {
+    int64_t dim = 1;
+    if (!gr_yopt_int(y, map, "dim", 1, GR_MAX_RANK - 1, &dim)) return false;
+    out = xs[0];
+    for (int k = 1; k < nx && out; k++) {
+      gr_attrs a = {.axis = (int)dim};
+      gr_value *pair[2] = {out, xs[k]};
+      out = gr_apply(m->g, GR_OP_CONCAT, pair, 2, &a, loc);
+    }
   } else if (!strcmp(op, "relu")) {
     out = gr_unary(m->g, GR_OP_RELU, x, loc);
   } else if (!strcmp(op, "sigmoid")) {

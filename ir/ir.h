@@ -82,6 +82,8 @@ typedef struct gr_attrs {
   int decoupled;                /* adam_update: AdamW's decoupled weight decay */
   int lr_slot;                  /* updates: index of the learning rate in the step's scalars */
   int64_t kernel[2], stride[2], pad[2], dilation[2], groups; /* conv2d, pooling (kernel: pooling only) */
+  int axis;                     /* concat, slice: the dimension (>= 1) */
+  int64_t start, len;           /* slice: the range [start, start + len) along axis */
 } gr_attrs;
 
 struct gr_node {

@@ -204,6 +204,35 @@ static bool shape_pool2d_grad(const gr_node *n, gr_shape *out, gr_dtype *dt, cha
   return true;
 }
 
+/* a [N, .., Ca, ..], b [N, .., Cb, ..] -> [N, .., Ca + Cb, ..] along axis (>= 1); the rest equal */
+static bool shape_concat(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  const gr_value *a = n->in[0], *b = n->in[1];
+  int ax = n->a.axis;
+  if (!need_float(n, 0, err, errlen) || !need_float(n, 1, err, errlen)) return false;
+  if (a->shape.rank != b->shape.rank || ax < 1 || ax >= a->shape.rank || !gr_shape_has_batch(&a->shape))
+    return fail(err, errlen, "concat along dimension %d does not fit %s and %s", ax, SHAPE(a), SHAPE(b));
+  for (int i = 0; i < a->shape.rank; i++)
+    if (i != ax && a->shape.dim[i] != b->shape.dim[i])
+      return fail(err, errlen, "concat along dimension %d needs the other dimensions equal: %s and %s", ax, SHAPE(a), SHAPE(b));
+  *out = a->shape;
+  out->dim[ax] += b->shape.dim[ax];
+  *dt = a->dtype;
+  return true;
+}
+
+/* x [N, .., C, ..] -> [N, .., len, ..]: elements start .. start+len-1 along axis */
+static bool shape_slice(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  const gr_value *x = n->in[0];
+  int ax = n->a.axis;
+  if (ax < 1 || ax >= x->shape.rank || n->a.start < 0 || n->a.len < 1 || n->a.start + n->a.len > x->shape.dim[ax])
+    return fail(err, errlen, "slice [%lld, %lld) along dimension %d does not fit %s", (long long)n->a.start,
+                (long long)(n->a.start + n->a.len), ax, SHAPE(x));
+  *out = x->shape;
+  out->dim[ax] = n->a.len;
+  *dt = x->dtype;
+  return true;
+}
+
 int64_t gr_scratch_elems(const gr_node *n, int64_t max_batch) {
   gr_conv_geom g;
   switch (n->op) {

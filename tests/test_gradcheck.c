@@ -331,6 +331,18 @@ static void check_maxpool2d(void) {
   }
 }
 
+/* concat along channels (axis 1) and along a trailing axis */
+static void check_concat(void) {
+  for (int ax = 1; ax <= 2; ax++) {
+    gc c;
+    gc_init(&c);
+    gr_attrs a = {.axis = ax};
+    gr_value *in[2] = {leaf(&c, S(3, N, D(2), D(3))), leaf(&c, ax == 1 ? S(3, N, D(4), D(3)) : S(3, N, D(2), D(5)))};
+    gc_check(&c, gr_apply(c.g, GR_OP_CONCAT, in, 2, &a, (gr_loc){0}));
+    gc_free(&c);
+  }
+}
+
 static void check_softmax_ce(void) {
   gc c;
   gc_init(&c);
@@ -468,6 +480,7 @@ static void test_op(void **state) {
   case GR_OP_SIGMOID:
   case GR_OP_TANH: check_unary(op, 0); return;
   case GR_OP_RESHAPE: check_reshape(); return;
+  case GR_OP_CONCAT: check_concat(); return;
   case GR_OP_SOFTMAX_CE: check_softmax_ce(); return;
   case GR_OP_SGD_UPDATE:
     check_update(&(upd_case){.op = op});
@@ -485,6 +498,7 @@ static void test_op(void **state) {
   case GR_OP_RELU_GRAD:
   case GR_OP_SIGMOID_GRAD:
   case GR_OP_TANH_GRAD:
+  case GR_OP_SLICE:
   case GR_OP_BIAS_GRAD:
   case GR_OP_CONV2D_GRAD_INPUT:
   case GR_OP_CONV2D_GRAD_WEIGHT:

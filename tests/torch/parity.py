@@ -130,6 +130,38 @@ layers:
         (3, 12, 11), 7),
 }
 
+class Dag(nn.Module):
+    """A residual sum and a channel concat, as the 'dag' model below."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c3 = nn.Conv2d(4, 2, 1)
+        self.fc = nn.Linear(54, 3)
+
+    def forward(self, x):
+        r2 = torch.relu(x + self.c2(torch.relu(self.c1(x))))
+        cat = torch.cat([r2, self.c3(r2)], dim=1)
+        return self.fc(torch.flatten(nn.functional.max_pool2d(cat, 2), 1))
+
+
+CASES["dag"] = ("""
+name: dag
+input: {name: x, shape: [4, 6, 6]}
+layers:
+  - {name: c1, op: conv2d, out_channels: 4, kernel_size: 3, padding: 1}
+  - {name: r1, op: relu}
+  - {name: c2, op: conv2d, out_channels: 4, kernel_size: 3, padding: 1}
+  - {name: sum, op: add, in: [x, c2]}
+  - {name: r2, op: relu}
+  - {name: c3, op: conv2d, out_channels: 2, kernel_size: 1}
+  - {name: cat, op: concat, in: [r2, c3]}
+  - {name: pool, op: maxpool2d, kernel_size: 2}
+  - {name: flat, op: flatten}
+  - {name: fc, op: linear, out_features: 3}
+""", Dag, (4, 6, 6), 3)
+
 OPTIMIZERS = {
     "sgd": ("{type: sgd, learning_rate: 0.1, momentum: 0.9, weight_decay: 0.001, nesterov: true}",
             lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.001, nesterov=True)),
