@@ -45,6 +45,23 @@ static void grad_conv2d(gr_graph *g, const gr_node *n, gr_value *dy, const bool 
   }
 }
 
+/* y = gamma * xhat + beta, xhat = (x - mean) / sqrt(var + eps), per channel over N and spatial
+ * (M values); mean/var are the batch's (training) or the running statistics:
+ *   training:  dx = gamma / (M sqrt(var + eps)) * (M dy - sum dy - xhat sum(dy xhat))
+ *   running:   dx = gamma / sqrt(var + eps) * dy
+ *   dgamma = sum dy xhat,  dbeta = sum dy;  running statistics get no gradient */
+static void grad_batchnorm(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  if (needs[0]) {
+    gr_value *in[4] = {n->in[0], n->in[1], n->in[4], dy};
+    dx[0] = gr_apply(g, GR_OP_BATCHNORM_GRAD_INPUT, in, 4, &n->a, n->loc);
+  }
+  if (needs[1]) {
+    gr_value *in[4] = {n->in[0], dy, n->in[3], n->in[4]};
+    dx[1] = gr_apply(g, GR_OP_BATCHNORM_GRAD_GAMMA, in, 4, &n->a, n->loc);
+  }
+  if (needs[2]) dx[2] = gr_unary(g, GR_OP_BIAS_GRAD, dy, n->loc);
+}
+
 /* y = maxpool(x):  dx[i] = sum of dy over the windows whose (first) maximum is x[i] */
 static void grad_maxpool2d(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
   gr_value *in[2] = {n->in[0], dy};

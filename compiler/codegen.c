@@ -222,6 +222,142 @@ static LLVMValueRef emit_bias_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
   return NULL;
 }
 
+/* A mutable scalar: a stack slot in the function's entry block (O3 promotes it to registers). */
+static LLVMValueRef cg_var(gr_cg *c, LLVMTypeRef t, LLVMValueRef init) {
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(c->b));
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(fn);
+  LLVMBuilderRef tmp = LLVMCreateBuilderInContext(c->ctx);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first)
+    LLVMPositionBuilderBefore(tmp, first);
+  else
+    LLVMPositionBuilderAtEnd(tmp, entry);
+  LLVMValueRef slot = LLVMBuildAlloca(tmp, t, "var");
+  LLVMDisposeBuilder(tmp);
+  LLVMBuildStore(c->b, init, slot);
+  return slot;
+}
+
+/* Iterates over one channel ch of x [N, C, S...]: it.idx is the element index. */
+typedef struct chan_iter {
+  cg_loop R, L;
+  LLVMValueRef idx;
+} chan_iter;
+static void chan_begin(gr_cg *c, chan_iter *it, LLVMValueRef ch, int64_t C, int64_t S, LLVMValueRef n) {
+  loop_begin(c, &it->R, n);
+  LLVMValueRef base = imul(c, iadd(c, imul(c, it->R.i, iconst(c, C)), ch), iconst(c, S));
+  loop_begin(c, &it->L, iconst(c, S));
+  it->idx = iadd(c, base, it->L.i);
+}
+static void chan_end(gr_cg *c, chan_iter *it) {
+  loop_end(c, &it->L);
+  loop_end(c, &it->R);
+}
+
+/* sum over channel ch of f(x[idx]) where f is x - shift (times dy[idx] if dy) (squared if sq) */
+static LLVMValueRef chan_sum(gr_cg *c, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef shift, bool sq, LLVMValueRef ch, int64_t C,
+                             int64_t S, LLVMValueRef n) {
+  LLVMValueRef acc = cg_var(c, c->ft, fconst(c, 0));
+  chan_iter it;
+  chan_begin(c, &it, ch, C, S, n);
+  LLVMValueRef v = x ? loadf(c, x, it.idx) : fconst(c, 1);
+  if (shift) v = fsub(c, v, shift);
+  if (sq) v = fmul(c, v, v);
+  if (dy) v = x ? fmul(c, v, loadf(c, dy, it.idx)) : loadf(c, dy, it.idx);
+  LLVMBuildStore(c->b, fadd(c, LLVMBuildLoad2(c->b, c->ft, acc, ""), v), acc);
+  chan_end(c, &it);
+  return LLVMBuildLoad2(c->b, c->ft, acc, "");
+}
+
+static LLVMValueRef rsqrt_eps(gr_cg *c, LLVMValueRef var, double eps) {
+  LLVMValueRef v = fadd(c, var, fconst(c, eps));
+  return fdiv(c, fconst(c, 1), intrinsic(c, "llvm.sqrt", &v, 1));
+}
+
+/* Mean and variance (biased) of channel ch: the batch's (two passes), or the running ones. */
+static void bn_stats(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef rm, LLVMValueRef rv, LLVMValueRef ch, LLVMValueRef n,
+                     LLVMValueRef *mean, LLVMValueRef *var) {
+  int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
+  if (!nd->a.training) {
+    *mean = loadf(c, rm, ch);
+    *var = loadf(c, rv, ch);
+    return;
+  }
+  LLVMValueRef M = LLVMBuildSIToFP(c->b, imul(c, n, iconst(c, S)), c->ft, "");
+  *mean = fdiv(c, chan_sum(c, x, NULL, NULL, false, ch, C, S, n), M);
+  *var = fdiv(c, chan_sum(c, x, NULL, *mean, true, ch, C, S, n), M);
+}
+
+/* y = x * a + b with a = gamma invstd, b = beta - mean a (PyTorch's CPU form); in training the
+ * running statistics move: r = (1 - momentum) r + momentum * stat (the variance unbiased) */
+static LLVMValueRef emit_batchnorm(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], gamma = a[1], beta = a[2], rm = a[3], rv = a[4], y = a[5], n = a[6];
+  int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
+  double mom = nd->a.bn_momentum;
+  cg_loop K;
+  loop_begin(c, &K, iconst(c, C));
+  LLVMValueRef mean, var;
+  bn_stats(c, nd, x, rm, rv, K.i, n, &mean, &var);
+  if (nd->a.training) {
+    LLVMValueRef M = LLVMBuildSIToFP(c->b, imul(c, n, iconst(c, S)), c->ft, "");
+    LLVMValueRef big = LLVMBuildFCmp(c->b, LLVMRealOGT, M, fconst(c, 1), "");
+    LLVMValueRef unbiased = LLVMBuildSelect(c->b, big, fdiv(c, fmul(c, var, M), fsub(c, M, fconst(c, 1))), var, "");
+    storef(c, fadd(c, fmul(c, fconst(c, 1 - mom), loadf(c, rm, K.i)), fmul(c, fconst(c, mom), mean)), rm, K.i);
+    storef(c, fadd(c, fmul(c, fconst(c, 1 - mom), loadf(c, rv, K.i)), fmul(c, fconst(c, mom), unbiased)), rv, K.i);
+  }
+  LLVMValueRef alpha = fmul(c, loadf(c, gamma, K.i), rsqrt_eps(c, var, nd->a.bn_eps));
+  LLVMValueRef shift = fsub(c, loadf(c, beta, K.i), fmul(c, mean, alpha));
+  chan_iter it;
+  chan_begin(c, &it, K.i, C, S, n);
+  storef(c, fadd(c, fmul(c, loadf(c, x, it.idx), alpha), shift), y, it.idx);
+  chan_end(c, &it);
+  loop_end(c, &K);
+  return NULL;
+}
+
+/* training: dx = (dy - (x - mean) k - sum(dy)/M) invstd gamma, k = sum((x - mean) dy) invstd^2 / M
+ * running:  dx = dy invstd gamma */
+static LLVMValueRef emit_batchnorm_grad_input(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], gamma = a[1], rv = a[2], dy = a[3], dx = a[4], n = a[5];
+  int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
+  cg_loop K;
+  loop_begin(c, &K, iconst(c, C));
+  LLVMValueRef mean = fconst(c, 0), var;
+  if (nd->a.training)
+    bn_stats(c, nd, x, NULL, NULL, K.i, n, &mean, &var);
+  else
+    var = loadf(c, rv, K.i);
+  LLVMValueRef invstd = rsqrt_eps(c, var, nd->a.bn_eps), g = loadf(c, gamma, K.i);
+  LLVMValueRef k = fconst(c, 0), gmean = fconst(c, 0);
+  if (nd->a.training) {
+    LLVMValueRef M = LLVMBuildSIToFP(c->b, imul(c, n, iconst(c, S)), c->ft, "");
+    k = fdiv(c, fmul(c, chan_sum(c, x, dy, mean, false, K.i, C, S, n), fmul(c, invstd, invstd)), M);
+    gmean = fdiv(c, chan_sum(c, NULL, dy, NULL, false, K.i, C, S, n), M);
+  }
+  LLVMValueRef scale = fmul(c, invstd, g);
+  chan_iter it;
+  chan_begin(c, &it, K.i, C, S, n);
+  LLVMValueRef d = loadf(c, dy, it.idx);
+  if (nd->a.training) d = fsub(c, fsub(c, d, fmul(c, fsub(c, loadf(c, x, it.idx), mean), k)), gmean);
+  storef(c, fmul(c, d, scale), dx, it.idx);
+  chan_end(c, &it);
+  loop_end(c, &K);
+  return NULL;
+}
+
+/* dgamma = sum dy (x - mean) invstd */
+static LLVMValueRef emit_batchnorm_grad_gamma(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], dy = a[1], rm = a[2], rv = a[3], dg = a[4], n = a[5];
+  int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
+  cg_loop K;
+  loop_begin(c, &K, iconst(c, C));
+  LLVMValueRef mean, var;
+  bn_stats(c, nd, x, rm, rv, K.i, n, &mean, &var);
+  storef(c, fmul(c, chan_sum(c, x, dy, mean, false, K.i, C, S, n), rsqrt_eps(c, var, nd->a.bn_eps)), dg, K.i);
+  loop_end(c, &K);
+  return NULL;
+}
+
 /* Rows and row lengths around an axis of a batched shape: outer = N * dims before axis,
  * inner(x) = dim[axis] * dims after axis. */
 static LLVMValueRef outer_rows(gr_cg *c, const gr_shape *s, int axis, LLVMValueRef n) {

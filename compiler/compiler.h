@@ -73,9 +73,10 @@ typedef struct gr_compiled {
   gr_arena arena;
   gr_diag *diag;
   gr_plan plan;
-  gr_model model;
+  gr_model model;      /* the forward graph for training */
+  gr_model eval_model; /* for evaluation: the same as model, or its twin when batchnorm makes them differ */
   gr_graph *g;
-  gr_value *labels, *loss, *dloss;
+  gr_value *labels, *loss, *dloss, *eval_loss;
   gr_program train, eval;
   gr_rt_model rt;
   gr_jit *jit;

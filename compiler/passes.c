@@ -84,15 +84,17 @@ static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
   for (int i = 0; i < g->n_values; i++) {
     gr_value *v = g->values[i];
     if (v->role != GR_ROLE_PARAM) continue;
-    rt->params[rt->n_params++] = (gr_rt_param){v->name, v->slab_offset, v->shape, gr_shape_inner(&v->shape), v->init_bound, v->trainable};
+    rt->params[rt->n_params++] = (gr_rt_param){v->name, v->slab_offset, v->shape, gr_shape_inner(&v->shape), v->init_bound,
+                                               v->init_value, v->trainable};
   }
   gr_program *ps[2] = {&c->train, &c->eval};
   gr_rt_program *rs[2] = {&rt->train, &rt->eval};
   for (int k = 0; k < 2; k++) {
+    const gr_model *m = k == 0 ? &c->model : &c->eval_model;
     *rs[k] = (gr_rt_program){.name = ps[k]->name, .fn = ps[k]->fn, .arena_bytes = ps[k]->arena_bytes,
-                             .x_off = arena_offset(ps[k], c->model.input), .y_off = arena_offset(ps[k], c->labels),
+                             .x_off = arena_offset(ps[k], m->input), .y_off = arena_offset(ps[k], c->labels),
                              .dloss_off = k == 0 ? arena_offset(ps[k], c->dloss) : -1,
-                             .loss_off = arena_offset(ps[k], c->loss), .out_off = arena_offset(ps[k], c->model.output)};
+                             .loss_off = arena_offset(ps[k], k == 0 ? c->loss : c->eval_loss), .out_off = arena_offset(ps[k], m->output)};
   }
 }
 
@@ -105,8 +107,10 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   if (!gr_plan_load(plan_path, &c->arena, d, &c->plan) || !c->plan.model_path) return false;
   c->g = gr_graph_new(&c->arena, d, GR_F32);
   gr_graph *g = c->g;
-  if (!gr_model_load(c->plan.model_path, g, &c->model)) return false;
+  if (!gr_model_load(c->plan.model_path, g, GR_MODE_TRAIN, &c->model)) return false;
   warn_unused_layers(c);
+  c->eval_model = c->model;
+  if (c->model.mode_dependent && !gr_model_load(c->plan.model_path, g, GR_MODE_EVAL, &c->eval_model)) return false;
   if (dump_here(o, "frontend")) return gr_graph_dump(g, dump, NULL), true;
   /* loss */
   gr_shape nshape = gr_shape_make(1, (int64_t[]){GR_BATCH});
@@ -116,6 +120,8 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
     gr_note(d, c->model.output_loc, "the model's output comes from here");
     return false;
   }
+  c->eval_loss = c->model.mode_dependent ? gr_binary(g, GR_OP_SOFTMAX_CE, c->eval_model.output, c->labels, c->plan.loss_loc) : c->loss;
+  GR_CHECK(c->eval_loss != NULL, "the evaluation twin's output does not fit the loss");
   if (dump_here(o, "loss")) return gr_graph_dump(g, dump, NULL), true;
   /* autodiff */
   c->dloss = gr_input(g, "loss.grad", g->fdtype, c->loss->shape, c->plan.loss_loc);
@@ -133,7 +139,7 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   /* the runtime reads the loss, the output and the labels (for accuracy) after a step */
   gr_value *train_keep[3] = {c->loss, c->model.output, c->labels};
   select_program(g, &c->train, "graft_train", train_keep, 3, true);
-  gr_value *eval_keep[3] = {c->loss, c->model.output, c->labels};
+  gr_value *eval_keep[3] = {c->eval_loss, c->eval_model.output, c->labels};
   select_program(g, &c->eval, "graft_eval", eval_keep, 3, false);
   for (int i = 0; i < c->eval.n_nodes; i++) GR_CHECK(c->eval.nodes[i]->id < n_forward, "eval program reaches backward nodes");
   gr_plan_arena(g, &c->train, c->plan.batch_size);

@@ -15,14 +15,18 @@ typedef struct gr_model {
   gr_value *output; /* the model's output, e.g. logits [N, classes] */
   gr_loc input_loc, output_loc;
   int n_layers;
+  bool mode_dependent;      /* has layers that differ between training and evaluation (batchnorm) */
   const char **layer_names; /* in order */
   const char **layer_ops;
   gr_value **layer_outputs;
   gr_loc *layer_locs;
 } gr_model;
 
-/* Builds the forward graph of the model at `path` into g. */
-bool gr_model_load(const char *path, gr_graph *g, gr_model *out);
+/* Builds the forward graph of the model at `path` into g, for training or for evaluation (batchnorm
+ * with running statistics). A second build into the same graph shares the first one's input and
+ * parameters by name: that is how the evaluation twin of a mode-dependent model is made. */
+typedef enum { GR_MODE_TRAIN, GR_MODE_EVAL, GR_MODE_COUNT } gr_model_mode;
+bool gr_model_load(const char *path, gr_graph *g, gr_model_mode mode, gr_model *out);
 
 typedef struct gr_data_split {
   bool present;

@@ -17,6 +17,8 @@
  *   maxpool2d  kernel_size (required), stride (default: kernel_size), padding (0)
  *   relu, sigmoid, tanh, identity           no keys
  *   flatten  start_dim (default 1), end_dim (default -1)
+ *   batchnorm  num_features (checked), eps (1e-5), momentum (0.1), affine (true): torch.nn.BatchNorm
+ *            over dimension 1; in training with batch statistics (running ones updated), else running
  *   add      in: [a, b, ...] (required): their sum, all of one shape (residual connections)
  *   concat   in: [a, b, ...] (required), dim (default 1, the channels): joined along dim
  *
@@ -36,11 +38,13 @@ typedef struct named {
 typedef struct mctx {
   gr_ydoc *y;
   gr_graph *g;
+  gr_model_mode mode;
+  bool mode_dependent;
   named *names;
   int n_names, cap_names;
 } mctx;
 
-static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "relu", "sigmoid", "tanh", "identity", "flatten", "add",
+static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "batchnorm", "relu", "sigmoid", "tanh", "identity", "flatten", "add",
                                         "concat", NULL};
 static const char *const common_keys[] = {"name", "op", "in"};
 
@@ -55,6 +59,21 @@ static void define(mctx *m, const char *name, gr_value *v, gr_loc loc) {
   m->names[m->n_names++] = (named){name, v, loc};
 }
 
+/* A parameter (or, if !trainable, a buffer) of the model: made by the first build, found by name
+ * in the evaluation twin's. */
+static gr_value *model_param(mctx *m, const char *name, gr_shape shape, float bound, float value, bool trainable, gr_loc loc) {
+  for (int i = 0; m->mode == GR_MODE_EVAL && i < m->g->n_values; i++) {
+    gr_value *v = m->g->values[i];
+    if (v->role == GR_ROLE_PARAM && v->name && !strcmp(v->name, name)) {
+      GR_CHECK(gr_shape_eq(&v->shape, &shape), "evaluation twin: parameter %s changed shape", name);
+      return v;
+    }
+  }
+  gr_value *v = trainable ? gr_param(m->g, name, shape, bound, loc) : gr_buffer(m->g, name, shape, value, loc);
+  v->init_value = value;
+  return v;
+}
+
 /* The keys a layer of `op` accepts: the common ones plus its own. */
 static const char *const *keys_for(mctx *m, const char *op) {
   static const char *const linear[] = {"out_features", "in_features", "bias", NULL};
@@ -62,12 +81,14 @@ static const char *const *keys_for(mctx *m, const char *op) {
   static const char *const conv[] = {"out_channels", "kernel_size", "in_channels", "stride", "padding", "dilation", "groups", "bias", NULL};
   static const char *const pool[] = {"kernel_size", "stride", "padding", NULL};
   static const char *const cat[] = {"dim", NULL};
+  static const char *const bn[] = {"num_features", "eps", "momentum", "affine", NULL};
   static const char *const none[] = {NULL};
   const char *const *own = !strcmp(op, "linear")      ? linear
                            : !strcmp(op, "flatten")   ? flatten
                            : !strcmp(op, "conv2d")    ? conv
                            : !strcmp(op, "maxpool2d") ? pool
                            : !strcmp(op, "concat")    ? cat
+                           : !strcmp(op, "batchnorm") ? bn
                                                       : none;
   int n = 0;
   while (own[n]) n++;
@@ -99,10 +120,10 @@ static gr_value *build_linear(mctx *m, gr_ynode *item, const char *name, gr_valu
   }
   /* PyTorch's default: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias */
   float bound = (float)(1.0 / sqrt((double)in));
-  gr_value *w = gr_param(m->g, gr_sprintf(m->g->arena, "%s.weight", name), gr_shape_make(2, (int64_t[]){out, in}), bound, loc);
+  gr_value *w = model_param(m, gr_sprintf(m->g->arena, "%s.weight", name), gr_shape_make(2, (int64_t[]){out, in}), bound, 0, true, loc);
   gr_value *h = gr_matmul(m->g, x, w, 0, 1, loc); /* y = x W^T */
   if (bias) {
-    gr_value *b = gr_param(m->g, gr_sprintf(m->g->arena, "%s.bias", name), gr_shape_make(1, (int64_t[]){out}), bound, loc);
+    gr_value *b = model_param(m, gr_sprintf(m->g->arena, "%s.bias", name), gr_shape_make(1, (int64_t[]){out}), bound, 0, true, loc);
     h = gr_binary(m->g, GR_OP_BIAS_ADD, h, b, loc);
   }
   return h;
@@ -161,15 +182,52 @@ static gr_value *build_conv2d(mctx *m, gr_ynode *item, const char *name, gr_valu
   }
   a.groups = groups;
   float bound = (float)(1.0 / sqrt((double)(cin / groups * k[0] * k[1])));
-  gr_value *w = gr_param(m->g, gr_sprintf(m->g->arena, "%s.weight", name), gr_shape_make(4, (int64_t[]){out, cin / groups, k[0], k[1]}),
-                         bound, loc);
+  gr_value *w = model_param(m, gr_sprintf(m->g->arena, "%s.weight", name),
+                            gr_shape_make(4, (int64_t[]){out, cin / groups, k[0], k[1]}), bound, 0, true, loc);
   gr_value *in[2] = {x, w};
   gr_value *h = gr_apply(m->g, GR_OP_CONV2D, in, 2, &a, loc);
   if (h && bias) {
-    gr_value *b = gr_param(m->g, gr_sprintf(m->g->arena, "%s.bias", name), gr_shape_make(1, (int64_t[]){out}), bound, loc);
+    gr_value *b = model_param(m, gr_sprintf(m->g->arena, "%s.bias", name), gr_shape_make(1, (int64_t[]){out}), bound, 0, true, loc);
     h = gr_binary(m->g, GR_OP_BIAS_ADD, h, b, loc);
   }
   return h;
+}
+
+/* batchnorm: normalises each channel (dimension 1) over the batch and any spatial dimensions, as
+ * torch.nn.BatchNorm1d/2d: num_features (checked), eps 1e-5, momentum 0.1, affine true. Parameters
+ * <name>.weight (1) and <name>.bias (0); buffers <name>.running_mean (0) and <name>.running_var (1). */
+static gr_value *build_batchnorm(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
+  gr_ydoc *y = m->y;
+  int64_t nf = -1;
+  double eps = 1e-5, mom = 0.1;
+  bool affine = true;
+  if (item && (!gr_yopt_int(y, item, "num_features", 1, 1 << 24, &nf) || !gr_yopt_float(y, item, "eps", 1e-12, 1, &eps) ||
+               !gr_yopt_float(y, item, "momentum", 0, 1, &mom) || !gr_yopt_bool(y, item, "affine", &affine)))
+    return NULL;
+  char sb[96];
+  if (x->shape.rank < 2) {
+    gr_error(y->diag, loc, "layer '%s': batchnorm expects input [N, channels, ...], got %s", name, gr_shape_str(&x->shape, sb, sizeof sb));
+    return NULL;
+  }
+  int64_t C = x->shape.dim[1];
+  if (nf >= 0 && nf != C) {
+    gr_error(y->diag, gr_yloc(y, gr_yget(y, item, "num_features")), "layer '%s': num_features is %lld but its input has %lld channels",
+             name, (long long)nf, (long long)C);
+    return NULL;
+  }
+  if (!affine) {
+    gr_error(y->diag, gr_yloc(y, gr_yget(y, item, "affine")), "layer '%s': batchnorm without affine parameters is not supported yet", name);
+    return NULL;
+  }
+  gr_shape cs = gr_shape_make(1, (int64_t[]){C});
+  gr_arena *ar = m->g->arena;
+  gr_value *in[5] = {x, model_param(m, gr_sprintf(ar, "%s.weight", name), cs, 0, 1, true, loc),
+                     model_param(m, gr_sprintf(ar, "%s.bias", name), cs, 0, 0, true, loc),
+                     model_param(m, gr_sprintf(ar, "%s.running_mean", name), cs, 0, 0, false, loc),
+                     model_param(m, gr_sprintf(ar, "%s.running_var", name), cs, 0, 1, false, loc)};
+  gr_attrs a = {.training = m->mode == GR_MODE_TRAIN, .bn_eps = eps, .bn_momentum = mom};
+  m->mode_dependent = true;
+  return gr_apply(m->g, GR_OP_BATCHNORM, in, 5, &a, loc);
 }
 
 /* maxpool2d: kernel_size (required), stride (default: kernel_size), padding 0 */
@@ -296,6 +354,8 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
       return false;
     }
     out = !strcmp(op, "conv2d") ? build_conv2d(m, map, name, x, loc) : build_maxpool2d(m, map, name, x, loc);
+  } else if (!strcmp(op, "batchnorm")) {
+    out = build_batchnorm(m, map, name, x, loc);
   } else if (!strcmp(op, "flatten")) {
     out = build_flatten(m, map, name, x, loc);
   } else if (!strcmp(op, "add")) {
@@ -330,7 +390,7 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
 static const char *const model_keys[] = {"name", "input", "layers", "output", NULL};
 static const char *const input_keys[] = {"shape", "name", NULL};
 
-bool gr_model_load(const char *path, gr_graph *g, gr_model *out) {
+bool gr_model_load(const char *path, gr_graph *g, gr_model_mode mode, gr_model *out) {
   memset(out, 0, sizeof *out);
   gr_ydoc y;
   if (!gr_ydoc_load(&y, path, g->diag, g->arena)) {
@@ -338,7 +398,7 @@ bool gr_model_load(const char *path, gr_graph *g, gr_model *out) {
     return false;
   }
   int errors0 = g->diag->n_errors;
-  mctx m = {.y = &y, .g = g};
+  mctx m = {.y = &y, .g = g, .mode = mode};
   gr_ynode *root = gr_yroot(&y);
   bool ok = gr_ymap_check(&y, root, "the model", model_keys);
   out->path = y.path;
@@ -375,7 +435,9 @@ bool gr_model_load(const char *path, gr_graph *g, gr_model *out) {
   gr_ynode *inn = gr_yget(&y, inp, "name");
   if (inn && !gr_ystr(&y, inn, "'name'", &in_name)) goto done;
   out->input_loc = gr_yloc(&y, inp);
-  out->input = gr_input(g, in_name, g->fdtype, s, out->input_loc);
+  for (int i = 0; mode == GR_MODE_EVAL && i < g->n_values; i++) /* the evaluation twin reads the same input */
+    if (g->values[i]->role == GR_ROLE_INPUT && g->values[i]->name && !strcmp(g->values[i]->name, in_name)) out->input = g->values[i];
+  if (!out->input) out->input = gr_input(g, in_name, g->fdtype, s, out->input_loc);
   define(&m, in_name, out->input, out->input_loc);
 
   int nl = gr_ylist_len(layers);
@@ -414,6 +476,7 @@ bool gr_model_load(const char *path, gr_graph *g, gr_model *out) {
     out->output_loc = gr_yloc(&y, on);
   }
 done:
+  out->mode_dependent = m.mode_dependent;
   gr_ydoc_free(&y);
   return g->diag->n_errors == errors0 && out->output != NULL;
 }

@@ -74,6 +74,12 @@ gr_value *gr_param(gr_graph *g, const char *name, gr_shape shape, float init_bou
   return v;
 }
 
+gr_value *gr_buffer(gr_graph *g, const char *name, gr_shape shape, float value, gr_loc loc) {
+  gr_value *v = leaf(g, GR_OP_PARAM, name, g->fdtype, shape, GR_ROLE_PARAM, loc);
+  v->init_value = value;
+  return v;
+}
+
 gr_value *gr_state(gr_graph *g, const char *name, gr_shape shape) {
   return leaf(g, GR_OP_STATE, name, g->fdtype, shape, GR_ROLE_STATE, (gr_loc){0});
 }

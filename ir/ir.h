@@ -18,7 +18,7 @@
 #include "ir/diag.h"
 
 #define GR_MAX_RANK 6
-#define GR_MAX_IN 4
+#define GR_MAX_IN 6
 #define GR_BATCH (-1) /* a dimension of size N, the run-time batch size (dimension 0 only) */
 
 typedef enum { GR_F32, GR_F64, GR_I32, GR_DTYPE_COUNT } gr_dtype;
@@ -68,7 +68,8 @@ typedef struct gr_value {
   const char *name;   /* "fc1.weight", "fc1", "image", or NULL for unnamed temporaries */
   gr_role role;
   bool trainable;     /* receives a gradient: params the plan trains (and inputs, in gradient checks) */
-  float init_bound;   /* params: U(-b, b) initialisation; 0 means zeros */
+  float init_bound;   /* params: U(-b, b) initialisation; 0: every element init_value */
+  float init_value;   /* params: the constant start value when init_bound is 0 (batchnorm: weight 1, running_var 1) */
   struct gr_value *grad; /* set by autodiff: d(loss)/d(this) */
   int64_t slab_offset;   /* params and state: byte offset in the persistent slab (-1 before planning) */
 } gr_value;
@@ -83,6 +84,8 @@ typedef struct gr_attrs {
   int lr_slot;                  /* updates: index of the learning rate in the step's scalars */
   int64_t kernel[2], stride[2], pad[2], dilation[2], groups; /* conv2d, pooling (kernel: pooling only) */
   int axis;                     /* concat, slice: the dimension (>= 1) */
+  int training;                 /* batchnorm: batch statistics (and update the running ones), else running */
+  double bn_eps, bn_momentum;   /* batchnorm */
   int64_t start, len;           /* slice: the range [start, start + len) along axis */
 } gr_attrs;
 
@@ -116,6 +119,8 @@ gr_graph *gr_graph_new(gr_arena *a, gr_diag *d, gr_dtype fdtype);
 gr_value *gr_input(gr_graph *g, const char *name, gr_dtype dt, gr_shape shape, gr_loc loc);
 gr_value *gr_param(gr_graph *g, const char *name, gr_shape shape, float init_bound, gr_loc loc);
 gr_value *gr_state(gr_graph *g, const char *name, gr_shape shape);
+/* A parameter that is not trained (batchnorm's running statistics), starting at `value`. */
+gr_value *gr_buffer(gr_graph *g, const char *name, gr_shape shape, float value, gr_loc loc);
 /* Any op: runs the shape rule; on a mismatch reports at `loc` and returns NULL. `a` may be NULL. */
 gr_value *gr_apply(gr_graph *g, gr_op op, gr_value *const *in, int n_in, const gr_attrs *a, gr_loc loc);
 /* Update ops (no output value); returns the node. */

@@ -233,6 +233,43 @@ static bool shape_slice(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err
   return true;
 }
 
+/* Checks that inputs first..last are per-channel vectors [C] for x [N, C, ...]. */
+static bool per_channel(const gr_node *n, const gr_value *x, int first, int last, char *err, size_t errlen) {
+  if (x->shape.rank < 2 || !gr_shape_has_batch(&x->shape))
+    return fail(err, errlen, "%s needs input [N, C, ...], got %s", gr_ops[n->op].name, SHAPE(x));
+  for (int i = first; i <= last; i++)
+    if (n->in[i]->shape.rank != 1 || n->in[i]->shape.dim[0] != x->shape.dim[1])
+      return fail(err, errlen, "%s: operand %d has shape %s, expected [%lld] for input %s", gr_ops[n->op].name, i + 1,
+                  SHAPE(n->in[i]), (long long)x->shape.dim[1], SHAPE(x));
+  return true;
+}
+
+/* (x [N, C, ...], gamma, beta, running_mean, running_var [C]) -> [N, C, ...] */
+static bool shape_batchnorm(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  if (!need_float(n, 0, err, errlen) || !per_channel(n, n->in[0], 1, 4, err, errlen)) return false;
+  *out = n->in[0]->shape;
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
+/* (x, gamma, running_var, dy) -> dx */
+static bool shape_bn_grad_input(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  if (!per_channel(n, n->in[0], 1, 2, err, errlen)) return false;
+  if (!gr_shape_eq(&n->in[0]->shape, &n->in[3]->shape)) return fail(err, errlen, "batchnorm_grad_input: dy differs from x");
+  *out = n->in[0]->shape;
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
+/* (x, dy, running_mean, running_var) -> dgamma [C] */
+static bool shape_bn_grad_gamma(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  if (!per_channel(n, n->in[0], 2, 3, err, errlen)) return false;
+  if (!gr_shape_eq(&n->in[0]->shape, &n->in[1]->shape)) return fail(err, errlen, "batchnorm_grad_gamma: dy differs from x");
+  *out = gr_shape_make(1, (int64_t[]){n->in[0]->shape.dim[1]});
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
 int64_t gr_scratch_elems(const gr_node *n, int64_t max_batch) {
   gr_conv_geom g;
   switch (n->op) {

@@ -23,8 +23,9 @@ typedef struct gr_rt_param {
   int64_t offset; /* bytes into the slab */
   gr_shape shape;
   int64_t numel;
-  float init_bound; /* U(-b, b); 0: zeros */
-  bool trainable;
+  float init_bound; /* U(-b, b); 0: every element init_value */
+  float init_value;
+  bool trainable;   /* false: a buffer (batchnorm running statistics), saved and loaded but not trained */
 } gr_rt_param;
 
 typedef struct gr_rt_program {

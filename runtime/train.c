@@ -41,7 +41,10 @@ gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d) {
   for (int i = 0; i < m->n_params; i++) {
     const gr_rt_param *p = &m->params[i];
     float *w = (float *)(s->slab + p->offset);
-    for (int64_t k = 0; k < p->numel; k++) w[k] = (float)((2 * gr_rng_uniform(&r) - 1) * p->init_bound);
+    if (p->init_bound == 0)
+      for (int64_t k = 0; k < p->numel; k++) w[k] = p->init_value;
+    else
+      for (int64_t k = 0; k < p->numel; k++) w[k] = (float)((2 * gr_rng_uniform(&r) - 1) * p->init_bound);
   }
   return s;
 }

@@ -37,6 +37,9 @@ typedef struct gc {
   gr_value *labels;
   int64_t classes;
   double away_from_zero; /* keep leaf values at least this far from 0 (kinks) */
+  gr_value *fixed[4];    /* non-differentiable operands (buffers), set to U(lo, lo + 1) */
+  double fixed_lo[4];
+  int n_fixed;
 } gc;
 
 static void gc_init(gc *c) {
@@ -109,6 +112,7 @@ static void gc_check(gc *c, gr_value *y) {
     keep[nk++] = c->leaves[i]->grad;
   }
   if (c->labels) keep[nk++] = c->labels;
+  for (int i = 0; i < c->n_fixed; i++) keep[nk++] = c->fixed[i];
   gr_program p = {.name = "gradcheck", .nodes = g->nodes, .n_nodes = g->n_nodes, .keep = keep, .n_keep = nk};
   int64_t slab_bytes = gr_plan_slab(g);
   gr_plan_arena(g, &p, NB);
@@ -123,6 +127,10 @@ static void gc_check(gc *c, gr_value *y) {
       if (fabs(v) < c->away_from_zero) v = v < 0 ? -c->away_from_zero : c->away_from_zero;
       x[k] = v;
     }
+  }
+  for (int i = 0; i < c->n_fixed; i++) {
+    double *x = storage(&p, slab, arena, c->fixed[i]);
+    for (int64_t k = 0; k < gr_shape_numel(&c->fixed[i]->shape, NB); k++) x[k] = c->fixed_lo[i] + (urand() + 1) / 2;
   }
   if (c->labels) {
     int32_t *t = storage(&p, slab, arena, c->labels);
@@ -331,6 +339,26 @@ static void check_maxpool2d(void) {
   }
 }
 
+/* batchnorm in training (batch statistics) and with running statistics, on [N, C, H, W] and [N, C] */
+static void check_batchnorm(void) {
+  for (int training = 0; training < 2; training++)
+    for (int rank = 2; rank <= 4; rank += 2) {
+      gc c;
+      gc_init(&c);
+      gr_attrs a = {.training = training, .bn_eps = 1e-5, .bn_momentum = 0.1};
+      gr_value *x = leaf(&c, rank == 4 ? S(4, N, D(3), D(2), D(3)) : S(2, N, D(3)));
+      gr_value *gamma = leaf(&c, S(1, D(3))), *beta = leaf(&c, S(1, D(3)));
+      gr_value *rm = gr_buffer(c.g, "rm", S(1, D(3)), 0, (gr_loc){0}), *rv = gr_buffer(c.g, "rv", S(1, D(3)), 1, (gr_loc){0});
+      c.fixed[c.n_fixed] = rm;
+      c.fixed_lo[c.n_fixed++] = -0.5;
+      c.fixed[c.n_fixed] = rv;
+      c.fixed_lo[c.n_fixed++] = 0.5;
+      gr_value *in[5] = {x, gamma, beta, rm, rv};
+      gc_check(&c, gr_apply(c.g, GR_OP_BATCHNORM, in, 5, &a, (gr_loc){0}));
+      gc_free(&c);
+    }
+}
+
 /* concat along channels (axis 1) and along a trailing axis */
 static void check_concat(void) {
   for (int ax = 1; ax <= 2; ax++) {
@@ -481,6 +509,7 @@ static void test_op(void **state) {
   case GR_OP_TANH: check_unary(op, 0); return;
   case GR_OP_RESHAPE: check_reshape(); return;
   case GR_OP_CONCAT: check_concat(); return;
+  case GR_OP_BATCHNORM: check_batchnorm(); return;
   case GR_OP_SOFTMAX_CE: check_softmax_ce(); return;
   case GR_OP_SGD_UPDATE:
     check_update(&(upd_case){.op = op});
@@ -498,6 +527,8 @@ static void test_op(void **state) {
   case GR_OP_RELU_GRAD:
   case GR_OP_SIGMOID_GRAD:
   case GR_OP_TANH_GRAD:
+  case GR_OP_BATCHNORM_GRAD_INPUT:
+  case GR_OP_BATCHNORM_GRAD_GAMMA:
   case GR_OP_SLICE:
   case GR_OP_BIAS_GRAD:
   case GR_OP_CONV2D_GRAD_INPUT:

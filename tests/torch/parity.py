@@ -162,6 +162,24 @@ layers:
   - {name: fc, op: linear, out_features: 3}
 """, Dag, (4, 6, 6), 3)
 
+CASES["bn"] = ("""
+name: bn
+input: {shape: [3, 8, 8]}
+layers:
+  - {name: conv, op: conv2d, out_channels: 4, kernel_size: 3, padding: 1, bias: false}
+  - {name: bn1, op: batchnorm}
+  - {name: relu, op: relu}
+  - {name: pool, op: maxpool2d, kernel_size: 2}
+  - {name: flat, op: flatten}
+  - {name: fc1, op: linear, out_features: 10, bias: false}   # a bias before batchnorm has a zero gradient
+  - {name: bn2, op: batchnorm, momentum: 0.2, eps: 0.001}
+  - {name: fc2, op: linear, out_features: 4}
+""", lambda: nn.Sequential(collections.OrderedDict([
+        ("conv", nn.Conv2d(3, 4, 3, padding=1, bias=False)), ("bn1", nn.BatchNorm2d(4)), ("relu", nn.ReLU()),
+        ("pool", nn.MaxPool2d(2)), ("flat", nn.Flatten()), ("fc1", nn.Linear(64, 10, bias=False)),
+        ("bn2", nn.BatchNorm1d(10, momentum=0.2, eps=0.001)), ("fc2", nn.Linear(10, 4))])),
+        (3, 8, 8), 4)
+
 OPTIMIZERS = {
     "sgd": ("{type: sgd, learning_rate: 0.1, momentum: 0.9, weight_decay: 0.001, nesterov: true}",
             lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.001, nesterov=True)),
@@ -179,7 +197,13 @@ for name, (yaml, build, shape, classes) in CASES.items():
     with open(f"{d}/model.yaml", "w") as f:
         f.write(yaml)
     model = build()
-    w0 = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if k.endswith("running_mean") or (".weight" in k and v.dim() == 1) or (".bias" in k and "bn" in k):
+                v.copy_(torch.randn_like(v) * 0.5 + (1.0 if ".weight" in k else 0.0))
+            if k.endswith("running_var"):
+                v.copy_(torch.rand_like(v) + 0.5)
+    w0 = {k: v.detach().numpy().copy() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     write_safetensors(f"{d}/w0.safetensors", w0)
     x = torch.randn(B * STEPS, *shape)
     y = torch.randint(0, classes, (B * STEPS,))
@@ -198,8 +222,10 @@ batch_size: {B}
 epochs: 1
 log_every: 1
 """)
+    model.eval()
     with torch.no_grad():
         want = model(x).numpy()
+    model.train()
     if graft("eval", f"{d}/sgd.plan.yaml", "--output", f"{d}/out.safetensors").returncode == 0:
         compare(f"{name} forward output", read_safetensors(f"{d}/out.safetensors")["output"], want)
 
@@ -222,6 +248,8 @@ log_every: 1
         compare(f"{name} {opt_name} loss per step", [r["loss"] for r in recs], losses)
         w1 = read_safetensors(f"{d}/{opt_name}.w1.safetensors")
         for k, v in model.state_dict().items():
+            if k.endswith("num_batches_tracked"):
+                continue
             compare(f"{name} {opt_name} {k} after {STEPS} steps", w1[k], v.numpy())
 
 print(f"{passed} passed, {len(failures)} failed")
