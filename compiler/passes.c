@@ -67,6 +67,27 @@ static void dump_program(const gr_graph *g, const gr_program *p, FILE *out) {
   (void)g;
 }
 
+/* OpenBLAS takes 32-bit dimensions: a convolution's batch-wide GEMM has N*Ho*Wo columns and
+ * Cin*kh*kw rows (a matmul's dimensions are each far below the limit: N <= 65536, features <= 2^24). */
+static bool check_blas_limits(gr_compiled *c) {
+  gr_graph *g = c->g;
+  int64_t B = c->plan.batch_size;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const gr_node *n = g->nodes[i];
+    int64_t big = 0;
+    if (n->op == GR_OP_CONV2D) {
+      gr_conv_geom cg = gr_conv_geometry(&n->in[0]->shape, &n->in[1]->shape, &n->a);
+      big = B * cg.ho * cg.wo > cg.cin * cg.kh * cg.kw ? B * cg.ho * cg.wo : cg.cin * cg.kh * cg.kw;
+    }
+    if (big > INT32_MAX) {
+      gr_error(c->diag, n->loc, "layer '%s' is too large for a batch of %lld: a dimension of %lld exceeds the 2^31 - 1 that BLAS takes",
+               n->layer ? n->layer : "?", (long long)B, (long long)big);
+      return false;
+    }
+  }
+  return true;
+}
+
 static int64_t arena_offset(const gr_program *p, const gr_value *v) { return v ? p->offsets[gr_storage_root(v)->id] : -1; }
 
 static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
@@ -142,6 +163,7 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   gr_value *eval_keep[3] = {c->eval_loss, c->eval_model.output, c->labels};
   select_program(g, &c->eval, "graft_eval", eval_keep, 3, false);
   for (int i = 0; i < c->eval.n_nodes; i++) GR_CHECK(c->eval.nodes[i]->id < n_forward, "eval program reaches backward nodes");
+  if (!check_blas_limits(c)) return false;
   gr_plan_arena(g, &c->train, c->plan.batch_size);
   gr_plan_arena(g, &c->eval, c->plan.batch_size);
   if (dump_here(o, "memplan")) {

@@ -350,7 +350,8 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
     out = build_linear(m, map, name, x, loc);
   } else if (!strcmp(op, "conv2d") || !strcmp(op, "maxpool2d")) {
     if (!map) {
-      gr_error(y->diag, loc, "a %s layer needs keys: write it as a mapping with 'kernel_size'", op);
+      gr_error(y->diag, loc, "a %s layer needs keys: write it as a mapping with %s", op,
+               !strcmp(op, "conv2d") ? "'out_channels' and 'kernel_size'" : "'kernel_size'");
       return false;
     }
     out = !strcmp(op, "conv2d") ? build_conv2d(m, map, name, x, loc) : build_maxpool2d(m, map, name, x, loc);

@@ -89,6 +89,10 @@ static bool parse_data(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
   if (te) ok &= parse_split(y, te, "'test'", p->data_format, &p->test);
   ok &= gr_yopt_bool(y, n, "shuffle", &p->shuffle);
   gr_ynode *nm = gr_yget(y, n, "normalize");
+  if (nm && p->data_format == GR_DATA_TENSORS) {
+    gr_error(y->diag, gr_ykey_loc(y, n, "normalize"), "'normalize' applies to idx images; tensors data is used as it is");
+    return false;
+  }
   if (nm) {
     ok &= gr_ymap_check(y, nm, "'normalize'", norm_keys) && gr_yopt_float(y, nm, "mean", -1e6, 1e6, &p->norm_mean) &&
           gr_yopt_float(y, nm, "std", 1e-12, 1e6, &p->norm_std);
@@ -218,7 +222,7 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
   p->path = y.path;
   gr_ynode *root = gr_yroot(&y);
   static const char *const elsewhere[] = {"format", "data", "train", "data", "test", "data", "normalize", "data", "shuffle", "data",
-                                          "learning_rate", "optimizer", "lr", "optimizer", "momentum", "optimizer",
+                                          "learning_rate", "optimizer", "momentum", "optimizer",
                                           "weight_decay", "optimizer", "nesterov", "optimizer", "betas", "optimizer",
                                           "eps", "optimizer", NULL};
   if (gr_ymap_check_hinted(&y, root, "the plan", plan_keys, elsewhere)) {

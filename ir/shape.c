@@ -116,8 +116,10 @@ gr_conv_geom gr_conv_geometry(const gr_shape *x, const gr_shape *w, const gr_att
   gr_conv_geom g = {.cin = x->dim[1], .h = x->dim[2], .w = x->dim[3], .cout = w->dim[0], .kh = w->dim[2], .kw = w->dim[3],
                     .sh = a->stride[0], .sw = a->stride[1], .ph = a->pad[0], .pw = a->pad[1], .dh = a->dilation[0],
                     .dw = a->dilation[1], .groups = a->groups};
-  g.ho = g.sh > 0 ? (g.h + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1 : 0;
-  g.wo = g.sw > 0 ? (g.w + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1 : 0;
+  /* floor((H + 2p - d(k-1) - 1) / s) + 1, and 0 when the kernel does not fit (C division truncates) */
+  int64_t rh = g.h + 2 * g.ph - g.dh * (g.kh - 1) - 1, rw = g.w + 2 * g.pw - g.dw * (g.kw - 1) - 1;
+  g.ho = g.sh > 0 && rh >= 0 ? rh / g.sh + 1 : 0;
+  g.wo = g.sw > 0 && rw >= 0 ? rw / g.sw + 1 : 0;
   return g;
 }
 

@@ -79,6 +79,8 @@ bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, int64_t sample_nu
     gr_error(d, at, "tensor 'y' has %lld labels but 'x' has %lld samples", (long long)y->shape[0], (long long)x->shape[0]);
   } else if (per != sample_numel) {
     gr_error(d, at, "each sample of 'x' has %lld values but the model input takes %lld", (long long)per, (long long)sample_numel);
+  } else if (x->shape[0] == 0) {
+    gr_error(d, at, "tensor 'x' has no samples");
   } else {
     ds->n = x->shape[0];
     ds->sample_numel = per;

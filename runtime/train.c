@@ -4,6 +4,8 @@
  * epoch. Randomness (initialisation, shuffling) comes from the plan's seed. */
 #include "runtime/runtime.h"
 #include <cblas.h>
+#include <errno.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,8 +108,20 @@ void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, doub
   *accuracy = ds->n ? (double)correct / (double)ds->n : NAN;
 }
 
+/* Whether a file can be created at path (its directory exists and is writable): checked before a
+ * long run, so that --save does not fail after the work is done. */
+static bool can_create(const char *path, gr_diag *d) {
+  const char *slash = strrchr(path, '/');
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".");
+  if (access(dir, W_OK) == 0) return true;
+  gr_error(d, gr_loc_file(path), "cannot write here: directory '%s': %s", dir, strerror(errno));
+  return false;
+}
+
 bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_train_result *res) {
   memset(res, 0, sizeof *res);
+  if (cfg->save_path && !can_create(cfg->save_path, d)) return false;
   res->test_loss = res->test_accuracy = NAN;
   FILE *log = cfg->log ? cfg->log : stdout;
   if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);

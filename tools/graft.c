@@ -32,6 +32,7 @@ static void usage(FILE *f) {
         "      --split S        test (default) or train\n"
         "      --output FILE    write the model's outputs for every sample to FILE (safetensors 'output')\n"
         "      --metrics FILE   write the evaluation record to FILE\n"
+        "      --threads N      BLAS threads (default: all cores)\n"
         "\n"
         "  graft --help | --version\n",
         f);
@@ -84,7 +85,15 @@ static double node_flops(const gr_node *n, int64_t batch) {
     return 2.0 * (double)gr_shape_numel(&n->out->shape, batch) * (double)k;
   }
   case GR_KC_ELEM: return (double)gr_shape_numel(&n->out->shape, batch);
-  case GR_KC_CUSTOM: return 4.0 * (double)gr_shape_numel(&n->in[0]->shape, batch);
+  case GR_KC_CUSTOM:
+    if (n->op == GR_OP_CONV2D || n->op == GR_OP_CONV2D_GRAD_INPUT || n->op == GR_OP_CONV2D_GRAD_WEIGHT) {
+      /* 2 * N * Cout * HoWo * Cin/groups * kh * kw, for the forward pass and each gradient */
+      const gr_shape *x = n->op == GR_OP_CONV2D_GRAD_INPUT ? &n->a.shape : &n->in[0]->shape;
+      const gr_shape *w = n->op == GR_OP_CONV2D_GRAD_WEIGHT ? &n->a.shape : &n->in[1]->shape;
+      gr_conv_geom g = gr_conv_geometry(x, w, &n->a);
+      return 2.0 * (double)batch * (double)(g.cout * g.ho * g.wo) * (double)(g.cin / g.groups * g.kh * g.kw);
+    }
+    return 4.0 * (double)gr_shape_numel(&n->in[0]->shape, batch);
   default: return 0;
   }
 }
@@ -145,10 +154,13 @@ static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char
   if (!wpath) gr_warning(d, (gr_loc){0}, "no --weights and no 'init' in the plan: evaluating randomly initialised parameters");
   gr_dataset ds;
   if (!gr_dataset_load(&ds, (int)p->data_format, ds_spec->images, ds_spec->labels, p->norm_mean, p->norm_std, c->rt.sample_numel,
-                       c->rt.n_classes, d))
+                       c->rt.n_classes, d)) {
+    gr_note(d, ds_spec->loc, "in the %s data named here", split);
     return false;
+  }
   gr_session *s = gr_session_new(&c->rt, p->seed, d);
   bool ok = s && (!wpath || gr_session_load(s, wpath, d));
+  if (s && !ok && !weights) gr_note(d, p->init_loc, "in the weights named here");
   float *out = NULL;
   if (ok && output) {
     out = malloc(sizeof(float) * (size_t)(ds.n * c->rt.n_classes) + 1);
@@ -225,8 +237,6 @@ int main(int argc, char **argv) {
     } else if (!strcmp(cmd, "train") && (!strcmp(a, "-q") || !strcmp(a, "--quiet"))) {
       quiet = true;
     } else if (missing) {
-      return usage_error("option '%s' needs a value", a);
-    } else if (0) {
       return usage_error("option '%s' needs a value", a);
     } else if (a[0] == '-' && a[1]) {
       return usage_error("unknown option '%s'", a);

@@ -11,6 +11,7 @@
 #   images-badmagic.idx     a PGM image ("P5 ..."), not an IDX file: bad magic bytes 50 35
 #   images-truncated.idx.gz images-3.idx gzipped, then cut to its first 20 bytes (deflate stream cut short)
 #   bad-utf8.model.yaml     a model file with an invalid UTF-8 byte (0xFF) at line 5, column 14
+#   tiny-wrong.safetensors  weights that do not fit tiny.model.yaml (wrong shape, missing, unexpected)
 set -eu
 cd "$(dirname "$0")"
 
@@ -27,3 +28,11 @@ gzip -n -c images-3.idx | dd bs=20 count=1 2>/dev/null >images-truncated.idx.gz
 
 # Not IDX, but binary all the same: a model whose layer name holds the byte 0xFF (invalid UTF-8), on line 5.
 printf '# A model file with a byte that is not UTF-8 in the name of its second layer.\ninput: {shape: [1, 28, 28]}\nlayers:\n  - flatten\n  - {name: fc\377, op: linear, out_features: 10}\n' >bad-utf8.model.yaml
+
+# tiny-wrong.safetensors: weights that do not fit data/tiny.model.yaml: fc.weight has the wrong
+# shape [10, 5], fc.bias is missing, head.bias is not a parameter of the model. The header is padded
+# with spaces to a multiple of 8 bytes; its length (< 256) is the first byte of the 8-byte prefix.
+h='{"fc.weight":{"dtype":"F32","shape":[10,5],"data_offsets":[0,200]},"head.bias":{"dtype":"F32","shape":[3],"data_offsets":[200,212]}}'
+pad=$(( (8 - ${#h} % 8) % 8 ))
+h="$h$(printf '%*s' "$pad" '')"
+{ printf "\\$(printf '%03o' ${#h})\\000\\000\\000\\000\\000\\000\\000"; printf '%s' "$h"; zeros 212; } >tiny-wrong.safetensors
