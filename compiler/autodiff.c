@@ -62,6 +62,13 @@ static void grad_batchnorm(gr_graph *g, const gr_node *n, gr_value *dy, const bo
   if (needs[2]) dx[2] = gr_unary(g, GR_OP_BIAS_GRAD, dy, n->loc);
 }
 
+/* y = avgpool(x), the window sum over kh kw (padding counted, as PyTorch's default):
+ * dx[i] = sum over the windows containing i of dy / (kh kw) */
+static void grad_avgpool2d(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  gr_value *in[2] = {n->in[0], dy};
+  if (needs[0]) dx[0] = gr_apply(g, GR_OP_AVGPOOL2D_GRAD, in, 2, &n->a, n->loc);
+}
+
 /* y = maxpool(x):  dx[i] = sum of dy over the windows whose (first) maximum is x[i] */
 static void grad_maxpool2d(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
   gr_value *in[2] = {n->in[0], dy};

@@ -291,9 +291,10 @@ static void bn_stats(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef r
 /* y = x * a + b with a = gamma invstd, b = beta - mean a (PyTorch's CPU form); in training the
  * running statistics move: r = (1 - momentum) r + momentum * stat (the variance unbiased) */
 static LLVMValueRef emit_batchnorm(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
-  LLVMValueRef x = a[0], gamma = a[1], beta = a[2], rm = a[3], rv = a[4], y = a[5], n = a[6];
+  LLVMValueRef x = a[0], gamma = a[1], beta = a[2], rm = a[3], rv = a[4], nbt = a[5], y = a[6], n = a[7];
   int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
   double mom = nd->a.bn_momentum;
+  if (nd->a.training) storef(c, fadd(c, loadf(c, nbt, iconst(c, 0)), fconst(c, 1)), nbt, iconst(c, 0));
   cg_loop K;
   loop_begin(c, &K, iconst(c, C));
   LLVMValueRef mean, var;
@@ -611,6 +612,60 @@ static void pool_scatter_grad(gr_cg *c, LLVMValueRef best_val, LLVMValueRef best
   (void)best_val;
   LLVMValueRef dx = extra[0], dy = extra[1];
   storef(c, fadd(c, loadf(c, dx, best_idx), loadf(c, dy, out_idx)), dx, best_idx);
+}
+
+/* Average pooling over x [N, C, H, W], divisor kh*kw (count_include_pad): forward y = window sums
+ * / area; backward (dy given) dx[i] += dy[window] / area for every window containing i. */
+static void avg_windows(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef out, LLVMValueRef n) {
+  const gr_shape *xs = &nd->in[0]->shape;
+  int64_t C = xs->dim[1], H = xs->dim[2], W = xs->dim[3];
+  const gr_attrs *at = &nd->a;
+  int64_t Ho = (H + 2 * at->pad[0] - at->kernel[0]) / at->stride[0] + 1, Wo = (W + 2 * at->pad[1] - at->kernel[1]) / at->stride[1] + 1;
+  LLVMValueRef inv = fconst(c, 1.0 / (double)(at->kernel[0] * at->kernel[1]));
+  if (dy) { /* dx = 0 first */
+    cg_loop Z;
+    loop_begin(c, &Z, imul(c, n, iconst(c, C * H * W)));
+    storef(c, fconst(c, 0), out, Z.i);
+    loop_end(c, &Z);
+  }
+  cg_loop P, OH, OW, KI, KJ;
+  loop_begin(c, &P, imul(c, n, iconst(c, C)));
+  LLVMValueRef xb = imul(c, P.i, iconst(c, H * W)), ob = imul(c, P.i, iconst(c, Ho * Wo));
+  loop_begin(c, &OH, iconst(c, Ho));
+  loop_begin(c, &OW, iconst(c, Wo));
+  LLVMValueRef oi = iadd(c, ob, iadd(c, imul(c, OH.i, iconst(c, Wo)), OW.i));
+  LLVMValueRef g = dy ? fmul(c, loadf(c, dy, oi), inv) : NULL;
+  LLVMValueRef acc = dy ? NULL : cg_var(c, c->ft, fconst(c, 0));
+  loop_begin(c, &KI, iconst(c, at->kernel[0]));
+  LLVMValueRef ih = iadd(c, iadd(c, imul(c, OH.i, iconst(c, at->stride[0])), iconst(c, -at->pad[0])), KI.i);
+  loop_begin(c, &KJ, iconst(c, at->kernel[1]));
+  LLVMValueRef iw = iadd(c, iadd(c, imul(c, OW.i, iconst(c, at->stride[1])), iconst(c, -at->pad[1])), KJ.i);
+  LLVMValueRef ok = LLVMBuildAnd(c->b, in_range(c, ih, H), in_range(c, iw, W), "");
+  LLVMValueRef xi = LLVMBuildSelect(c->b, ok, iadd(c, xb, iadd(c, imul(c, ih, iconst(c, W)), iw)), xb, "");
+  if (dy) {
+    LLVMBasicBlockRef join = cg_if_begin(c, ok);
+    storef(c, fadd(c, loadf(c, out, xi), g), out, xi);
+    cg_if_end(c, join);
+  } else {
+    LLVMValueRef v = LLVMBuildSelect(c->b, ok, loadf(c, x, xi), fconst(c, 0), "");
+    LLVMBuildStore(c->b, fadd(c, LLVMBuildLoad2(c->b, c->ft, acc, ""), v), acc);
+  }
+  loop_end(c, &KJ);
+  loop_end(c, &KI);
+  if (!dy) storef(c, fmul(c, LLVMBuildLoad2(c->b, c->ft, acc, ""), inv), out, oi);
+  loop_end(c, &OW);
+  loop_end(c, &OH);
+  loop_end(c, &P);
+}
+
+static LLVMValueRef emit_avgpool2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  avg_windows(c, nd, a[0], NULL, a[1], a[2]);
+  return NULL;
+}
+
+static LLVMValueRef emit_avgpool2d_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  avg_windows(c, nd, a[0], a[1], a[2], a[3]);
+  return NULL;
 }
 
 /* y = max over each window (padding never wins) */

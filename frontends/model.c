@@ -14,7 +14,8 @@
  *   linear   out_features (required), in_features (optional, checked), bias (default true)
  *   conv2d   out_channels, kernel_size (required); in_channels (checked), stride (1), padding (0),
  *            dilation (1), groups (1), bias (true); sizes are an integer or [height, width]
- *   maxpool2d  kernel_size (required), stride (default: kernel_size), padding (0)
+ *   maxpool2d, avgpool2d  kernel_size (required), stride (default: kernel_size), padding (0)
+ *   global_avgpool  no keys: the mean over height and width, [N, C, 1, 1] (AdaptiveAvgPool2d(1))
  *   relu, sigmoid, tanh, identity           no keys
  *   flatten  start_dim (default 1), end_dim (default -1)
  *   batchnorm  num_features (checked), eps (1e-5), momentum (0.1), affine (true): torch.nn.BatchNorm
@@ -44,7 +45,7 @@ typedef struct mctx {
   int n_names, cap_names;
 } mctx;
 
-static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "batchnorm", "relu", "sigmoid", "tanh", "identity", "flatten", "add",
+static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "batchnorm", "relu", "sigmoid", "tanh", "identity", "flatten", "add",
                                         "concat", NULL};
 static const char *const common_keys[] = {"name", "op", "in"};
 
@@ -87,6 +88,7 @@ static const char *const *keys_for(mctx *m, const char *op) {
                            : !strcmp(op, "flatten")   ? flatten
                            : !strcmp(op, "conv2d")    ? conv
                            : !strcmp(op, "maxpool2d") ? pool
+                           : !strcmp(op, "avgpool2d") ? pool
                            : !strcmp(op, "concat")    ? cat
                            : !strcmp(op, "batchnorm") ? bn
                                                       : none;
@@ -195,7 +197,8 @@ static gr_value *build_conv2d(mctx *m, gr_ynode *item, const char *name, gr_valu
 
 /* batchnorm: normalises each channel (dimension 1) over the batch and any spatial dimensions, as
  * torch.nn.BatchNorm1d/2d: num_features (checked), eps 1e-5, momentum 0.1, affine true. Parameters
- * <name>.weight (1) and <name>.bias (0); buffers <name>.running_mean (0) and <name>.running_var (1). */
+ * <name>.weight (1) and <name>.bias (0); buffers <name>.running_mean (0), <name>.running_var (1) and
+ * <name>.num_batches_tracked (0, counts training steps; a float here, int64 in PyTorch). */
 static gr_value *build_batchnorm(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
   gr_ydoc *y = m->y;
   int64_t nf = -1;
@@ -221,27 +224,29 @@ static gr_value *build_batchnorm(mctx *m, gr_ynode *item, const char *name, gr_v
   }
   gr_shape cs = gr_shape_make(1, (int64_t[]){C});
   gr_arena *ar = m->g->arena;
-  gr_value *in[5] = {x, model_param(m, gr_sprintf(ar, "%s.weight", name), cs, 0, 1, true, loc),
+  gr_value *in[6] = {x, model_param(m, gr_sprintf(ar, "%s.weight", name), cs, 0, 1, true, loc),
                      model_param(m, gr_sprintf(ar, "%s.bias", name), cs, 0, 0, true, loc),
                      model_param(m, gr_sprintf(ar, "%s.running_mean", name), cs, 0, 0, false, loc),
-                     model_param(m, gr_sprintf(ar, "%s.running_var", name), cs, 0, 1, false, loc)};
+                     model_param(m, gr_sprintf(ar, "%s.running_var", name), cs, 0, 1, false, loc),
+                     model_param(m, gr_sprintf(ar, "%s.num_batches_tracked", name), gr_shape_make(0, NULL), 0, 0, false, loc)};
   gr_attrs a = {.training = m->mode == GR_MODE_TRAIN, .bn_eps = eps, .bn_momentum = mom};
   m->mode_dependent = true;
-  return gr_apply(m->g, GR_OP_BATCHNORM, in, 5, &a, loc);
+  return gr_apply(m->g, GR_OP_BATCHNORM, in, 6, &a, loc);
 }
 
-/* maxpool2d: kernel_size (required), stride (default: kernel_size), padding 0 */
-static gr_value *build_maxpool2d(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
+/* maxpool2d, avgpool2d: kernel_size (required), stride (default: kernel_size), padding 0;
+ * avgpool2d divides by the whole window, padding included (PyTorch's count_include_pad) */
+static gr_value *build_pool2d(mctx *m, gr_op op, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
   gr_ydoc *y = m->y;
   gr_attrs a = {.kernel = {0, 0}};
-  gr_ynode *ks = gr_yreq(y, item, "kernel_size", "a maxpool2d layer");
+  gr_ynode *ks = gr_yreq(y, item, "kernel_size", gr_sprintf(y->arena, "a %s layer", gr_ops[op].name));
   if (!ks || !opt_pair(y, item, "kernel_size", 1, 1024, a.kernel)) return NULL;
   a.stride[0] = a.kernel[0];
   a.stride[1] = a.kernel[1];
   if (!opt_pair(y, item, "stride", 1, 1024, a.stride) || !opt_pair(y, item, "padding", 0, 1024, a.pad) ||
-      !need_4d(m, name, "maxpool2d", x, loc))
+      !need_4d(m, name, gr_ops[op].name, x, loc))
     return NULL;
-  return gr_apply(m->g, GR_OP_MAXPOOL2D, &x, 1, &a, loc);
+  return gr_apply(m->g, op, &x, 1, &a, loc);
 }
 
 static gr_value *build_flatten(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
@@ -348,13 +353,19 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
       return false;
     }
     out = build_linear(m, map, name, x, loc);
-  } else if (!strcmp(op, "conv2d") || !strcmp(op, "maxpool2d")) {
+  } else if (!strcmp(op, "conv2d") || !strcmp(op, "maxpool2d") || !strcmp(op, "avgpool2d")) {
     if (!map) {
       gr_error(y->diag, loc, "a %s layer needs keys: write it as a mapping with %s", op,
                !strcmp(op, "conv2d") ? "'out_channels' and 'kernel_size'" : "'kernel_size'");
       return false;
     }
-    out = !strcmp(op, "conv2d") ? build_conv2d(m, map, name, x, loc) : build_maxpool2d(m, map, name, x, loc);
+    out = !strcmp(op, "conv2d")      ? build_conv2d(m, map, name, x, loc)
+          : !strcmp(op, "maxpool2d") ? build_pool2d(m, GR_OP_MAXPOOL2D, map, name, x, loc)
+                                     : build_pool2d(m, GR_OP_AVGPOOL2D, map, name, x, loc);
+  } else if (!strcmp(op, "global_avgpool")) { /* the mean over H and W: [N, C, 1, 1] */
+    if (!need_4d(m, name, op, x, loc)) return false;
+    gr_attrs a = {.kernel = {x->shape.dim[2], x->shape.dim[3]}, .stride = {1, 1}};
+    out = gr_apply(m->g, GR_OP_AVGPOOL2D, &x, 1, &a, loc);
   } else if (!strcmp(op, "batchnorm")) {
     out = build_batchnorm(m, map, name, x, loc);
   } else if (!strcmp(op, "flatten")) {

@@ -31,7 +31,7 @@ void gr_node_dump(const gr_node *n, FILE *out) {
     fprintf(out, " {stride=%lldx%lld, padding=%lldx%lld, dilation=%lldx%lld, groups=%lld}", (long long)n->a.stride[0],
             (long long)n->a.stride[1], (long long)n->a.pad[0], (long long)n->a.pad[1], (long long)n->a.dilation[0],
             (long long)n->a.dilation[1], (long long)n->a.groups);
-  if (n->op == GR_OP_MAXPOOL2D)
+  if (n->op == GR_OP_MAXPOOL2D || n->op == GR_OP_AVGPOOL2D)
     fprintf(out, " {kernel=%lldx%lld, stride=%lldx%lld, padding=%lldx%lld}", (long long)n->a.kernel[0], (long long)n->a.kernel[1],
             (long long)n->a.stride[0], (long long)n->a.stride[1], (long long)n->a.pad[0], (long long)n->a.pad[1]);
   if (n->op == GR_OP_BATCHNORM || n->op == GR_OP_BATCHNORM_GRAD_INPUT || n->op == GR_OP_BATCHNORM_GRAD_GAMMA)

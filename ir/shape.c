@@ -246,9 +246,10 @@ static bool per_channel(const gr_node *n, const gr_value *x, int first, int last
   return true;
 }
 
-/* (x [N, C, ...], gamma, beta, running_mean, running_var [C]) -> [N, C, ...] */
+/* (x [N, C, ...], gamma, beta, running_mean, running_var [C], num_batches_tracked []) -> [N, C, ...] */
 static bool shape_batchnorm(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
   if (!need_float(n, 0, err, errlen) || !per_channel(n, n->in[0], 1, 4, err, errlen)) return false;
+  if (n->in[5]->shape.rank != 0) return fail(err, errlen, "batchnorm: num_batches_tracked must be a scalar");
   *out = n->in[0]->shape;
   *dt = n->in[0]->dtype;
   return true;

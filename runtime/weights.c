@@ -1,7 +1,7 @@
 /* weights.c — parameters in and out of safetensors files, by PyTorch state_dict name.
  *
- * Loading is strict: every parameter of the model must be in the file, with dtype F32 and the same
- * shape, and the file must hold nothing else; all problems are reported (missing, unexpected,
+ * Loading is strict: every parameter of the model must be in the file, with dtype F32 (buffers such
+ * as num_batches_tracked may also be I64) and the same shape, and the file must hold nothing else; all problems are reported (missing, unexpected,
  * mismatched names), then the load fails and the session's parameters are untouched. Saving writes
  * every parameter as F32, atomically (see safetensors.c). */
 #include "runtime/runtime.h"
@@ -38,15 +38,25 @@ bool gr_session_load(gr_session *s, const char *path, gr_diag *d) {
     if (!same)
       gr_error(d, at, "tensor '%s' has shape %s, the model's parameter has %s", p->name, shape_text(a, sizeof a, t->rank, t->shape),
                shape_text(b, sizeof b, p->shape.rank, p->shape.dim));
-    else if (t->dtype != GR_ST_F32)
+    else if (t->dtype != GR_ST_F32 && !(t->dtype == GR_ST_I64 && !p->trainable))
       gr_error(d, at, "tensor '%s' is %s; graft loads F32 weights (convert with tensor.float())", p->name, t->dtype_name);
   }
   for (int i = 0; i < f.n; i++)
     if (!used[i]) gr_error(d, at, "unexpected tensor '%s': the model has no parameter of that name", f.tensors[i].name);
   bool ok = d->n_errors == errors0;
-  if (ok)
-    for (int i = 0; i < m->n_params; i++)
-      memcpy(gr_session_param(s, i), gr_st_find(&f, m->params[i].name)->data, sizeof(float) * (size_t)m->params[i].numel);
+  for (int i = 0; ok && i < m->n_params; i++) {
+    const gr_st_tensor *t = gr_st_find(&f, m->params[i].name);
+    float *dst = gr_session_param(s, i);
+    if (t->dtype == GR_ST_F32) {
+      memcpy(dst, t->data, sizeof(float) * (size_t)m->params[i].numel);
+    } else { /* an integer buffer, such as PyTorch's num_batches_tracked */
+      for (int64_t k = 0; k < m->params[i].numel; k++) {
+        int64_t v;
+        memcpy(&v, t->data + 8 * k, 8);
+        dst[k] = (float)v;
+      }
+    }
+  }
   free(used);
   gr_st_close(&f);
   return ok;

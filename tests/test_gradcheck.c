@@ -353,8 +353,9 @@ static void check_batchnorm(void) {
       c.fixed_lo[c.n_fixed++] = -0.5;
       c.fixed[c.n_fixed] = rv;
       c.fixed_lo[c.n_fixed++] = 0.5;
-      gr_value *in[5] = {x, gamma, beta, rm, rv};
-      gc_check(&c, gr_apply(c.g, GR_OP_BATCHNORM, in, 5, &a, (gr_loc){0}));
+      gr_value *nbt = gr_buffer(c.g, "nbt", S(0), 0, (gr_loc){0});
+      gr_value *in[6] = {x, gamma, beta, rm, rv, nbt};
+      gc_check(&c, gr_apply(c.g, GR_OP_BATCHNORM, in, 6, &a, (gr_loc){0}));
       gc_free(&c);
     }
 }
@@ -367,6 +368,19 @@ static void check_concat(void) {
     gr_attrs a = {.axis = ax};
     gr_value *in[2] = {leaf(&c, S(3, N, D(2), D(3))), leaf(&c, ax == 1 ? S(3, N, D(4), D(3)) : S(3, N, D(2), D(5)))};
     gc_check(&c, gr_apply(c.g, GR_OP_CONCAT, in, 2, &a, (gr_loc){0}));
+    gc_free(&c);
+  }
+}
+
+/* average pooling: 2x2/2, 3x3/2 with padding 1 (counted in the divisor), a global 5x6 window */
+static void check_avgpool2d(void) {
+  static const int64_t cases[][6] = {{2, 2, 2, 2, 0, 0}, {3, 3, 2, 2, 1, 1}, {5, 6, 1, 1, 0, 0}};
+  for (int i = 0; i < 3; i++) {
+    gc c;
+    gc_init(&c);
+    gr_attrs a = {.kernel = {cases[i][0], cases[i][1]}, .stride = {cases[i][2], cases[i][3]}, .pad = {cases[i][4], cases[i][5]}};
+    gr_value *x = leaf(&c, S(4, N, D(2), D(5), D(6)));
+    gc_check(&c, gr_apply(c.g, GR_OP_AVGPOOL2D, &x, 1, &a, (gr_loc){0}));
     gc_free(&c);
   }
 }
@@ -510,6 +524,7 @@ static void test_op(void **state) {
   case GR_OP_RESHAPE: check_reshape(); return;
   case GR_OP_CONCAT: check_concat(); return;
   case GR_OP_BATCHNORM: check_batchnorm(); return;
+  case GR_OP_AVGPOOL2D: check_avgpool2d(); return;
   case GR_OP_SOFTMAX_CE: check_softmax_ce(); return;
   case GR_OP_SGD_UPDATE:
     check_update(&(upd_case){.op = op});
@@ -527,6 +542,7 @@ static void test_op(void **state) {
   case GR_OP_RELU_GRAD:
   case GR_OP_SIGMOID_GRAD:
   case GR_OP_TANH_GRAD:
+  case GR_OP_AVGPOOL2D_GRAD:
   case GR_OP_BATCHNORM_GRAD_INPUT:
   case GR_OP_BATCHNORM_GRAD_GAMMA:
   case GR_OP_SLICE:

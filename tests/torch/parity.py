@@ -41,8 +41,8 @@ def write_safetensors(path, tensors):
     """A minimal safetensors writer: {name: numpy array}."""
     header, blobs, off = {}, [], 0
     for name, a in tensors.items():
-        a = np.ascontiguousarray(a)
-        dt = {np.float32: "F32", np.int64: "I64"}[a.dtype.type]
+        a = np.array(a, order="C")  # (ascontiguousarray would make a scalar 1-d)
+        dt = {np.float32: "F32", np.int64: "I64"}[a.dtype.type]  # num_batches_tracked is I64
         header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
         blobs.append(a.tobytes())
         off += a.nbytes
@@ -169,14 +169,16 @@ layers:
   - {name: conv, op: conv2d, out_channels: 4, kernel_size: 3, padding: 1, bias: false}
   - {name: bn1, op: batchnorm}
   - {name: relu, op: relu}
-  - {name: pool, op: maxpool2d, kernel_size: 2}
+  - {name: pool, op: avgpool2d, kernel_size: 3, stride: 2, padding: 1}
+  - {name: gap, op: global_avgpool}
   - {name: flat, op: flatten}
   - {name: fc1, op: linear, out_features: 10, bias: false}   # a bias before batchnorm has a zero gradient
   - {name: bn2, op: batchnorm, momentum: 0.2, eps: 0.001}
   - {name: fc2, op: linear, out_features: 4}
 """, lambda: nn.Sequential(collections.OrderedDict([
         ("conv", nn.Conv2d(3, 4, 3, padding=1, bias=False)), ("bn1", nn.BatchNorm2d(4)), ("relu", nn.ReLU()),
-        ("pool", nn.MaxPool2d(2)), ("flat", nn.Flatten()), ("fc1", nn.Linear(64, 10, bias=False)),
+        ("pool", nn.AvgPool2d(3, 2, padding=1)), ("gap", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()),
+        ("fc1", nn.Linear(4, 10, bias=False)),
         ("bn2", nn.BatchNorm1d(10, momentum=0.2, eps=0.001)), ("fc2", nn.Linear(10, 4))])),
         (3, 8, 8), 4)
 
@@ -203,7 +205,7 @@ for name, (yaml, build, shape, classes) in CASES.items():
                 v.copy_(torch.randn_like(v) * 0.5 + (1.0 if ".weight" in k else 0.0))
             if k.endswith("running_var"):
                 v.copy_(torch.rand_like(v) + 0.5)
-    w0 = {k: v.detach().numpy().copy() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    w0 = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     write_safetensors(f"{d}/w0.safetensors", w0)
     x = torch.randn(B * STEPS, *shape)
     y = torch.randint(0, classes, (B * STEPS,))
@@ -248,8 +250,6 @@ log_every: 1
         compare(f"{name} {opt_name} loss per step", [r["loss"] for r in recs], losses)
         w1 = read_safetensors(f"{d}/{opt_name}.w1.safetensors")
         for k, v in model.state_dict().items():
-            if k.endswith("num_batches_tracked"):
-                continue
             compare(f"{name} {opt_name} {k} after {STEPS} steps", w1[k], v.numpy())
 
 print(f"{passed} passed, {len(failures)} failed")
