@@ -36,28 +36,69 @@ typedef struct named {
   gr_loc loc;
 } named;
 
+/* The parameters of a block instance: name -> the YAML value it stands for. */
+typedef struct binding {
+  const char *name;
+  gr_ynode *value;
+} binding;
+
+/* A namespace of layer names: the model's top level, a sequential group or a block instance.
+ * Parameters made inside are named prefix + layer name (PyTorch's hierarchical state_dict keys). */
+typedef struct scope {
+  struct scope *parent;
+  const char *prefix; /* "" or e.g. "layer1.0." */
+  named *names;
+  int n_names, cap_names;
+  binding *binds;     /* a block instance's parameters; NULL: those of the enclosing block */
+  int n_binds;
+  const char *block;  /* the block instantiated here, for messages */
+} scope;
+
 typedef struct mctx {
   gr_ydoc *y;
   gr_graph *g;
   gr_model_mode mode;
   bool mode_dependent;
-  named *names;
-  int n_names, cap_names;
+  scope *sc;
+  gr_ynode *blocks;           /* the model's `blocks:` mapping, or NULL */
+  const char **op_choices;    /* built-in ops, sequential and block names */
+  int depth;
 } mctx;
 
+enum { MAX_DEPTH = 32 };
+
 static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "batchnorm", "relu", "sigmoid", "tanh", "identity", "flatten", "add",
-                                        "concat", NULL};
-static const char *const common_keys[] = {"name", "op", "in"};
+                                        "concat", "sequential", NULL};
+static const char *const common_keys[] = {"name", "op", "in", "when", "repeat"};
+enum { N_COMMON = 5 };
 
 static named *lookup(mctx *m, const char *name) {
-  for (int i = 0; i < m->n_names; i++)
-    if (!strcmp(m->names[i].name, name)) return &m->names[i];
+  for (int i = 0; i < m->sc->n_names; i++)
+    if (!strcmp(m->sc->names[i].name, name)) return &m->sc->names[i];
   return NULL;
 }
 
 static void define(mctx *m, const char *name, gr_value *v, gr_loc loc) {
-  gr_grow(m->g->arena, (void **)&m->names, &m->cap_names, m->n_names + 1, sizeof *m->names);
-  m->names[m->n_names++] = (named){name, v, loc};
+  scope *s = m->sc;
+  gr_grow(m->g->arena, (void **)&s->names, &s->cap_names, s->n_names + 1, sizeof *s->names);
+  s->names[s->n_names++] = (named){name, v, loc};
+}
+
+/* The YAML substitution hook: a plain scalar `$p` stands for parameter p of the innermost block. */
+static gr_ynode *subst_param(void *ctx, gr_ynode *n) {
+  mctx *m = ctx;
+  if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE || n->data.scalar.value[0] != '$') return n;
+  const char *p = (const char *)n->data.scalar.value + 1;
+  scope *s = m->sc;
+  while (s && !s->binds) s = s->parent;
+  if (!s) {
+    gr_error(m->y->diag, gr_yloc(m->y, n), "'$%s' names a block parameter, but this layer is not inside a block", p);
+    return n;
+  }
+  for (int i = 0; i < s->n_binds; i++)
+    if (!strcmp(s->binds[i].name, p)) return s->binds[i].value;
+  gr_error(m->y->diag, gr_yloc(m->y, n), "block '%s' has no parameter '%s'", s->block, p);
+  return n;
 }
 
 /* A parameter (or, if !trainable, a buffer) of the model: made by the first build, found by name
@@ -76,7 +117,7 @@ static gr_value *model_param(mctx *m, const char *name, gr_shape shape, float bo
 }
 
 /* The keys a layer of `op` accepts: the common ones plus its own. */
-static const char *const *keys_for(mctx *m, const char *op) {
+static const char *const *keys_for(mctx *m, const char *op, gr_ynode *block) {
   static const char *const linear[] = {"out_features", "in_features", "bias", NULL};
   static const char *const flatten[] = {"start_dim", "end_dim", NULL};
   static const char *const conv[] = {"out_channels", "kernel_size", "in_channels", "stride", "padding", "dilation", "groups", "bias", NULL};
@@ -84,7 +125,18 @@ static const char *const *keys_for(mctx *m, const char *op) {
   static const char *const cat[] = {"dim", NULL};
   static const char *const bn[] = {"num_features", "eps", "momentum", "affine", NULL};
   static const char *const none[] = {NULL};
-  const char *const *own = !strcmp(op, "linear")      ? linear
+  static const char *const seq[] = {"layers", NULL};
+  const char **bkeys = NULL;
+  if (block) { /* a block instance takes the block's parameters */
+    gr_ynode *params = gr_yget(m->y, block, "params");
+    int np = params && params->type == YAML_MAPPING_NODE ? (int)(params->data.mapping.pairs.top - params->data.mapping.pairs.start) : 0;
+    bkeys = gr_alloc(m->g->arena, sizeof(char *) * (size_t)(np + 1));
+    for (int i = 0; i < np; i++)
+      bkeys[i] = (const char *)yaml_document_get_node(&m->y->doc, params->data.mapping.pairs.start[i].key)->data.scalar.value;
+  }
+  const char *const *own = block                      ? bkeys
+                           : !strcmp(op, "sequential") ? seq
+                           : !strcmp(op, "linear")    ? linear
                            : !strcmp(op, "flatten")   ? flatten
                            : !strcmp(op, "conv2d")    ? conv
                            : !strcmp(op, "maxpool2d") ? pool
@@ -94,9 +146,9 @@ static const char *const *keys_for(mctx *m, const char *op) {
                                                       : none;
   int n = 0;
   while (own[n]) n++;
-  const char **all = gr_alloc(m->g->arena, sizeof(char *) * (size_t)(n + 4));
-  for (int i = 0; i < 3; i++) all[i] = common_keys[i];
-  for (int i = 0; i < n; i++) all[3 + i] = own[i];
+  const char **all = gr_alloc(m->g->arena, sizeof(char *) * (size_t)(n + N_COMMON + 1));
+  for (int i = 0; i < N_COMMON; i++) all[i] = common_keys[i];
+  for (int i = 0; i < n; i++) all[N_COMMON + i] = own[i];
   return all;
 }
 
@@ -274,23 +326,28 @@ static gr_value *build_flatten(mctx *m, gr_ynode *item, const char *name, gr_val
 }
 
 /* One layer item: a scalar op name, or a mapping. Returns false after reporting. */
+static bool build_sequence(mctx *m, gr_ynode *layers, gr_value *x, const char *what, gr_value **out);
+static gr_value *build_block(mctx *m, gr_ynode *item, gr_ynode *block, const char *op, const char *full, gr_value *x, gr_loc loc);
+
 static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, const char **op_out) {
   gr_ydoc *y = m->y;
   gr_loc loc = gr_yloc(y, item);
   const char *op = NULL, *name = NULL;
-  gr_ynode *map = NULL;
+  gr_ynode *map = NULL, *block = NULL;
   if (item->type == YAML_SCALAR_NODE) {
     int k;
-    if (!gr_yenum(y, item, "op", layer_ops, &k)) return false;
-    op = layer_ops[k];
+    if (!gr_yenum(y, item, "op", m->op_choices, &k)) return false;
+    op = m->op_choices[k];
   } else if (item->type == YAML_MAPPING_NODE) {
     map = item;
     gr_ynode *opn = gr_yreq(y, map, "op", "a layer");
     if (!opn) return false;
     int k;
-    if (!gr_yenum(y, opn, "op", layer_ops, &k)) return false;
-    op = layer_ops[k];
-    if (!gr_ymap_check(y, map, gr_sprintf(y->arena, "a %s layer", op), keys_for(m, op))) return false;
+    if (!gr_yenum(y, opn, "op", m->op_choices, &k)) return false;
+    op = m->op_choices[k];
+    block = m->blocks ? gr_yget(y, m->blocks, op) : NULL;
+    if (!gr_ymap_check(y, map, gr_sprintf(y->arena, "a%s %s layer", strchr("aeiou", op[0]) ? "n" : "", op), keys_for(m, op, block)))
+      return false;
     gr_ynode *nn = gr_yget(y, map, "name");
     if (nn) {
       if (!gr_ystr(y, nn, "'name'", &name)) return false;
@@ -304,6 +361,8 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
     return false;
   }
   if (!name) name = gr_sprintf(y->arena, "%d", index);
+  if (!map) block = m->blocks ? gr_yget(y, m->blocks, op) : NULL;
+  const char *full = gr_sprintf(y->arena, "%s%s", m->sc->prefix, name); /* the PyTorch-style name */
   named *dup = lookup(m, name);
   if (dup) {
     gr_error(y->diag, map && gr_yget(y, map, "name") ? gr_yloc(y, gr_yget(y, map, "name")) : loc,
@@ -332,8 +391,8 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
     if (!gr_ystr(y, r, "'in'", &ref)) return false;
     named *src = lookup(m, ref);
     if (!src) {
-      const char **cands = gr_alloc(y->arena, sizeof(char *) * (size_t)(m->n_names + 1));
-      for (int i = 0; i < m->n_names; i++) cands[i] = m->names[i].name;
+      const char **cands = gr_alloc(y->arena, sizeof(char *) * (size_t)(m->sc->n_names + 1));
+      for (int i = 0; i < m->sc->n_names; i++) cands[i] = m->sc->names[i].name;
       const char *sug = gr_suggest(ref, cands);
       if (sug)
         gr_error(y->diag, gr_yloc(y, r), "unknown layer '%s' (did you mean '%s'?)", ref, sug);
@@ -345,6 +404,46 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
   }
   if (in && !join) x = xs[0];
   *op_out = op;
+  /* when: false leaves the layer out: it passes its input through */
+  bool when = true;
+  int64_t repeat = 1;
+  if (map && (!gr_yopt_bool(y, map, "when", &when) || !gr_yopt_int(y, map, "repeat", 1, 1024, &repeat))) return false;
+  if (!when) {
+    define(m, name, join ? xs[0] : x, loc);
+    return true;
+  }
+  if (repeat > 1 && !block) {
+    gr_error(y->diag, gr_ykey_loc(y, map, "repeat"), "'repeat' applies to block layers (it makes <name>.0, <name>.1, ...)");
+    return false;
+  }
+  if (!strcmp(op, "sequential") || block) {
+    gr_value *out = NULL;
+    if (block && repeat > 1) { /* copies <full>.0 .. <full>.<r-1>, each feeding the next */
+      scope s = {.parent = m->sc, .prefix = gr_sprintf(y->arena, "%s.", full)};
+      m->sc = &s;
+      out = x;
+      for (int64_t i = 0; i < repeat && out; i++)
+        out = build_block(m, map, block, op, gr_sprintf(y->arena, "%s.%lld", full, (long long)i), out, loc);
+      m->sc = s.parent;
+    } else if (block) {
+      out = build_block(m, map, block, op, full, x, loc);
+    } else {
+      gr_ynode *ls = map ? gr_yreq(y, map, "layers", "a sequential layer") : NULL;
+      if (!map) gr_error(y->diag, loc, "a sequential layer needs 'layers': write it as a mapping");
+      if (!ls) return false;
+      scope s = {.parent = m->sc, .prefix = gr_sprintf(y->arena, "%s.", full)};
+      m->sc = &s;
+      define(m, "input", x, loc);
+      bool ok = build_sequence(m, ls, x, "'layers'", &out);
+      m->sc = s.parent;
+      if (!ok) out = NULL;
+    }
+    if (!out) return false;
+    define(m, name, out, loc);
+    return true;
+  }
+  const char *local = name;
+  name = full; /* parameters and messages use the full name from here on */
   m->g->layer = name;
   gr_value *out = NULL;
   if (!strcmp(op, "linear")) {
@@ -395,11 +494,112 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
   }
   m->g->layer = NULL;
   if (!out) return false;
-  define(m, name, out, loc);
+  define(m, local, out, loc);
   return true;
 }
 
-static const char *const model_keys[] = {"name", "input", "layers", "output", NULL};
+/* A list of layers in the current scope, starting from x; *out is the last one's output. */
+static bool build_sequence(mctx *m, gr_ynode *layers, gr_value *x, const char *what, gr_value **out) {
+  gr_ydoc *y = m->y;
+  int nl = gr_ylist_len(layers);
+  if (nl <= 0) {
+    gr_error(y->diag, gr_yloc(y, layers), "%s must be a non-empty list of layers, got %s", what, gr_ydescribe(y, layers));
+    return false;
+  }
+  gr_value *prev = x;
+  for (int i = 0; i < nl; i++) {
+    const char *op;
+    if (!build_layer(m, gr_ylist_at(y, layers, i), i, prev, &op)) return false;
+    prev = m->sc->names[m->sc->n_names - 1].v;
+  }
+  *out = prev;
+  return true;
+}
+
+/* An instance of a block: its parameters bound to the layer's keys (or the block's defaults), its
+ * layers built in a new scope named `full`; the output is the last layer's, or the block's `output`. */
+static gr_value *build_block(mctx *m, gr_ynode *item, gr_ynode *block, const char *op, const char *full, gr_value *x, gr_loc loc) {
+  gr_ydoc *y = m->y;
+  if (m->depth >= MAX_DEPTH) {
+    gr_error(y->diag, loc, "blocks nest deeper than %d levels (does block '%s' use itself?)", MAX_DEPTH, op);
+    return NULL;
+  }
+  gr_ynode *params = gr_yget(y, block, "params");
+  int np = params ? (int)(params->data.mapping.pairs.top - params->data.mapping.pairs.start) : 0;
+  scope s = {.parent = m->sc, .prefix = gr_sprintf(y->arena, "%s.", full), .block = op};
+  s.binds = gr_alloc(y->arena, sizeof(binding) * (size_t)(np + 1));
+  for (int i = 0; i < np; i++) { /* arguments are resolved in the caller's scope */
+    yaml_node_pair_t *pr = &params->data.mapping.pairs.start[i];
+    const char *pn = (const char *)yaml_document_get_node(&y->doc, pr->key)->data.scalar.value;
+    gr_ynode *v = item ? gr_yget(y, item, pn) : NULL;
+    if (!v) v = yaml_document_get_node(&y->doc, pr->value);
+    if (v->type == YAML_SCALAR_NODE && v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+        (!v->data.scalar.length || !strcmp((char *)v->data.scalar.value, "~") || !strcmp((char *)v->data.scalar.value, "null"))) {
+      gr_error(y->diag, loc, "block '%s' needs a value for its parameter '%s'", op, pn);
+      return NULL;
+    }
+    s.binds[s.n_binds++] = (binding){pn, v};
+  }
+  m->sc = &s;
+  m->depth++;
+  define(m, "input", x, loc);
+  gr_value *out = NULL;
+  bool ok = build_sequence(m, gr_yget(y, block, "layers"), x, gr_sprintf(y->arena, "the layers of block '%s'", op), &out);
+  gr_ynode *on = ok ? gr_yget(y, block, "output") : NULL;
+  if (on) {
+    const char *oname;
+    named *o = gr_ystr(y, on, "'output'", &oname) ? lookup(m, oname) : NULL;
+    if (!o && oname) gr_error(y->diag, gr_yloc(y, on), "unknown layer '%s' in the output of block '%s'", oname, op);
+    out = o ? o->v : NULL;
+  }
+  m->depth--;
+  m->sc = s.parent;
+  return ok ? out : NULL;
+}
+
+static const char *const model_keys[] = {"name", "input", "blocks", "layers", "output", NULL};
+static const char *const block_keys[] = {"params", "layers", "output", NULL};
+
+/* blocks: {NAME: {params: {p: default or ~ for required, ...}, layers: [...], output: layer}} —
+ * checked here; the layers are checked where the block is used. */
+static bool check_blocks(mctx *m, gr_ynode *blocks) {
+  gr_ydoc *y = m->y;
+  if (blocks->type != YAML_MAPPING_NODE) {
+    gr_error(y->diag, gr_yloc(y, blocks), "'blocks' must be a mapping of block names to blocks, got %s", gr_ydescribe(y, blocks));
+    return false;
+  }
+  int nb = (int)(blocks->data.mapping.pairs.top - blocks->data.mapping.pairs.start), n = 0, nbuiltin;
+  const char **choices = gr_alloc(m->g->arena, sizeof(char *) * (size_t)(nb + sizeof layer_ops / sizeof *layer_ops + 1));
+  for (const char *const *o = layer_ops; *o; o++) choices[n++] = *o;
+  nbuiltin = n;
+  for (int i = 0; i < nb; i++) {
+    gr_ynode *k = yaml_document_get_node(&y->doc, blocks->data.mapping.pairs.start[i].key);
+    gr_ynode *b = yaml_document_get_node(&y->doc, blocks->data.mapping.pairs.start[i].value);
+    if (k->type != YAML_SCALAR_NODE) {
+      gr_error(y->diag, gr_yloc(y, k), "block names must be plain words, got %s", gr_ydescribe(y, k));
+      return false;
+    }
+    const char *bn = (const char *)k->data.scalar.value;
+    for (int j = 0; j < n; j++)
+      if (!strcmp(choices[j], bn)) {
+        gr_error(y->diag, gr_yloc(y, k), "block name '%s' is %s", bn, j < nbuiltin ? "a built-in layer op" : "defined twice");
+        return false;
+      }
+    const char *what = gr_sprintf(y->arena, "block '%s'", bn);
+    if (!gr_ymap_check(y, b, what, block_keys) || !gr_yreq(y, b, "layers", what)) return false;
+    gr_ynode *ps = gr_yget(y, b, "params");
+    if (ps && ps->type != YAML_MAPPING_NODE) {
+      gr_error(y->diag, gr_yloc(y, ps), "the params of block '%s' must be a mapping of names to default values (~: required), got %s",
+               bn, gr_ydescribe(y, ps));
+      return false;
+    }
+    choices[n++] = gr_strdup(m->g->arena, bn); /* outlives the YAML document */
+  }
+  choices[n] = NULL;
+  m->op_choices = choices;
+  m->blocks = blocks;
+  return true;
+}
 static const char *const input_keys[] = {"shape", "name", NULL};
 
 bool gr_model_load(const char *path, gr_graph *g, gr_model_mode mode, gr_model *out) {
@@ -410,7 +610,11 @@ bool gr_model_load(const char *path, gr_graph *g, gr_model_mode mode, gr_model *
     return false;
   }
   int errors0 = g->diag->n_errors;
-  mctx m = {.y = &y, .g = g, .mode = mode};
+  scope top = {.prefix = ""};
+  mctx m = {.y = &y, .g = g, .mode = mode, .sc = &top, .op_choices = NULL};
+  m.op_choices = (const char **)layer_ops;
+  y.subst = subst_param;
+  y.subst_ctx = &m;
   gr_ynode *root = gr_yroot(&y);
   bool ok = gr_ymap_check(&y, root, "the model", model_keys);
   out->path = y.path;
@@ -420,6 +624,8 @@ bool gr_model_load(const char *path, gr_graph *g, gr_model_mode mode, gr_model *
   gr_ynode *n = gr_yget(&y, root, "name");
   if (n) ok &= gr_ystr(&y, n, "'name'", &out->name);
 
+  gr_ynode *blocks = ok ? gr_yget(&y, root, "blocks") : NULL;
+  if (blocks && !check_blocks(&m, blocks)) goto done;
   gr_ynode *inp = gr_yreq(&y, root, "input", "the model");
   gr_ynode *layers = gr_yreq(&y, root, "layers", "the model");
   if (!inp || !layers || !ok) goto done;
@@ -465,7 +671,7 @@ bool gr_model_load(const char *path, gr_graph *g, gr_model_mode mode, gr_model *
   for (int i = 0; i < nl; i++) {
     const char *op = NULL;
     if (!build_layer(&m, gr_ylist_at(&y, layers, i), i, prev, &op)) goto done;
-    named *last = &m.names[m.n_names - 1];
+    named *last = &top.names[top.n_names - 1];
     prev = last->v;
     out->layer_names[i] = last->name;
     out->layer_ops[i] = op;
@@ -474,7 +680,7 @@ bool gr_model_load(const char *path, gr_graph *g, gr_model_mode mode, gr_model *
     out->n_layers++;
   }
   out->output = prev;
-  out->output_loc = m.names[m.n_names - 1].loc;
+  out->output_loc = top.names[top.n_names - 1].loc;
   gr_ynode *on = gr_yget(&y, root, "output");
   if (on) {
     const char *oname;

@@ -252,9 +252,11 @@ static yaml_node_pair_t *find_pair(gr_ydoc *y, gr_ynode *map, const char *key) {
   return NULL;
 }
 
+static gr_ynode *substituted(gr_ydoc *y, gr_ynode *n) { return n && y->subst ? y->subst(y->subst_ctx, n) : n; }
+
 gr_ynode *gr_yget(gr_ydoc *y, gr_ynode *map, const char *key) {
   yaml_node_pair_t *p = find_pair(y, map, key);
-  return p ? node_at(y, p->value) : NULL;
+  return p ? substituted(y, node_at(y, p->value)) : NULL;
 }
 
 gr_loc gr_ykey_loc(gr_ydoc *y, gr_ynode *map, const char *key) {
@@ -277,7 +279,7 @@ int gr_ylist_len(const gr_ynode *n) {
   return (int)(n->data.sequence.items.top - n->data.sequence.items.start);
 }
 
-gr_ynode *gr_ylist_at(gr_ydoc *y, gr_ynode *n, int i) { return node_at(y, n->data.sequence.items.start[i]); }
+gr_ynode *gr_ylist_at(gr_ydoc *y, gr_ynode *n, int i) { return substituted(y, node_at(y, n->data.sequence.items.start[i])); }
 
 static bool want_scalar(gr_ydoc *y, gr_ynode *n, const char *what, const char *kind) {
   if (n->type == YAML_SCALAR_NODE && !is_null(n)) return true;

@@ -12,15 +12,19 @@
 #include "ir/arena.h"
 #include "ir/diag.h"
 
+typedef yaml_node_t gr_ynode;
+
 typedef struct gr_ydoc {
   const char *path;
   gr_diag *diag;
   gr_arena *arena;
   yaml_document_t doc;
   bool loaded;
+  /* Optional: maps a value node to the node it stands for (the model frontend's block parameters:
+   * a plain scalar `$name` stands for the argument). Applied by gr_yget and gr_ylist_at. */
+  gr_ynode *(*subst)(void *ctx, gr_ynode *n);
+  void *subst_ctx;
 } gr_ydoc;
-
-typedef yaml_node_t gr_ynode;
 
 /* Reads and parses `path`; registers its text with the diagnostics. false after reporting. */
 bool gr_ydoc_load(gr_ydoc *y, const char *path, gr_diag *d, gr_arena *a);

@@ -77,6 +77,7 @@ gr_value *gr_param(gr_graph *g, const char *name, gr_shape shape, float init_bou
 gr_value *gr_buffer(gr_graph *g, const char *name, gr_shape shape, float value, gr_loc loc) {
   gr_value *v = leaf(g, GR_OP_PARAM, name, g->fdtype, shape, GR_ROLE_PARAM, loc);
   v->init_value = value;
+  v->buffer = true;
   return v;
 }
 

@@ -68,6 +68,7 @@ typedef struct gr_value {
   const char *name;   /* "fc1.weight", "fc1", "image", or NULL for unnamed temporaries */
   gr_role role;
   bool trainable;     /* receives a gradient: params the plan trains (and inputs, in gradient checks) */
+  bool buffer;        /* params: model state that is never trained (batchnorm statistics) */
   float init_bound;   /* params: U(-b, b) initialisation; 0: every element init_value */
   float init_value;   /* params: the constant start value when init_bound is 0 (batchnorm: weight 1, running_var 1) */
   struct gr_value *grad; /* set by autodiff: d(loss)/d(this) */

@@ -1,12 +1,12 @@
 #!/bin/sh
 # Installs the Debian 12 packages graft needs to build and run its examples, but only those that
 # are missing, so a second run costs nothing. With --test, also what the tests need: Debian's
-# python3-torch, the oracle of the PyTorch parity tests (never a dependency of graft itself).
+# python3-torch and python3-torchvision, the oracles of the parity tests (never dependencies of graft).
 # Needs root (or sudo) when something is missing.
 set -eu
 PKGS="build-essential cmake pkg-config llvm-19-dev libopenblas-dev libyaml-dev libcmocka-dev zlib1g-dev
       dataset-fashion-mnist python3"
-[ "${1:-}" = "--test" ] && PKGS="$PKGS python3-torch"
+[ "${1:-}" = "--test" ] && PKGS="$PKGS python3-torch python3-torchvision"
 missing=""
 for p in $PKGS; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then

@@ -105,12 +105,15 @@ static void print_summary(const gr_compiled *c, FILE *f) {
   fprintf(f, "plan %s: model '%s' (%s)\n", c->plan.path, m->name, m->path);
   fprintf(f, "  %-12s %-10s %-18s %12s\n", "layer", "op", "output", "parameters");
   fprintf(f, "  %-12s %-10s %-18s %12s\n", m->input->name, "input", gr_shape_str(&m->input->shape, sb, sizeof sb), "");
-  int64_t total = 0, trainable = 0;
+  int64_t total = 0, trainable = 0, buffers = 0;
   for (int i = 0; i < m->n_layers; i++) {
     int64_t np = 0;
-    for (int v = 0; v < g->n_values; v++) {
+    size_t ln = strlen(m->layer_names[i]);
+    for (int v = 0; v < g->n_values; v++) { /* the layer's own parameters and those of layers nested in it */
       const gr_value *val = g->values[v];
-      if (val->role == GR_ROLE_PARAM && val->def->layer && !strcmp(val->def->layer, m->layer_names[i])) np += gr_shape_inner(&val->shape);
+      const char *vl = val->def->layer;
+      if (val->role == GR_ROLE_PARAM && val->trainable && vl && !strncmp(vl, m->layer_names[i], ln) && (!vl[ln] || vl[ln] == '.'))
+        np += gr_shape_inner(&val->shape);
     }
     fprintf(f, "  %-12s %-10s %-18s %12lld\n", m->layer_names[i], m->layer_ops[i],
             gr_shape_str(&m->layer_outputs[i]->shape, sb, sizeof sb), (long long)np);
@@ -118,10 +121,15 @@ static void print_summary(const gr_compiled *c, FILE *f) {
   for (int v = 0; v < g->n_values; v++) {
     const gr_value *val = g->values[v];
     if (val->role != GR_ROLE_PARAM) continue;
+    if (val->buffer) {
+      buffers += gr_shape_inner(&val->shape);
+      continue;
+    }
     total += gr_shape_inner(&val->shape);
     if (val->trainable) trainable += gr_shape_inner(&val->shape);
   }
-  fprintf(f, "parameters: %lld (%lld trainable, %lld frozen)\n", (long long)total, (long long)trainable, (long long)(total - trainable));
+  fprintf(f, "parameters: %lld (%lld trainable, %lld frozen); buffers (batchnorm statistics): %lld\n", (long long)total,
+          (long long)trainable, (long long)(total - trainable), (long long)buffers);
   fprintf(f, "loss: %s; optimizer: %s, learning rate %g, momentum %g, weight decay %g%s\n", gr_loss_names[c->plan.loss],
           gr_opt_names[c->plan.opt.kind], c->plan.opt.lr, c->plan.opt.momentum, c->plan.opt.weight_decay,
           c->plan.opt.nesterov ? ", nesterov" : "");
