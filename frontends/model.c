@@ -412,13 +412,14 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
     define(m, name, join ? xs[0] : x, loc);
     return true;
   }
-  if (repeat > 1 && !block) {
+  bool repeated = map && gr_yget(y, map, "repeat"); /* repeat: n (even 1) names the copies <name>.0, ... */
+  if (repeated && !block) {
     gr_error(y->diag, gr_ykey_loc(y, map, "repeat"), "'repeat' applies to block layers (it makes <name>.0, <name>.1, ...)");
     return false;
   }
   if (!strcmp(op, "sequential") || block) {
     gr_value *out = NULL;
-    if (block && repeat > 1) { /* copies <full>.0 .. <full>.<r-1>, each feeding the next */
+    if (block && repeated) { /* copies <full>.0 .. <full>.<r-1>, each feeding the next */
       scope s = {.parent = m->sc, .prefix = gr_sprintf(y->arena, "%s.", full)};
       m->sc = &s;
       out = x;

@@ -103,8 +103,8 @@ static void print_summary(const gr_compiled *c, FILE *f) {
   const gr_graph *g = c->g;
   char sb[96], b1[32], b2[32], b3[32];
   fprintf(f, "plan %s: model '%s' (%s)\n", c->plan.path, m->name, m->path);
-  fprintf(f, "  %-12s %-10s %-18s %12s\n", "layer", "op", "output", "parameters");
-  fprintf(f, "  %-12s %-10s %-18s %12s\n", m->input->name, "input", gr_shape_str(&m->input->shape, sb, sizeof sb), "");
+  fprintf(f, "  %-12s %-14s %-18s %12s\n", "layer", "op", "output", "parameters");
+  fprintf(f, "  %-12s %-14s %-18s %12s\n", m->input->name, "input", gr_shape_str(&m->input->shape, sb, sizeof sb), "");
   int64_t total = 0, trainable = 0, buffers = 0;
   for (int i = 0; i < m->n_layers; i++) {
     int64_t np = 0;
@@ -115,7 +115,7 @@ static void print_summary(const gr_compiled *c, FILE *f) {
       if (val->role == GR_ROLE_PARAM && val->trainable && vl && !strncmp(vl, m->layer_names[i], ln) && (!vl[ln] || vl[ln] == '.'))
         np += gr_shape_inner(&val->shape);
     }
-    fprintf(f, "  %-12s %-10s %-18s %12lld\n", m->layer_names[i], m->layer_ops[i],
+    fprintf(f, "  %-12s %-14s %-18s %12lld\n", m->layer_names[i], m->layer_ops[i],
             gr_shape_str(&m->layer_outputs[i]->shape, sb, sizeof sb), (long long)np);
   }
   for (int v = 0; v < g->n_values; v++) {
