@@ -82,6 +82,27 @@ static void grad_add(gr_graph *g, const gr_node *n, gr_value *dy, const bool *ne
   if (needs[1]) dx[1] = dy;
 }
 
+/* y = a * b:  da = dy * b,  db = dy * a */
+static void grad_mul(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  if (needs[0]) dx[0] = gr_binary(g, GR_OP_MUL, dy, n->in[1], n->loc);
+  if (needs[1]) dx[1] = gr_binary(g, GR_OP_MUL, dy, n->in[0], n->loc);
+}
+
+/* y = x Phi(x) (PyTorch's exact GELU, Phi the normal CDF):  dx = dy (Phi(x) + x phi(x)) */
+static void grad_gelu(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  if (needs[0]) dx[0] = gr_binary(g, GR_OP_GELU_GRAD, n->in[0], dy, n->loc);
+}
+
+/* y = softmax(x) over the last dimension:  dx = y (dy - sum(dy y)) */
+static void grad_softmax(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  if (needs[0]) dx[0] = gr_binary(g, GR_OP_SOFTMAX_GRAD, n->out, dy, n->loc);
+}
+
+/* y = x - logsumexp(x) over the last dimension:  dx = dy - exp(y) sum(dy) */
+static void grad_log_softmax(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  if (needs[0]) dx[0] = gr_binary(g, GR_OP_LOG_SOFTMAX_GRAD, n->out, dy, n->loc);
+}
+
 /* y = max(x, 0):  dx = dy * [y > 0] */
 static void grad_relu(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
   if (needs[0]) dx[0] = gr_binary(g, GR_OP_RELU_GRAD, n->out, dy, n->loc);

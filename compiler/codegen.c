@@ -137,6 +137,24 @@ static void loop_end(gr_cg *c, cg_loop *L) {
 
 static LLVMValueRef emit_add(gr_cg *c, const gr_node *n, LLVMValueRef *a) { (void)n; return fadd(c, a[0], a[1]); }
 
+static LLVMValueRef emit_mul(gr_cg *c, const gr_node *n, LLVMValueRef *a) { (void)n; return fmul(c, a[0], a[1]); }
+
+/* x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2 */
+static LLVMValueRef emit_gelu(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
+  (void)n;
+  LLVMValueRef phi = fmul(c, fconst(c, 0.5), fadd(c, fconst(c, 1), libm(c, "erf", fmul(c, a[0], fconst(c, M_SQRT1_2)))));
+  return fmul(c, a[0], phi);
+}
+
+/* (x, dy) -> dy (Phi(x) + x exp(-x^2/2) / sqrt(2 pi)) */
+static LLVMValueRef emit_gelu_grad(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
+  (void)n;
+  LLVMValueRef x = a[0];
+  LLVMValueRef phi = fmul(c, fconst(c, 0.5), fadd(c, fconst(c, 1), libm(c, "erf", fmul(c, x, fconst(c, M_SQRT1_2)))));
+  LLVMValueRef pdf = fmul(c, fexp(c, fmul(c, fconst(c, -0.5), fmul(c, x, x))), fconst(c, 0.3989422804014327));
+  return fmul(c, a[1], fadd(c, phi, fmul(c, x, pdf)));
+}
+
 static LLVMValueRef emit_relu(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
   (void)n; /* x < 0 ? 0 : x — a NaN stays NaN */
   return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOLT, a[0], fconst(c, 0), ""), fconst(c, 0), a[0], "");
@@ -725,6 +743,64 @@ static LLVMValueRef emit_softmax_ce(gr_cg *c, const gr_node *nd, LLVMValueRef *a
   return NULL;
 }
 
+/* Row-wise ops over the last dimension C of x: rows = n * (numel per sample / C). */
+static LLVMValueRef row_count(gr_cg *c, const gr_shape *s, LLVMValueRef n) {
+  return imul(c, n, iconst(c, gr_shape_inner(s) / s->dim[s->rank - 1]));
+}
+
+/* y = exp(x - m) / s per row (log: y = x - m - log s) */
+static void softmax_rows(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef y, LLVMValueRef n, bool log) {
+  int64_t C = nd->in[0]->shape.dim[nd->in[0]->shape.rank - 1];
+  cg_loop R, L;
+  loop_begin(c, &R, row_count(c, &nd->in[0]->shape, n));
+  LLVMValueRef base = imul(c, R.i, iconst(c, C)), row = fptr(c, x, base), yrow = fptr(c, y, base), m, s;
+  row_max_sumexp(c, row, C, &m, &s);
+  LLVMValueRef lse = fadd(c, m, flog(c, s)), inv = fdiv(c, fconst(c, 1), s);
+  loop_begin(c, &L, iconst(c, C));
+  LLVMValueRef v = loadf(c, row, L.i);
+  storef(c, log ? fsub(c, v, lse) : fmul(c, fexp(c, fsub(c, v, m)), inv), yrow, L.i);
+  loop_end(c, &L);
+  loop_end(c, &R);
+}
+
+static LLVMValueRef emit_softmax(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  softmax_rows(c, nd, a[0], a[1], a[2], false);
+  return NULL;
+}
+
+static LLVMValueRef emit_log_softmax(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  softmax_rows(c, nd, a[0], a[1], a[2], true);
+  return NULL;
+}
+
+/* (y, dy) -> softmax: y (dy - sum(dy y));  log_softmax: dy - exp(y) sum(dy) */
+static void softmax_grad_rows(gr_cg *c, const gr_node *nd, LLVMValueRef y, LLVMValueRef dy, LLVMValueRef dx, LLVMValueRef n, bool log) {
+  int64_t C = nd->in[0]->shape.dim[nd->in[0]->shape.rank - 1];
+  cg_loop R, L;
+  loop_begin(c, &R, row_count(c, &nd->in[0]->shape, n));
+  LLVMValueRef base = imul(c, R.i, iconst(c, C)), yr = fptr(c, y, base), dyr = fptr(c, dy, base), dxr = fptr(c, dx, base);
+  loop_begin(c, &L, iconst(c, C));
+  LLVMValueRef acc = loop_phi(c, &L, c->ft, fconst(c, 0));
+  LLVMValueRef term = log ? loadf(c, dyr, L.i) : fmul(c, loadf(c, dyr, L.i), loadf(c, yr, L.i));
+  loop_carry(&L, acc, fadd(c, acc, term));
+  loop_end(c, &L);
+  loop_begin(c, &L, iconst(c, C));
+  LLVMValueRef yv = loadf(c, yr, L.i), d = loadf(c, dyr, L.i);
+  storef(c, log ? fsub(c, d, fmul(c, fexp(c, yv), acc)) : fmul(c, yv, fsub(c, d, acc)), dxr, L.i);
+  loop_end(c, &L);
+  loop_end(c, &R);
+}
+
+static LLVMValueRef emit_softmax_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  softmax_grad_rows(c, nd, a[0], a[1], a[2], a[3], false);
+  return NULL;
+}
+
+static LLVMValueRef emit_log_softmax_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  softmax_grad_rows(c, nd, a[0], a[1], a[2], a[3], true);
+  return NULL;
+}
+
 /* dx[r, j] = dL/N * (exp(x[r,j] - m_r) / s_r - [j == t_r]) */
 static LLVMValueRef emit_softmax_ce_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], labels = a[1], dl = a[2], out = a[3], n = a[4];
@@ -937,7 +1013,7 @@ const gr_extern_sym gr_codegen_externs[] = {
     {"cblas_sgemm", (void *)cblas_sgemm}, {"cblas_dgemm", (void *)cblas_dgemm},
     {"expf", (void *)expf},   {"exp", (void *)exp},   {"logf", (void *)logf},     {"log", (void *)log},
     {"expm1f", (void *)expm1f}, {"expm1", (void *)expm1}, {"pow", (void *)pow}, {"sqrt", (void *)sqrt},
-    {"sqrtf", (void *)sqrtf},
+    {"sqrtf", (void *)sqrtf}, {"erff", (void *)erff}, {"erf", (void *)erf},
     {"memset", (void *)memset}, {"memcpy", (void *)memcpy}, {"memmove", (void *)memmove},
     {NULL, NULL},
 };

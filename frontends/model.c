@@ -20,7 +20,9 @@
  *   flatten  start_dim (default 1), end_dim (default -1)
  *   batchnorm  num_features (checked), eps (1e-5), momentum (0.1), affine (true): torch.nn.BatchNorm
  *            over dimension 1; in training with batch statistics (running ones updated), else running
- *   add      in: [a, b, ...] (required): their sum, all of one shape (residual connections)
+ *   gelu     no keys: x Phi(x), PyTorch's exact (erf) form
+ *   softmax, log_softmax  no keys: over the last dimension
+ *   add, mul in: [a, b, ...] (required): their sum / elementwise product, all of one shape
  *   concat   in: [a, b, ...] (required), dim (default 1, the channels): joined along dim
  *
  * Parameters are named <layer>.weight / <layer>.bias, as in PyTorch's state_dict. Each layer is built
@@ -67,7 +69,7 @@ typedef struct mctx {
 
 enum { MAX_DEPTH = 32 };
 
-static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "batchnorm", "relu", "sigmoid", "tanh", "identity", "flatten", "add",
+static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "batchnorm", "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax", "identity", "flatten", "add", "mul",
                                         "concat", "sequential", NULL};
 static const char *const common_keys[] = {"name", "op", "in", "when", "repeat"};
 enum { N_COMMON = 5 };
@@ -372,7 +374,7 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
   }
   gr_value *x = prev;
   /* inputs: `in` names one earlier layer (or the input), or for joins a list of them */
-  bool join = !strcmp(op, "add") || !strcmp(op, "concat");
+  bool join = !strcmp(op, "add") || !strcmp(op, "mul") || !strcmp(op, "concat");
   gr_ynode *in = map ? gr_yget(y, map, "in") : NULL;
   gr_value *xs[64];
   int nx = 0;
@@ -470,9 +472,9 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
     out = build_batchnorm(m, map, name, x, loc);
   } else if (!strcmp(op, "flatten")) {
     out = build_flatten(m, map, name, x, loc);
-  } else if (!strcmp(op, "add")) {
-    out = xs[0]; /* a sum of all inputs, left to right */
-    for (int k = 1; k < nx && out; k++) out = gr_binary(m->g, GR_OP_ADD, out, xs[k], loc);
+  } else if (!strcmp(op, "add") || !strcmp(op, "mul")) {
+    out = xs[0]; /* a sum (product) of all inputs, left to right */
+    for (int k = 1; k < nx && out; k++) out = gr_binary(m->g, op[0] == 'a' ? GR_OP_ADD : GR_OP_MUL, out, xs[k], loc);
   } else if (!strcmp(op, "concat")) {
     int64_t dim = 1;
     if (!gr_yopt_int(y, map, "dim", 1, GR_MAX_RANK - 1, &dim)) return false;
@@ -488,6 +490,12 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
     out = gr_unary(m->g, GR_OP_SIGMOID, x, loc);
   } else if (!strcmp(op, "tanh")) {
     out = gr_unary(m->g, GR_OP_TANH, x, loc);
+  } else if (!strcmp(op, "gelu")) {
+    out = gr_unary(m->g, GR_OP_GELU, x, loc);
+  } else if (!strcmp(op, "softmax")) {
+    out = gr_unary(m->g, GR_OP_SOFTMAX, x, loc);
+  } else if (!strcmp(op, "log_softmax")) {
+    out = gr_unary(m->g, GR_OP_LOG_SOFTMAX, x, loc);
   } else if (!strcmp(op, "identity")) {
     out = x;
   } else {

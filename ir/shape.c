@@ -84,6 +84,16 @@ static bool shape_same2(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err
   return true;
 }
 
+/* softmax-like ops: over the last dimension of [N, ..., C] */
+static bool shape_rows(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  if (!need_float(n, 0, err, errlen)) return false;
+  if (n->in[0]->shape.rank < 2 || !gr_shape_has_batch(&n->in[0]->shape))
+    return fail(err, errlen, "%s works over the last dimension of [N, ..., C], got %s", gr_ops[n->op].name, SHAPE(n->in[0]));
+  *out = n->in[0]->shape;
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
 /* C = op(A) op(B), both rank 2; op is transposition when the attribute says so. */
 static bool shape_matmul(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
   const gr_value *a = n->in[0], *b = n->in[1];

@@ -517,7 +517,11 @@ static void test_op(void **state) {
     check_maxpool2d_forward(3, 2, 1);
     check_maxpool2d();
     return;
-  case GR_OP_ADD: check_binary(op, S(2, N, D(4)), S(2, N, D(4))); return;
+  case GR_OP_ADD:
+  case GR_OP_MUL: check_binary(op, S(2, N, D(4)), S(2, N, D(4))); return;
+  case GR_OP_GELU: check_unary(op, 0); return;
+  case GR_OP_SOFTMAX:
+  case GR_OP_LOG_SOFTMAX: check_unary(op, 0); return;
   case GR_OP_RELU: check_unary(op, 0.05); return;
   case GR_OP_SIGMOID:
   case GR_OP_TANH: check_unary(op, 0); return;
@@ -542,6 +546,9 @@ static void test_op(void **state) {
   case GR_OP_RELU_GRAD:
   case GR_OP_SIGMOID_GRAD:
   case GR_OP_TANH_GRAD:
+  case GR_OP_GELU_GRAD:
+  case GR_OP_SOFTMAX_GRAD:
+  case GR_OP_LOG_SOFTMAX_GRAD:
   case GR_OP_AVGPOOL2D_GRAD:
   case GR_OP_BATCHNORM_GRAD_INPUT:
   case GR_OP_BATCHNORM_GRAD_GAMMA:

@@ -184,6 +184,32 @@ layers:
         ("bn2", nn.BatchNorm1d(10, momentum=0.2, eps=0.001)), ("fc2", nn.Linear(10, 4))])),
         (3, 8, 8), 4)
 
+class Ops(nn.Module):
+    """gelu, an elementwise product of two branches (mul), softmax and log_softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.a, self.b, self.fc3 = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 5)
+
+    def forward(self, x):
+        h = nn.functional.gelu(self.fc1(x))
+        return torch.log_softmax(self.fc3(torch.softmax(self.a(h) * self.b(h), dim=-1)), dim=-1)
+
+
+CASES["ops"] = ("""
+name: ops
+input: {shape: [6]}
+layers:
+  - {name: fc1, op: linear, out_features: 8}
+  - {name: act, op: gelu}
+  - {name: a, op: linear, out_features: 8}
+  - {name: b, op: linear, in: act, out_features: 8}
+  - {name: prod, op: mul, in: [a, b]}
+  - {name: sm, op: softmax}
+  - {name: fc3, op: linear, out_features: 5}
+  - {name: out, op: log_softmax}
+""", Ops, (6,), 5)
+
 # ResNet-18: the shipped example against torchvision's, name for name (3x64x64, 1000 classes).
 try:
     import torchvision
