@@ -133,10 +133,11 @@ static void grad_reshape(gr_graph *g, const gr_node *n, gr_value *dy, const bool
   if (needs[0]) dx[0] = gr_reshape(g, dy, n->in[0]->shape, n->loc);
 }
 
-/* L = mean_r [ logsumexp(x_r) - x_r[t_r] ]:  dx_r = dL * (softmax(x_r) - onehot(t_r)) / N */
+/* L = mean_r [ (1-e) (lse(x_r) - x_r[t_r]) + e (lse(x_r) - mean_j x_r[j]) ]  (e: label smoothing)
+ *   dx_r = dL * (softmax(x_r) - (1-e) onehot(t_r) - e/C) / N */
 static void grad_softmax_ce(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
   gr_value *in[3] = {n->in[0], n->in[1], dy};
-  if (needs[0]) dx[0] = gr_apply(g, GR_OP_SOFTMAX_CE_GRAD, in, 3, NULL, n->loc);
+  if (needs[0]) dx[0] = gr_apply(g, GR_OP_SOFTMAX_CE_GRAD, in, 3, &n->a, n->loc);
 }
 
 static const grad_rule rules[GR_OP_COUNT] = {

@@ -737,7 +737,17 @@ static LLVMValueRef emit_softmax_ce(gr_cg *c, const gr_node *nd, LLVMValueRef *a
   LLVMValueRef m, s;
   row_max_sumexp(c, row, C, &m, &s);
   LLVMValueRef lse = fadd(c, m, flog(c, s));
-  loop_carry(&R, acc, fadd(c, acc, fsub(c, lse, loadf(c, row, load_label(c, labels, R.i)))));
+  LLVMValueRef nll = fsub(c, lse, loadf(c, row, load_label(c, labels, R.i)));
+  double e = nd->a.smoothing;
+  if (e > 0) { /* (1-e) nll + e (lse - mean_j x_j), as torch.nn.CrossEntropyLoss(label_smoothing=e) */
+    cg_loop L;
+    loop_begin(c, &L, iconst(c, C));
+    LLVMValueRef sum = loop_phi(c, &L, c->ft, fconst(c, 0));
+    loop_carry(&L, sum, fadd(c, sum, loadf(c, row, L.i)));
+    loop_end(c, &L);
+    nll = fadd(c, fmul(c, fconst(c, 1 - e), nll), fmul(c, fconst(c, e), fsub(c, lse, fdiv(c, sum, fconst(c, (double)C)))));
+  }
+  loop_carry(&R, acc, fadd(c, acc, nll));
   loop_end(c, &R);
   storef(c, fdiv(c, acc, LLVMBuildSIToFP(c->b, n, c->ft, "")), out, iconst(c, 0));
   return NULL;
@@ -813,11 +823,14 @@ static LLVMValueRef emit_softmax_ce_grad(gr_cg *c, const gr_node *nd, LLVMValueR
   LLVMValueRef m, s;
   row_max_sumexp(c, row, C, &m, &s);
   LLVMValueRef k = fdiv(c, scale, s);
+  double e = nd->a.smoothing;
+  LLVMValueRef uniform = fmul(c, scale, fconst(c, e / (double)C));
   loop_begin(c, &L, iconst(c, C));
-  storef(c, fmul(c, fexp(c, fsub(c, loadf(c, row, L.i), m)), k), orow, L.i);
+  LLVMValueRef p = fmul(c, fexp(c, fsub(c, loadf(c, row, L.i), m)), k);
+  storef(c, e > 0 ? fsub(c, p, uniform) : p, orow, L.i);
   loop_end(c, &L);
   LLVMValueRef t = load_label(c, labels, R.i);
-  storef(c, fsub(c, loadf(c, orow, t), scale), orow, t);
+  storef(c, fsub(c, loadf(c, orow, t), fmul(c, scale, fconst(c, 1 - e))), orow, t);
   loop_end(c, &R);
   return NULL;
 }

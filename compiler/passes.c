@@ -136,12 +136,15 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   /* loss */
   gr_shape nshape = gr_shape_make(1, (int64_t[]){GR_BATCH});
   c->labels = gr_input(g, "labels", GR_I32, nshape, c->plan.loss_loc);
-  c->loss = gr_binary(g, GR_OP_SOFTMAX_CE, c->model.output, c->labels, c->plan.loss_loc);
+  gr_attrs la = {.smoothing = c->plan.label_smoothing};
+  gr_value *lin[2] = {c->model.output, c->labels};
+  c->loss = gr_apply(g, GR_OP_SOFTMAX_CE, lin, 2, &la, c->plan.loss_loc);
   if (!c->loss) {
     gr_note(d, c->model.output_loc, "the model's output comes from here");
     return false;
   }
-  c->eval_loss = c->model.mode_dependent ? gr_binary(g, GR_OP_SOFTMAX_CE, c->eval_model.output, c->labels, c->plan.loss_loc) : c->loss;
+  gr_value *ein[2] = {c->eval_model.output, c->labels};
+  c->eval_loss = c->model.mode_dependent ? gr_apply(g, GR_OP_SOFTMAX_CE, ein, 2, &la, c->plan.loss_loc) : c->loss;
   GR_CHECK(c->eval_loss != NULL, "the evaluation twin's output does not fit the loss");
   if (dump_here(o, "loss")) return gr_graph_dump(g, dump, NULL), true;
   /* autodiff */

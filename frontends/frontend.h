@@ -54,6 +54,7 @@ typedef struct gr_plan {
   gr_loc data_loc;
   double norm_mean, norm_std; /* input = (pixel/255 - mean) / std */
   gr_loss_kind loss;
+  double label_smoothing; /* cross_entropy: in [0, 1) */
   gr_loc loss_loc;
   struct {
     gr_opt_kind kind;

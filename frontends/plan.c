@@ -10,7 +10,7 @@
  *                                     test is optional, evaluated after every epoch
  *     normalize: {mean: 0, std: 1}    optional (idx); input = (pixel/255 - mean) / std
  *     shuffle: true                   optional; reshuffle the training set every epoch
- *   loss: cross_entropy               required
+ *   loss: cross_entropy               required; or {type: cross_entropy, label_smoothing: 0.1}
  *   optimizer:                        required
  *     type: sgd                       required: sgd, adam or adamw (torch.optim's formulas)
  *     learning_rate: 0.01             required, > 0
@@ -248,7 +248,12 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
     if (data) parse_data(&y, data, p);
     gr_ynode *loss = gr_yreq(&y, root, "loss", "the plan");
     int lk;
-    if (loss && gr_yenum(&y, loss, "loss", gr_loss_names, &lk)) {
+    gr_ynode *lt = loss;
+    static const char *const loss_keys[] = {"type", "label_smoothing", NULL};
+    if (loss && loss->type == YAML_MAPPING_NODE) /* {type: cross_entropy, label_smoothing: 0.1} */
+      lt = gr_ymap_check(&y, loss, "'loss'", loss_keys) ? gr_yreq(&y, loss, "type", "'loss'") : NULL;
+    if (lt && gr_yenum(&y, lt, "loss", gr_loss_names, &lk) &&
+        (lt == loss || gr_yopt_float(&y, loss, "label_smoothing", 0, 0.999999, &p->label_smoothing))) {
       p->loss = (gr_loss_kind)lk;
       p->loss_loc = gr_yloc(&y, loss);
     }

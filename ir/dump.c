@@ -36,6 +36,8 @@ void gr_node_dump(const gr_node *n, FILE *out) {
             (long long)n->a.stride[0], (long long)n->a.stride[1], (long long)n->a.pad[0], (long long)n->a.pad[1]);
   if (n->op == GR_OP_BATCHNORM || n->op == GR_OP_BATCHNORM_GRAD_INPUT || n->op == GR_OP_BATCHNORM_GRAD_GAMMA)
     fprintf(out, " {%s, eps=%g, momentum=%g}", n->a.training ? "training" : "running statistics", n->a.bn_eps, n->a.bn_momentum);
+  if ((n->op == GR_OP_SOFTMAX_CE || n->op == GR_OP_SOFTMAX_CE_GRAD) && n->a.smoothing > 0)
+    fprintf(out, " {label_smoothing=%g}", n->a.smoothing);
   if (n->op == GR_OP_CONCAT) fprintf(out, " {axis=%d}", n->a.axis);
   if (n->op == GR_OP_SLICE) fprintf(out, " {axis=%d, start=%lld, len=%lld}", n->a.axis, (long long)n->a.start, (long long)n->a.len);
   if (n->op == GR_OP_ADAM_UPDATE)

@@ -86,6 +86,7 @@ typedef struct gr_attrs {
   int64_t kernel[2], stride[2], pad[2], dilation[2], groups; /* conv2d, pooling (kernel: pooling only) */
   int axis;                     /* concat, slice: the dimension (>= 1) */
   int training;                 /* batchnorm: batch statistics (and update the running ones), else running */
+  double smoothing;             /* softmax_cross_entropy: label smoothing epsilon */
   double bn_eps, bn_momentum;   /* batchnorm */
   int64_t start, len;           /* slice: the range [start, start + len) along axis */
 } gr_attrs;

@@ -386,11 +386,14 @@ static void check_avgpool2d(void) {
 }
 
 static void check_softmax_ce(void) {
-  gc c;
-  gc_init(&c);
-  gr_value *x = leaf(&c, S(2, N, D(5)));
-  gc_check(&c, gr_binary(c.g, GR_OP_SOFTMAX_CE, x, labels(&c, 5), (gr_loc){0}));
-  gc_free(&c);
+  for (int smooth = 0; smooth < 2; smooth++) { /* plain, and with label smoothing 0.2 */
+    gc c;
+    gc_init(&c);
+    gr_attrs a = {.smoothing = smooth ? 0.2 : 0};
+    gr_value *in[2] = {leaf(&c, S(2, N, D(5))), labels(&c, 5)};
+    gc_check(&c, gr_apply(c.g, GR_OP_SOFTMAX_CE, in, 2, &a, (gr_loc){0}));
+    gc_free(&c);
+  }
 }
 
 /* A value used twice (gradients summed by add) inside a small network ending in the loss. */

@@ -232,6 +232,7 @@ def optimizers(f):
 
 
 LR_SCALE = {"resnet18": 0.1}
+SMOOTHING = {"ops": 0.1}  # label smoothing of the cross-entropy loss, per case
 
 # Deep networks: after a few steps, float32 rounding differences (sums in another order) grow, so the
 # parameters are compared through their gradients at the first step instead, and the losses of 3
@@ -291,7 +292,7 @@ for name, (yaml, build, shape, classes) in CASES.items():
             f.write(f"""model: model.yaml
 init: w0.safetensors
 data: {{format: tensors, train: {{file: data.safetensors}}, test: {{file: data.safetensors}}, shuffle: false}}
-loss: cross_entropy
+loss: {{type: cross_entropy, label_smoothing: {SMOOTHING.get(name, 0.0)}}}
 optimizer: {opt_yaml}
 batch_size: {B}
 epochs: 1
@@ -314,7 +315,8 @@ log_every: 1
         losses = []
         for s in range(STEPS):
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x[s * B:(s + 1) * B]), y[s * B:(s + 1) * B])
+            loss = nn.functional.cross_entropy(model(x[s * B:(s + 1) * B]), y[s * B:(s + 1) * B],
+                                               label_smoothing=SMOOTHING.get(name, 0.0))
             loss.backward()
             opt.step()
             losses.append(loss.item())
