@@ -82,6 +82,12 @@ static void grad_add(gr_graph *g, const gr_node *n, gr_value *dy, const bool *ne
   if (needs[1]) dx[1] = dy;
 }
 
+/* y = x * mask / (1 - p), the mask a function of (step seed, salt, element):  dx = dy * mask / (1 - p),
+ * which is the same dropout applied to dy */
+static void grad_dropout(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  if (needs[0]) dx[0] = gr_apply(g, GR_OP_DROPOUT, &dy, 1, &n->a, n->loc);
+}
+
 /* y = a * b:  da = dy * b,  db = dy * a */
 static void grad_mul(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
   if (needs[0]) dx[0] = gr_binary(g, GR_OP_MUL, dy, n->in[1], n->loc);

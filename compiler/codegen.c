@@ -155,6 +155,30 @@ static LLVMValueRef emit_gelu_grad(gr_cg *c, const gr_node *n, LLVMValueRef *a) 
   return fmul(c, a[1], fadd(c, phi, fmul(c, x, pdf)));
 }
 
+/* y[i] = keep(i) ? x[i] / (1 - p) : 0, keep(i) = U(seed, salt, i) >= p, U from a splitmix64 hash of
+ * the step's seed (scalars[GR_SCALAR_SEED]), the layer's salt and the element index: the backward
+ * pass recomputes the same mask, so nothing is saved. */
+static LLVMValueRef emit_dropout(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], y = a[1], n = a[2], scal = a[3];
+  LLVMValueRef seed = LLVMBuildFPToUI(c->b, LLVMBuildLoad2(c->b, c->f32, elem_ptr(c, c->f32, scal, iconst(c, GR_SCALAR_SEED)), ""), c->i64, "");
+  LLVMValueRef key = LLVMBuildXor(c->b, LLVMBuildMul(c->b, seed, iconst(c, (int64_t)0x9E3779B97F4A7C15ULL), ""),
+                                  iconst(c, (int64_t)(0xD1B54A32D192ED03ULL * (uint64_t)(nd->a.salt + 1))), "");
+  double p = nd->a.drop_p;
+  LLVMValueRef thresh = iconst(c, (int64_t)(p * 16777216.0)), scale = fconst(c, 1.0 / (1.0 - p));
+  cg_loop L;
+  int64_t inner = gr_shape_inner(&nd->in[0]->shape);
+  loop_begin(c, &L, gr_shape_has_batch(&nd->in[0]->shape) ? imul(c, n, iconst(c, inner)) : iconst(c, inner));
+  LLVMValueRef z = LLVMBuildAdd(c->b, key, LLVMBuildMul(c->b, L.i, iconst(c, (int64_t)0x9E3779B97F4A7C15ULL), ""), "");
+  z = LLVMBuildMul(c->b, LLVMBuildXor(c->b, z, LLVMBuildLShr(c->b, z, iconst(c, 30), ""), ""), iconst(c, (int64_t)0xBF58476D1CE4E5B9ULL), "");
+  z = LLVMBuildMul(c->b, LLVMBuildXor(c->b, z, LLVMBuildLShr(c->b, z, iconst(c, 27), ""), ""), iconst(c, (int64_t)0x94D049BB133111EBULL), "");
+  z = LLVMBuildXor(c->b, z, LLVMBuildLShr(c->b, z, iconst(c, 31), ""), "");
+  LLVMValueRef u = LLVMBuildLShr(c->b, z, iconst(c, 40), ""); /* 24 uniform bits */
+  LLVMValueRef keep = LLVMBuildICmp(c->b, LLVMIntUGE, u, thresh, "");
+  storef(c, LLVMBuildSelect(c->b, keep, fmul(c, loadf(c, x, L.i), scale), fconst(c, 0), ""), y, L.i);
+  loop_end(c, &L);
+  return NULL;
+}
+
 static LLVMValueRef emit_relu(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
   (void)n; /* x < 0 ? 0 : x — a NaN stays NaN */
   return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOLT, a[0], fconst(c, 0), ""), fconst(c, 0), a[0], "");

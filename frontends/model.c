@@ -21,6 +21,8 @@
  *   batchnorm  num_features (checked), eps (1e-5), momentum (0.1), affine (true): torch.nn.BatchNorm
  *            over dimension 1; in training with batch statistics (running ones updated), else running
  *   gelu     no keys: x Phi(x), PyTorch's exact (erf) form
+ *   dropout  p (0.5): in training zeroes each element with probability p and scales the rest by
+ *            1/(1-p), a fresh mask every step (seeded by the plan); identity in evaluation
  *   softmax, log_softmax  no keys: over the last dimension
  *   add, mul in: [a, b, ...] (required): their sum / elementwise product, all of one shape
  *   concat   in: [a, b, ...] (required), dim (default 1, the channels): joined along dim
@@ -69,7 +71,7 @@ typedef struct mctx {
 
 enum { MAX_DEPTH = 32 };
 
-static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "batchnorm", "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax", "identity", "flatten", "add", "mul",
+static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "batchnorm", "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax", "dropout", "identity", "flatten", "add", "mul",
                                         "concat", "sequential", NULL};
 static const char *const common_keys[] = {"name", "op", "in", "when", "repeat"};
 enum { N_COMMON = 5 };
@@ -125,6 +127,7 @@ static const char *const *keys_for(mctx *m, const char *op, gr_ynode *block) {
   static const char *const conv[] = {"out_channels", "kernel_size", "in_channels", "stride", "padding", "dilation", "groups", "bias", NULL};
   static const char *const pool[] = {"kernel_size", "stride", "padding", NULL};
   static const char *const cat[] = {"dim", NULL};
+  static const char *const drop[] = {"p", NULL};
   static const char *const bn[] = {"num_features", "eps", "momentum", "affine", NULL};
   static const char *const none[] = {NULL};
   static const char *const seq[] = {"layers", NULL};
@@ -144,6 +147,7 @@ static const char *const *keys_for(mctx *m, const char *op, gr_ynode *block) {
                            : !strcmp(op, "maxpool2d") ? pool
                            : !strcmp(op, "avgpool2d") ? pool
                            : !strcmp(op, "concat")    ? cat
+                           : !strcmp(op, "dropout")   ? drop
                            : !strcmp(op, "batchnorm") ? bn
                                                       : none;
   int n = 0;
@@ -490,6 +494,16 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
     out = gr_unary(m->g, GR_OP_SIGMOID, x, loc);
   } else if (!strcmp(op, "tanh")) {
     out = gr_unary(m->g, GR_OP_TANH, x, loc);
+  } else if (!strcmp(op, "dropout")) { /* training: zero with probability p, scale by 1/(1-p); evaluation: identity */
+    double p = 0.5;
+    if (map && !gr_yopt_float(y, map, "p", 0, 0.999, &p)) return false;
+    m->mode_dependent = true;
+    if (m->mode == GR_MODE_EVAL || p == 0) {
+      out = x;
+    } else {
+      gr_attrs a = {.drop_p = p, .salt = m->g->n_nodes};
+      out = gr_apply(m->g, GR_OP_DROPOUT, &x, 1, &a, loc);
+    }
   } else if (!strcmp(op, "gelu")) {
     out = gr_unary(m->g, GR_OP_GELU, x, loc);
   } else if (!strcmp(op, "softmax")) {

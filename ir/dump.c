@@ -38,6 +38,7 @@ void gr_node_dump(const gr_node *n, FILE *out) {
     fprintf(out, " {%s, eps=%g, momentum=%g}", n->a.training ? "training" : "running statistics", n->a.bn_eps, n->a.bn_momentum);
   if ((n->op == GR_OP_SOFTMAX_CE || n->op == GR_OP_SOFTMAX_CE_GRAD) && n->a.smoothing > 0)
     fprintf(out, " {label_smoothing=%g}", n->a.smoothing);
+  if (n->op == GR_OP_DROPOUT) fprintf(out, " {p=%g, salt=%d}", n->a.drop_p, n->a.salt);
   if (n->op == GR_OP_CONCAT) fprintf(out, " {axis=%d}", n->a.axis);
   if (n->op == GR_OP_SLICE) fprintf(out, " {axis=%d, start=%lld, len=%lld}", n->a.axis, (long long)n->a.start, (long long)n->a.len);
   if (n->op == GR_OP_ADAM_UPDATE)

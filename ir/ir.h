@@ -87,6 +87,8 @@ typedef struct gr_attrs {
   int axis;                     /* concat, slice: the dimension (>= 1) */
   int training;                 /* batchnorm: batch statistics (and update the running ones), else running */
   double smoothing;             /* softmax_cross_entropy: label smoothing epsilon */
+  double drop_p;                /* dropout: probability of zeroing an element */
+  int salt;                     /* dropout: distinguishes the masks of different layers */
   double bn_eps, bn_momentum;   /* batchnorm */
   int64_t start, len;           /* slice: the range [start, start + len) along axis */
 } gr_attrs;

@@ -15,8 +15,9 @@
 
 typedef void (*gr_step_fn)(uint8_t *slab, uint8_t *arena, int64_t n, const float *scalars);
 
-/* scalars[]: the learning rate, and the 1-based number of the optimizer step being taken (Adam's bias correction) */
-enum { GR_SCALAR_LR, GR_SCALAR_STEP, GR_SCALAR_COUNT };
+/* scalars[]: the learning rate, the 1-based number of the optimizer step being taken (Adam's bias
+ * correction), and a fresh random seed below 2^24 for the step (dropout masks) */
+enum { GR_SCALAR_LR, GR_SCALAR_STEP, GR_SCALAR_SEED, GR_SCALAR_COUNT };
 
 typedef struct gr_rt_param {
   const char *name;

@@ -158,8 +158,9 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
     gr_dataset_free(&test);
     return false;
   }
-  gr_rng rng;
+  gr_rng rng, drop_rng;
   gr_rng_seed(&rng, cfg->seed ^ 0x5DEECE66DULL);
+  gr_rng_seed(&drop_rng, cfg->seed ^ 0xD50D50D5ULL);
   int64_t *perm = malloc(sizeof(int64_t) * (size_t)train.n);
   GR_CHECK(perm != NULL, "out of memory");
   for (int64_t i = 0; i < train.n; i++) perm[i] = i;
@@ -183,6 +184,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
       lr = gr_schedule_lr(&cfg->schedule, cfg->lr, cfg->schedule.per_step ? step : epoch - 1, sched_total);
       scal[GR_SCALAR_LR] = (float)lr;
       scal[GR_SCALAR_STEP] = (float)(step + 1);
+      scal[GR_SCALAR_SEED] = (float)(gr_rng_next(&drop_rng) >> 40); /* < 2^24: exact in a float */
       gather(p, s->train_arena, &train, perm + b, n);
       *(float *)(s->train_arena + p->dloss_off) = 1.0f;
       p->fn(s->slab, s->train_arena, n, scal);

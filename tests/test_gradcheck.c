@@ -21,6 +21,8 @@
 enum { NB = 3 }; /* the run-time batch size N used by every check */
 
 static bool covered[GR_OP_COUNT];
+/* The run-time scalars of every check: a fixed dropout seed makes dropout a fixed linear map. */
+static float step_scalars[GR_SCALAR_COUNT] = {[GR_SCALAR_SEED] = 12345};
 static uint64_t rng_state = 0x12345678;
 
 static double urand(void) { /* [-1, 1) */
@@ -141,7 +143,7 @@ static void gc_check(gc *c, gr_value *y) {
   for (int64_t k = 0; k < ny; k++) r[k] = urand();
   double *dyp = storage(&p, slab, arena, dy), *yp = storage(&p, slab, arena, y);
   memcpy(dyp, r, sizeof(double) * (size_t)ny);
-  p.fn(slab, arena, NB, (float[]){0});
+  p.fn(slab, arena, NB, step_scalars);
   const double eps = 1e-6;
   for (int i = 0; i < c->n_leaves; i++) {
     const gr_value *v = c->leaves[i];
@@ -153,11 +155,11 @@ static void gc_check(gc *c, gr_value *y) {
       double x0 = x[k];
       x[k] = x0 + eps;
       memcpy(dyp, r, sizeof(double) * (size_t)ny);
-      p.fn(slab, arena, NB, (float[]){0});
+      p.fn(slab, arena, NB, step_scalars);
       double lp = weighted_sum(yp, r, ny);
       x[k] = x0 - eps;
       memcpy(dyp, r, sizeof(double) * (size_t)ny);
-      p.fn(slab, arena, NB, (float[]){0});
+      p.fn(slab, arena, NB, step_scalars);
       double lm = weighted_sum(yp, r, ny);
       x[k] = x0;
       double numeric = (lp - lm) / (2 * eps);
@@ -236,7 +238,7 @@ static double *run_forward(gc *c, gr_value *y, double **xs) {
     xs[i] = malloc(sizeof(double) * (size_t)nx);
     for (int64_t k = 0; k < nx; k++) xs[i][k] = x[k] = urand();
   }
-  p.fn(slab, arena, NB, (float[GR_SCALAR_COUNT]){0});
+  p.fn(slab, arena, NB, step_scalars);
   int64_t ny = gr_shape_numel(&y->shape, NB);
   double *out = malloc(sizeof(double) * (size_t)ny);
   memcpy(out, storage(&p, slab, arena, y), sizeof(double) * (size_t)ny);
@@ -385,6 +387,34 @@ static void check_avgpool2d(void) {
   }
 }
 
+/* dropout: each element is 0 or x / (1 - p); about p of them are 0; a fixed seed fixes the
+ * mask; its gradient (finite differences, the mask fixed by the seed) */
+static void check_dropout(void) {
+  gc c;
+  gc_init(&c);
+  gr_attrs a = {.drop_p = 0.3, .salt = 7};
+  gr_value *x = leaf(&c, S(2, N, D(4000)));
+  gr_value *y = gr_apply(c.g, GR_OP_DROPOUT, &x, 1, &a, (gr_loc){0});
+  double *xs[1];
+  double *y1 = run_forward(&c, y, xs);
+  int64_t n = NB * 4000, zeros = 0;
+  for (int64_t i = 0; i < n; i++) {
+    if (y1[i] == 0) {
+      zeros++;
+      continue;
+    }
+    assert_float_equal(y1[i], xs[0][i] / 0.7, 1e-12);
+  }
+  double frac = (double)zeros / (double)n;
+  if (fabs(frac - 0.3) > 0.02) fail_msg("dropout zeroed %.4f of the elements, expected 0.3", frac);
+  free(y1);
+  free(xs[0]);
+  gc_free(&c);
+  gc_init(&c); /* the gradient, on a small input */
+  gc_check(&c, gr_apply(c.g, GR_OP_DROPOUT, (gr_value *[]){leaf(&c, S(2, N, D(6)))}, 1, &a, (gr_loc){0}));
+  gc_free(&c);
+}
+
 static void check_softmax_ce(void) {
   for (int smooth = 0; smooth < 2; smooth++) { /* plain, and with label smoothing 0.2 */
     gc c;
@@ -523,6 +553,7 @@ static void test_op(void **state) {
   case GR_OP_ADD:
   case GR_OP_MUL: check_binary(op, S(2, N, D(4)), S(2, N, D(4))); return;
   case GR_OP_GELU: check_unary(op, 0); return;
+  case GR_OP_DROPOUT: check_dropout(); return;
   case GR_OP_SOFTMAX:
   case GR_OP_LOG_SOFTMAX: check_unary(op, 0); return;
   case GR_OP_RELU: check_unary(op, 0.05); return;
