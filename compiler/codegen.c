@@ -5,7 +5,8 @@
  * which runs the program's nodes in order on a batch of n rows. GEMMs call cblas_?gemm; every other
  * kernel is generated here: elementwise ops as a rows x inner loop nest around the op's scalar
  * emitter, and CUSTOM ops (reductions, softmax/cross-entropy, optimizer updates) by their emitter.
- * Kernels are internal functions with noalias pointers, so O3 inlines and vectorises them.
+ * Kernels are internal functions with noalias pointers, so O3 inlines and vectorises them; nodes
+ * with the same op, shapes and attributes share one kernel (fewer functions to optimise).
  * Floating-point arithmetic carries `reassoc contract` (sums vectorise; NaN and Inf still propagate).
  * The graph's float type (f32, or f64 for gradient checks) is used throughout. */
 #include "compiler/codegen.h"
@@ -13,12 +14,21 @@
 #include <math.h>
 #include <string.h>
 
+/* A generated kernel and what determines its code, so that nodes with the same op, shapes and
+ * attributes (in any program of the module) share one function. */
+typedef struct kernel_entry {
+  const char *key;
+  LLVMValueRef fn;
+} kernel_entry;
+
 typedef struct gr_cg {
   LLVMContextRef ctx;
   LLVMModuleRef mod;
   LLVMBuilderRef b;
   LLVMTypeRef ft, i64, i32, ptr, voidt, f32;
   const gr_graph *g;
+  kernel_entry *kernels;
+  int n_kernels, cap_kernels;
 } gr_cg;
 
 /* Emitters: ELEM ops get scalar operands and return the scalar result. CUSTOM ops get
@@ -970,6 +980,37 @@ static LLVMValueRef kernel_function(gr_cg *c, const gr_node *nd) {
   return fn;
 }
 
+/* Everything a kernel's code depends on: op, operand dtypes and shapes, and the attributes. */
+static const char *kernel_key(gr_cg *c, const gr_node *nd) {
+  char buf[1024], sb[96];
+  int k = snprintf(buf, sizeof buf, "%s", gr_ops[nd->op].name);
+  for (int i = 0; i < nd->n_in && k < (int)sizeof buf; i++)
+    k += snprintf(buf + k, sizeof buf - (size_t)k, " %s%s", gr_dtype_name[nd->in[i]->dtype], gr_shape_str(&nd->in[i]->shape, sb, sizeof sb));
+  if (nd->out && k < (int)sizeof buf)
+    k += snprintf(buf + k, sizeof buf - (size_t)k, " -> %s%s", gr_dtype_name[nd->out->dtype], gr_shape_str(&nd->out->shape, sb, sizeof sb));
+  const gr_attrs *a = &nd->a;
+  if (k < (int)sizeof buf)
+    snprintf(buf + k, sizeof buf - (size_t)k,
+             " | %d %d %s %.9g %.9g %d %.17g %.17g %.17g %d %d %lld %lld %lld %lld %lld %lld %lld %lld %lld %d %lld %lld %d %.17g %.17g %.17g %.17g %d",
+             a->trans_a, a->trans_b, gr_shape_str(&a->shape, sb, sizeof sb), a->momentum, a->weight_decay, a->nesterov, a->beta1,
+             a->beta2, a->eps, a->decoupled, a->lr_slot, (long long)a->kernel[0], (long long)a->kernel[1], (long long)a->stride[0],
+             (long long)a->stride[1], (long long)a->pad[0], (long long)a->pad[1], (long long)a->dilation[0],
+             (long long)a->dilation[1], (long long)a->groups, a->axis, (long long)a->start, (long long)a->len, a->training,
+             a->bn_eps, a->bn_momentum, a->smoothing, a->drop_p, a->salt);
+  return gr_strdup(c->g->arena, buf);
+}
+
+/* The kernel of a node: an existing one with the same key, or a new one. */
+static LLVMValueRef shared_kernel(gr_cg *c, const gr_node *nd) {
+  const char *key = kernel_key(c, nd);
+  for (int i = 0; i < c->n_kernels; i++)
+    if (!strcmp(c->kernels[i].key, key)) return c->kernels[i].fn;
+  LLVMValueRef fn = kernel_function(c, nd);
+  gr_grow(c->g->arena, (void **)&c->kernels, &c->cap_kernels, c->n_kernels + 1, sizeof *c->kernels);
+  c->kernels[c->n_kernels++] = (kernel_entry){key, fn};
+  return fn;
+}
+
 static LLVMValueRef value_ptr(gr_cg *c, const gr_program *p, const gr_value *v, LLVMValueRef slab, LLVMValueRef arena) {
   const gr_value *r = gr_storage_root(v);
   int64_t off;
@@ -1006,7 +1047,7 @@ static void program_function(gr_cg *c, const gr_program *p) {
   LLVMValueRef *kern = gr_alloc(c->g->arena, sizeof(LLVMValueRef) * (size_t)(p->n_nodes + 1));
   for (int i = 0; i < p->n_nodes; i++) {
     gr_kclass kc = gr_ops[p->nodes[i]->op].kclass;
-    if (kc == GR_KC_ELEM || kc == GR_KC_CUSTOM) kern[i] = kernel_function(c, p->nodes[i]);
+    if (kc == GR_KC_ELEM || kc == GR_KC_CUSTOM) kern[i] = shared_kernel(c, p->nodes[i]);
   }
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
   LLVMValueRef slab = LLVMGetParam(fn, 0), arena = LLVMGetParam(fn, 1), n = LLVMGetParam(fn, 2), scal = LLVMGetParam(fn, 3);
