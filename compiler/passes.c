@@ -128,10 +128,10 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   if (!gr_plan_load(plan_path, &c->arena, d, &c->plan) || !c->plan.model_path) return false;
   c->g = gr_graph_new(&c->arena, d, GR_F32);
   gr_graph *g = c->g;
-  if (!gr_model_load(c->plan.model_path, g, GR_MODE_TRAIN, &c->model)) return false;
+  if (!gr_model_load(c->plan.model_path, c->plan.model_loc, g, GR_MODE_TRAIN, &c->model)) return false;
   warn_unused_layers(c);
   c->eval_model = c->model;
-  if (c->model.mode_dependent && !gr_model_load(c->plan.model_path, g, GR_MODE_EVAL, &c->eval_model)) return false;
+  if (c->model.mode_dependent && !gr_model_load(c->plan.model_path, c->plan.model_loc, g, GR_MODE_EVAL, &c->eval_model)) return false;
   if (dump_here(o, "frontend")) return gr_graph_dump(g, dump, NULL), true;
   /* loss */
   gr_shape nshape = gr_shape_make(1, (int64_t[]){GR_BATCH});

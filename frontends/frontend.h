@@ -24,9 +24,10 @@ typedef struct gr_model {
 
 /* Builds the forward graph of the model at `path` into g, for training or for evaluation (batchnorm
  * with running statistics). A second build into the same graph shares the first one's input and
- * parameters by name: that is how the evaluation twin of a mode-dependent model is made. */
+ * parameters by name: that is how the evaluation twin of a mode-dependent model is made. `from` is
+ * where the plan names the model file: a file that cannot be opened is reported there. */
 typedef enum { GR_MODE_TRAIN, GR_MODE_EVAL, GR_MODE_COUNT } gr_model_mode;
-bool gr_model_load(const char *path, gr_graph *g, gr_model_mode mode, gr_model *out);
+bool gr_model_load(const char *path, gr_loc from, gr_graph *g, gr_model_mode mode, gr_model *out);
 
 typedef struct gr_data_split {
   bool present;

@@ -625,10 +625,10 @@ static bool check_blocks(mctx *m, gr_ynode *blocks) {
 }
 static const char *const input_keys[] = {"shape", "name", NULL};
 
-bool gr_model_load(const char *path, gr_graph *g, gr_model_mode mode, gr_model *out) {
+bool gr_model_load(const char *path, gr_loc from, gr_graph *g, gr_model_mode mode, gr_model *out) {
   memset(out, 0, sizeof *out);
   gr_ydoc y;
-  if (!gr_ydoc_load(&y, path, g->diag, g->arena)) {
+  if (!gr_ydoc_load(&y, path, from, g->diag, g->arena)) {
     gr_ydoc_free(&y);
     return false;
   }

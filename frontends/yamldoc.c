@@ -1,6 +1,8 @@
 /* yamldoc.c — loading YAML with libyaml's document API and checking it against a schema, with
  * diagnostics that point at the offending key or value. libyaml's marks are 0-based; ours are 1-based. */
 #include "frontends/yamldoc.h"
+#include "ir/input.h"
+#include <unistd.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -19,10 +21,14 @@ gr_loc gr_yloc(const gr_ydoc *y, const gr_ynode *n) {
   return l;
 }
 
-static char *read_file(const char *path, size_t *len, gr_diag *d) {
-  FILE *f = fopen(path, "rb");
+static char *read_file(const char *path, gr_loc from, size_t *len, gr_diag *d) {
+  int fd = gr_open_input(d, path, from, "model file", NULL);
+  FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
   if (!f) {
-    gr_error(d, gr_loc_file(path), "cannot open: %s", strerror(errno));
+    if (fd >= 0) {
+      gr_error(d, gr_loc_file(path), "cannot open: %s", strerror(errno));
+      close(fd);
+    }
     return NULL;
   }
   size_t cap = 4096, n = 0;
@@ -98,13 +104,13 @@ static void parser_error(gr_ydoc *y, yaml_parser_t *p, const char *text, size_t 
   }
 }
 
-bool gr_ydoc_load(gr_ydoc *y, const char *path, gr_diag *d, gr_arena *a) {
+bool gr_ydoc_load(gr_ydoc *y, const char *path, gr_loc from, gr_diag *d, gr_arena *a) {
   memset(y, 0, sizeof *y);
   y->path = gr_strdup(a, path);
   y->diag = d;
   y->arena = a;
   size_t len;
-  char *text = read_file(path, &len, d);
+  char *text = read_file(path, from, &len, d);
   if (!text) return false;
   if (memchr(text, 0, len)) {
     gr_error(d, gr_loc_file(path), "file contains a NUL byte at offset %zu; expected YAML text",

@@ -26,8 +26,9 @@ typedef struct gr_ydoc {
   void *subst_ctx;
 } gr_ydoc;
 
-/* Reads and parses `path`; registers its text with the diagnostics. false after reporting. */
-bool gr_ydoc_load(gr_ydoc *y, const char *path, gr_diag *d, gr_arena *a);
+/* Reads and parses `path`; registers its text with the diagnostics. false after reporting. `from`
+ * is where another file named this one (its open errors are reported there), or empty. */
+bool gr_ydoc_load(gr_ydoc *y, const char *path, gr_loc from, gr_diag *d, gr_arena *a);
 void gr_ydoc_free(gr_ydoc *y);
 gr_ynode *gr_yroot(gr_ydoc *y);
 

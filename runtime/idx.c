@@ -5,8 +5,8 @@
  * where the header says. Every failure becomes one user diagnostic that names the byte offset in the
  * uncompressed stream and what was expected there; the reader never exits or aborts on bad input. */
 #include "runtime/idx.h"
+#include "ir/input.h"
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -255,18 +255,9 @@ int gr_idx_read(const char *path, gr_idx *out, gr_diag *d) {
   GR_ASSERT(path && out && d);
   memset(out, 0, sizeof *out);
   gr_loc l = gr_loc_file(path);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    gr_error(d, l, "cannot open: %s", strerror(errno));
-    return -1;
-  }
   struct stat st;
-  int err = fstat(fd, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
-  if (err) {
-    gr_error(d, l, "cannot open: %s", strerror(err));
-    close(fd);
-    return -1;
-  }
+  int fd = gr_open_input(d, path, (gr_loc){0}, NULL, &st);
+  if (fd < 0) return -1;
   gzFile gz = gzdopen(fd, "rb");
   if (!gz) {
     gr_error(d, l, "cannot open: out of memory");

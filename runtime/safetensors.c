@@ -11,6 +11,7 @@
  * The writer composes the header in memory, checks everything it would check on reading (so graft never
  * writes a file it would refuse), and replaces the target atomically through a temp file and rename(2). */
 #include "runtime/safetensors.h"
+#include "ir/input.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -935,18 +936,9 @@ static int check_layout(st_parse *ps) {
 /* Reads the whole file; the buffer grows only as bytes arrive (a regular file's size is the first guess). */
 static int read_whole(const char *path, gr_diag *d, uint8_t **out, size_t *size) {
   gr_loc l = gr_loc_file(path);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    gr_error(d, l, "cannot open: %s", strerror(errno));
-    return -1;
-  }
   struct stat st;
-  int err = fstat(fd, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
-  if (err) {
-    gr_error(d, l, "cannot open: %s", strerror(err));
-    close(fd);
-    return -1;
-  }
+  int fd = gr_open_input(d, path, (gr_loc){0}, NULL, &st);
+  if (fd < 0) return -1;
   size_t cap = 1 << 16;
   if (S_ISREG(st.st_mode) && st.st_size >= 0 && (uint64_t)st.st_size < SIZE_MAX - 1)
     cap = (size_t)st.st_size + 1; /* + 1: end of file shows without growing */
