@@ -125,20 +125,26 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   res->test_loss = res->test_accuracy = NAN;
   FILE *log = cfg->log ? cfg->log : stdout;
   if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);
+  /* the cheap checks first (memory, weights), then the data sets, which take seconds to decode */
+  gr_session *s = gr_session_new(m, cfg->seed, d);
+  if (s && cfg->init_path && !gr_session_load(s, cfg->init_path, d)) {
+    if (cfg->init_loc.file) gr_note(d, cfg->init_loc, "in the weights named here");
+    gr_session_free(s);
+    return false;
+  }
+  if (!s) return false;
   gr_dataset train = {0}, test = {0};
-  if (!gr_dataset_load(&train, cfg->data_format, cfg->train_images, cfg->train_labels, cfg->norm_mean, cfg->norm_std,
-                       m->sample_numel, m->n_classes, d)) {
-    if (cfg->train_loc.file) gr_note(d, cfg->train_loc, "in the training data named here");
-    return false;
-  }
-  if (cfg->test_images && !gr_dataset_load(&test, cfg->data_format, cfg->test_images, cfg->test_labels, cfg->norm_mean,
-                                           cfg->norm_std, m->sample_numel, m->n_classes, d)) {
-    if (cfg->test_loc.file) gr_note(d, cfg->test_loc, "in the test data named here");
-    gr_dataset_free(&train);
-    return false;
-  }
   gr_metrics *metrics = NULL;
-  if (cfg->metrics_path && !(metrics = gr_metrics_open(cfg->metrics_path, d))) {
+  bool loaded = gr_dataset_load(&train, cfg->data_format, cfg->train_images, cfg->train_labels, cfg->norm_mean, cfg->norm_std,
+                                m->sample_numel, m->n_classes, d);
+  if (!loaded && cfg->train_loc.file) gr_note(d, cfg->train_loc, "in the training data named here");
+  if (loaded && cfg->test_images) {
+    loaded = gr_dataset_load(&test, cfg->data_format, cfg->test_images, cfg->test_labels, cfg->norm_mean, cfg->norm_std,
+                             m->sample_numel, m->n_classes, d);
+    if (!loaded && cfg->test_loc.file) gr_note(d, cfg->test_loc, "in the test data named here");
+  }
+  if (!loaded || (cfg->metrics_path && !(metrics = gr_metrics_open(cfg->metrics_path, d)))) {
+    gr_session_free(s);
     gr_dataset_free(&train);
     gr_dataset_free(&test);
     return false;
@@ -146,18 +152,6 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   fprintf(log, "training on %lld samples", (long long)train.n);
   if (test.n) fprintf(log, ", evaluating on %lld", (long long)test.n);
   fprintf(log, ", batch %lld, %lld epochs\n", (long long)m->max_batch, (long long)cfg->epochs);
-  gr_session *s = gr_session_new(m, cfg->seed, d);
-  if (s && cfg->init_path && !gr_session_load(s, cfg->init_path, d)) {
-    if (cfg->init_loc.file) gr_note(d, cfg->init_loc, "in the weights named here");
-    gr_session_free(s);
-    s = NULL;
-  }
-  if (!s) {
-    gr_metrics_close(metrics);
-    gr_dataset_free(&train);
-    gr_dataset_free(&test);
-    return false;
-  }
   gr_rng rng, drop_rng;
   gr_rng_seed(&rng, cfg->seed ^ 0x5DEECE66DULL);
   gr_rng_seed(&drop_rng, cfg->seed ^ 0xD50D50D5ULL);

@@ -160,15 +160,15 @@ static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char
   if (threads > 0) openblas_set_num_threads(threads);
   const char *wpath = weights ? weights : p->init_path;
   if (!wpath) gr_warning(d, (gr_loc){0}, "no --weights and no 'init' in the plan: evaluating randomly initialised parameters");
-  gr_dataset ds;
-  if (!gr_dataset_load(&ds, (int)p->data_format, ds_spec->images, ds_spec->labels, p->norm_mean, p->norm_std, c->rt.sample_numel,
-                       c->rt.n_classes, d)) {
-    gr_note(d, ds_spec->loc, "in the %s data named here", split);
-    return false;
-  }
-  gr_session *s = gr_session_new(&c->rt, p->seed, d);
+  gr_session *s = gr_session_new(&c->rt, p->seed, d); /* weights first: cheaper to check than data */
   bool ok = s && (!wpath || gr_session_load(s, wpath, d));
   if (s && !ok && !weights) gr_note(d, p->init_loc, "in the weights named here");
+  gr_dataset ds = {0};
+  if (ok && !gr_dataset_load(&ds, (int)p->data_format, ds_spec->images, ds_spec->labels, p->norm_mean, p->norm_std,
+                             c->rt.sample_numel, c->rt.n_classes, d)) {
+    gr_note(d, ds_spec->loc, "in the %s data named here", split);
+    ok = false;
+  }
   float *out = NULL;
   if (ok && output) {
     out = malloc(sizeof(float) * (size_t)(ds.n * c->rt.n_classes) + 1);
