@@ -17,7 +17,7 @@ trap 'rm -f "$g" "$t"' EXIT
 for i in $(seq "$runs"); do
   OPENBLAS_NUM_THREADS=$threads build/graft train examples/mlp/plan.yaml --threads "$threads" -q |
     sed -n 's/^epoch 2\/2: .*s, \([0-9.]*\) samples\/s).*test accuracy \([0-9.]*\)$/\1 \2/p' >> "$g"
-  GLIBC_TUNABLES=$tune /usr/bin/python3 bench/mlp_torch.py --epochs 2 --threads "$threads" |
+  GLIBC_TUNABLES=$tune /usr/bin/python3 bench/torch_baseline.py mlp --epochs 2 --threads "$threads" |
     tail -1 | /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f %.4f" % (r["samples_per_s"], r["test_accuracy"]))' >> "$t"
 done
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
