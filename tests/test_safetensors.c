@@ -20,31 +20,9 @@
 #include <unistd.h>
 
 #include "runtime/safetensors.h"
+#include "tests/diag_capture.h"
 
 static char tmpdir[64];
-
-/* What the diagnostics sink saw. */
-typedef struct captured {
-  int count;
-  gr_diag_kind kind;
-  char file[512];
-  char msg[2048];
-} captured;
-
-static void capture_sink(void *user, gr_diag_kind kind, gr_loc loc, const char *msg) {
-  captured *c = user;
-  c->count++;
-  c->kind = kind;
-  snprintf(c->file, sizeof c->file, "%s", loc.file ? loc.file : "(null)");
-  snprintf(c->msg, sizeof c->msg, "%s", msg);
-}
-
-static void diag_capture(gr_diag *d, captured *c) {
-  gr_diag_init(d);
-  memset(c, 0, sizeof *c);
-  d->sink = capture_sink;
-  d->user = c;
-}
 
 /* Removes everything under dir (one level of subdirectories is enough here). */
 static void clear_dir(const char *dir) {
