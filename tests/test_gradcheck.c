@@ -328,18 +328,22 @@ static void check_conv2d(void) {
   }
 }
 
-/* max pooling: 2x2/2, 3x3/2 with padding 1, 3x2/1 */
-static void check_maxpool2d(void) {
-  static const int64_t cases[][6] = {{2, 2, 2, 2, 0, 0}, {3, 3, 2, 2, 1, 1}, {3, 2, 1, 1, 1, 0}};
-  for (int i = 0; i < 3; i++) {
+/* Pooling `op` on [N, 2, 5, 6] for each {kh, kw, sh, sw, ph, pw} of cases[n]. */
+static void check_pool2d(gr_op op, const int64_t (*cases)[6], int n) {
+  for (int i = 0; i < n; i++) {
     gc c;
     gc_init(&c);
     gr_attrs a = {.kernel = {cases[i][0], cases[i][1]}, .stride = {cases[i][2], cases[i][3]}, .pad = {cases[i][4], cases[i][5]}};
     gr_value *x = leaf(&c, S(4, N, D(2), D(5), D(6)));
-    gc_check(&c, gr_apply(c.g, GR_OP_MAXPOOL2D, &x, 1, &a, (gr_loc){0}));
+    gc_check(&c, gr_apply(c.g, op, &x, 1, &a, (gr_loc){0}));
     gc_free(&c);
   }
 }
+
+/* max pooling: 2x2/2, 3x3/2 with padding 1, 3x2/1 */
+static const int64_t maxpool_cases[][6] = {{2, 2, 2, 2, 0, 0}, {3, 3, 2, 2, 1, 1}, {3, 2, 1, 1, 1, 0}};
+/* average pooling: 2x2/2, 3x3/2 with padding 1 (counted in the divisor), a global 5x6 window */
+static const int64_t avgpool_cases[][6] = {{2, 2, 2, 2, 0, 0}, {3, 3, 2, 2, 1, 1}, {5, 6, 1, 1, 0, 0}};
 
 /* batchnorm in training (batch statistics) and with running statistics, on [N, C, H, W] and [N, C] */
 static void check_batchnorm(void) {
@@ -370,19 +374,6 @@ static void check_concat(void) {
     gr_attrs a = {.axis = ax};
     gr_value *in[2] = {leaf(&c, S(3, N, D(2), D(3))), leaf(&c, ax == 1 ? S(3, N, D(4), D(3)) : S(3, N, D(2), D(5)))};
     gc_check(&c, gr_apply(c.g, GR_OP_CONCAT, in, 2, &a, (gr_loc){0}));
-    gc_free(&c);
-  }
-}
-
-/* average pooling: 2x2/2, 3x3/2 with padding 1 (counted in the divisor), a global 5x6 window */
-static void check_avgpool2d(void) {
-  static const int64_t cases[][6] = {{2, 2, 2, 2, 0, 0}, {3, 3, 2, 2, 1, 1}, {5, 6, 1, 1, 0, 0}};
-  for (int i = 0; i < 3; i++) {
-    gc c;
-    gc_init(&c);
-    gr_attrs a = {.kernel = {cases[i][0], cases[i][1]}, .stride = {cases[i][2], cases[i][3]}, .pad = {cases[i][4], cases[i][5]}};
-    gr_value *x = leaf(&c, S(4, N, D(2), D(5), D(6)));
-    gc_check(&c, gr_apply(c.g, GR_OP_AVGPOOL2D, &x, 1, &a, (gr_loc){0}));
     gc_free(&c);
   }
 }
@@ -548,7 +539,7 @@ static void test_op(void **state) {
   case GR_OP_MAXPOOL2D:
     check_maxpool2d_forward(2, 2, 0);
     check_maxpool2d_forward(3, 2, 1);
-    check_maxpool2d();
+    check_pool2d(op, maxpool_cases, 3);
     return;
   case GR_OP_ADD:
   case GR_OP_MUL: check_binary(op, S(2, N, D(4)), S(2, N, D(4))); return;
@@ -562,7 +553,7 @@ static void test_op(void **state) {
   case GR_OP_RESHAPE: check_reshape(); return;
   case GR_OP_CONCAT: check_concat(); return;
   case GR_OP_BATCHNORM: check_batchnorm(); return;
-  case GR_OP_AVGPOOL2D: check_avgpool2d(); return;
+  case GR_OP_AVGPOOL2D: check_pool2d(op, avgpool_cases, 3); return;
   case GR_OP_SOFTMAX_CE: check_softmax_ce(); return;
   case GR_OP_SGD_UPDATE:
     check_update(&(upd_case){.op = op});
