@@ -96,6 +96,32 @@ static double weighted_sum(const double *y, const double *r, int64_t n) {
   return s;
 }
 
+/* A graph compiled into one program over all its nodes, with its memory. */
+typedef struct compiled {
+  gr_program p;
+  gr_jit *jit;
+  uint8_t *slab, *arena;
+} compiled;
+
+/* Plans memory for all of c's graph (keeping `keep` to the end) at batch NB, JIT-compiles it and
+ * allocates zeroed slab and arena. */
+static void compile_graph(gc *c, const char *name, gr_value **keep, int nk, compiled *k) {
+  gr_graph *g = c->g;
+  k->p = (gr_program){.name = name, .nodes = g->nodes, .n_nodes = g->n_nodes, .keep = keep, .n_keep = nk};
+  int64_t slab_bytes = gr_plan_slab(g);
+  gr_plan_arena(g, &k->p, NB);
+  k->jit = gr_jit_compile(g, &k->p, 1, &(gr_codegen_opts){0}, &c->diag);
+  assert_non_null(k->jit);
+  k->slab = calloc(1, (size_t)slab_bytes + 64);
+  k->arena = calloc(1, (size_t)k->p.arena_bytes + 64);
+}
+
+static void compiled_free(compiled *k) {
+  free(k->slab);
+  free(k->arena);
+  gr_jit_free(k->jit);
+}
+
 /* Differentiates y, compiles, and compares every gradient element with central differences. */
 static void gc_check(gc *c, gr_value *y) {
   gr_graph *g = c->g;
@@ -115,12 +141,10 @@ static void gc_check(gc *c, gr_value *y) {
   }
   if (c->labels) keep[nk++] = c->labels;
   for (int i = 0; i < c->n_fixed; i++) keep[nk++] = c->fixed[i];
-  gr_program p = {.name = "gradcheck", .nodes = g->nodes, .n_nodes = g->n_nodes, .keep = keep, .n_keep = nk};
-  int64_t slab_bytes = gr_plan_slab(g);
-  gr_plan_arena(g, &p, NB);
-  gr_jit *jit = gr_jit_compile(g, &p, 1, &(gr_codegen_opts){0}, &c->diag);
-  assert_non_null(jit);
-  uint8_t *slab = calloc(1, (size_t)slab_bytes + 64), *arena = calloc(1, (size_t)p.arena_bytes + 64);
+  compiled cp;
+  compile_graph(c, "gradcheck", keep, nk, &cp);
+  gr_program p = cp.p;
+  uint8_t *slab = cp.slab, *arena = cp.arena;
   /* random leaves, labels and output weights r */
   for (int i = 0; i < c->n_leaves; i++) {
     double *x = storage(&p, slab, arena, c->leaves[i]);
@@ -170,9 +194,7 @@ static void gc_check(gc *c, gr_value *y) {
     free(analytic);
   }
   free(r);
-  free(slab);
-  free(arena);
-  gr_jit_free(jit);
+  compiled_free(&cp);
 }
 
 /* ---- one builder per differentiable op -------------------------------------------------------- */
@@ -222,16 +244,13 @@ static void check_reshape(void) {
 
 /* Runs y = op(leaves) forward once and returns y (malloc'd), with the leaves' values in *xs. */
 static double *run_forward(gc *c, gr_value *y, double **xs) {
-  gr_graph *g = c->g;
   gr_value *keep[8] = {y};
   int nk = 1;
   for (int i = 0; i < c->n_leaves; i++) keep[nk++] = c->leaves[i];
-  gr_program p = {.name = "forward", .nodes = g->nodes, .n_nodes = g->n_nodes, .keep = keep, .n_keep = nk};
-  int64_t slab_bytes = gr_plan_slab(g);
-  gr_plan_arena(g, &p, NB);
-  gr_jit *jit = gr_jit_compile(g, &p, 1, &(gr_codegen_opts){0}, &c->diag);
-  assert_non_null(jit);
-  uint8_t *slab = calloc(1, (size_t)slab_bytes + 64), *arena = calloc(1, (size_t)p.arena_bytes + 64);
+  compiled cp;
+  compile_graph(c, "forward", keep, nk, &cp);
+  gr_program p = cp.p;
+  uint8_t *slab = cp.slab, *arena = cp.arena;
   for (int i = 0; i < c->n_leaves; i++) {
     int64_t nx = gr_shape_numel(&c->leaves[i]->shape, NB);
     double *x = storage(&p, slab, arena, c->leaves[i]);
@@ -242,9 +261,7 @@ static double *run_forward(gc *c, gr_value *y, double **xs) {
   int64_t ny = gr_shape_numel(&y->shape, NB);
   double *out = malloc(sizeof(double) * (size_t)ny);
   memcpy(out, storage(&p, slab, arena, y), sizeof(double) * (size_t)ny);
-  free(slab);
-  free(arena);
-  gr_jit_free(jit);
+  compiled_free(&cp);
   return out;
 }
 
@@ -489,12 +506,10 @@ static void check_update(const upd_case *u) {
   gr_apply_update(g, u->op, in, gr_ops[u->op].arity, &a, (gr_loc){0});
   covered[u->op] = true;
   gr_value *keep[1] = {gin};
-  gr_program prog = {.name = "update", .nodes = g->nodes, .n_nodes = g->n_nodes, .keep = keep, .n_keep = 1};
-  int64_t slab_bytes = gr_plan_slab(g);
-  gr_plan_arena(g, &prog, 1);
-  gr_jit *jit = gr_jit_compile(g, &prog, 1, &(gr_codegen_opts){0}, &c.diag);
-  assert_non_null(jit);
-  uint8_t *slab = calloc(1, (size_t)slab_bytes), *arena = calloc(1, (size_t)prog.arena_bytes);
+  compiled cp;
+  compile_graph(&c, "update", keep, 1, &cp);
+  gr_program prog = cp.p;
+  uint8_t *slab = cp.slab, *arena = cp.arena;
   float *pp = (float *)(slab + p->slab_offset), *s1p = (float *)(slab + s1->slab_offset), *s2p = (float *)(slab + s2->slab_offset);
   float *gp = (float *)(arena + prog.offsets[gin->id]);
   float ref_p[K], ref_s1[K] = {0}, ref_s2[K] = {0};
@@ -510,9 +525,7 @@ static void check_update(const upd_case *u) {
       if (u->op == GR_OP_ADAM_UPDATE) assert_float_equal(s2p[k], ref_s2[k], 1e-6 * fmax(1.0, fabs(ref_s2[k])));
     }
   }
-  free(slab);
-  free(arena);
-  gr_jit_free(jit);
+  compiled_free(&cp);
   gc_free(&c);
 }
 
