@@ -146,6 +146,41 @@ static void grad_softmax_ce(gr_graph *g, const gr_node *n, gr_value *dy, const b
   if (needs[0]) dx[0] = gr_apply(g, GR_OP_SOFTMAX_CE_GRAD, in, 3, &n->a, n->loc);
 }
 
+/* y = gamma * xhat + beta, xhat = (x - mean) / sqrt(var + eps) over each sample's trailing D values:
+ *   dx = rstd (g - mean(g) - xhat mean(g xhat)) with g = dy gamma (means over the D values)
+ *   dgamma = sum over rows of dy xhat,  dbeta = sum over rows of dy */
+static void grad_layernorm(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  gr_attrs a = n->a;
+  a.shape = n->in[1]->shape;
+  if (needs[0]) dx[0] = gr_apply(g, GR_OP_LAYERNORM_GRAD_INPUT, (gr_value *[]){n->in[0], n->in[1], dy}, 3, &a, n->loc);
+  if (needs[1]) dx[1] = gr_apply(g, GR_OP_LAYERNORM_GRAD_GAMMA, (gr_value *[]){n->in[0], dy}, 2, &a, n->loc);
+  if (needs[2]) dx[2] = gr_apply(g, GR_OP_SUM_ROWS, &dy, 1, &a, n->loc);
+}
+
+/* y[i, :] = table[ids[i], :]:  dtable[v, :] = sum of dy[i, :] over the i with ids[i] = v (none for the
+ * padding row); the indices get no gradient */
+static void grad_embedding(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  gr_attrs a = n->a;
+  a.shape = n->in[1]->shape;
+  if (needs[1]) dx[1] = gr_apply(g, GR_OP_EMBEDDING_GRAD, (gr_value *[]){n->in[0], dy}, 2, &a, n->loc);
+}
+
+/* y = mean of x along axis (length T):  dx = dy broadcast along axis / T */
+static void grad_mean(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  gr_attrs a = n->a;
+  a.shape = n->in[0]->shape;
+  if (needs[0]) dx[0] = gr_apply(g, GR_OP_MEAN_GRAD, &dy, 1, &a, n->loc);
+}
+
+/* Losses against float targets t, means over all M elements:
+ *   bce_with_logits  L = mean(max(x, 0) - x t + log(1 + e^-|x|)):  dx = dL (sigmoid(x) - t) / M
+ *   mse              L = mean((x - t)^2):                          dx = dL 2 (x - t) / M
+ * The targets get no gradient. */
+static void grad_target_loss(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  gr_op op = n->op == GR_OP_MSE ? GR_OP_MSE_GRAD : GR_OP_BCE_LOGITS_GRAD;
+  if (needs[0]) dx[0] = gr_apply(g, op, (gr_value *[]){n->in[0], n->in[1], dy}, 3, &n->a, n->loc);
+}
+
 static const grad_rule rules[GR_OP_COUNT] = {
 #define OP(id, name, arity, kclass, flags, shape, grad, emit) [GR_OP_##id] = grad,
 #include "ir/ops.def"

@@ -930,6 +930,246 @@ static LLVMValueRef emit_adam_update(gr_cg *c, const gr_node *nd, LLVMValueRef *
   return NULL;
 }
 
+/* ---- layernorm, embedding, mean, losses against float targets ---------------------------------- */
+
+/* A sum over j < len of f(j), f built by `term` in the loop body (reassociated, so it vectorises). */
+typedef LLVMValueRef (*term_fn)(gr_cg *c, LLVMValueRef j, LLVMValueRef *ctx);
+static LLVMValueRef sum_over(gr_cg *c, int64_t len, term_fn term, LLVMValueRef *ctx) {
+  cg_loop L;
+  loop_begin(c, &L, iconst(c, len));
+  LLVMValueRef acc = loop_phi(c, &L, c->ft, fconst(c, 0));
+  loop_carry(&L, acc, fadd(c, acc, term(c, L.i, ctx)));
+  loop_end(c, &L);
+  return acc;
+}
+static LLVMValueRef term_x(gr_cg *c, LLVMValueRef j, LLVMValueRef *k) { return loadf(c, k[0], j); }
+static LLVMValueRef term_sqdev(gr_cg *c, LLVMValueRef j, LLVMValueRef *k) {
+  LLVMValueRef d = fsub(c, loadf(c, k[0], j), k[1]);
+  return fmul(c, d, d);
+}
+/* dy gamma, and dy gamma xhat: k = {dy row, gamma, x row, mean, rstd} */
+static LLVMValueRef term_dyg(gr_cg *c, LLVMValueRef j, LLVMValueRef *k) { return fmul(c, loadf(c, k[0], j), loadf(c, k[1], j)); }
+static LLVMValueRef term_dyg_xhat(gr_cg *c, LLVMValueRef j, LLVMValueRef *k) {
+  return fmul(c, term_dyg(c, j, k), fmul(c, fsub(c, loadf(c, k[2], j), k[3]), k[4]));
+}
+
+/* Mean and 1/sqrt(var + eps) (biased variance, two passes) of the D values at row. */
+static void row_stats(gr_cg *c, LLVMValueRef row, int64_t D, double eps, LLVMValueRef *mean, LLVMValueRef *rstd) {
+  *mean = fdiv(c, sum_over(c, D, term_x, (LLVMValueRef[]){row}), fconst(c, (double)D));
+  LLVMValueRef var = fdiv(c, sum_over(c, D, term_sqdev, (LLVMValueRef[]){row, *mean}), fconst(c, (double)D));
+  *rstd = rsqrt_eps(c, var, eps);
+}
+
+/* Rows of a layernorm node: N times the leading per-sample dimensions; D: the normalised ones. */
+static LLVMValueRef ln_rows(gr_cg *c, const gr_node *nd, int64_t D, LLVMValueRef n) {
+  return imul(c, n, iconst(c, gr_shape_inner(&nd->in[0]->shape) / D));
+}
+
+/* y = (x - mean) rstd gamma + beta per row of D values */
+static LLVMValueRef emit_layernorm(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], gamma = a[1], beta = a[2], y = a[3], n = a[4];
+  int64_t D = gr_shape_inner(&nd->in[1]->shape);
+  cg_loop R, L;
+  loop_begin(c, &R, ln_rows(c, nd, D, n));
+  LLVMValueRef base = imul(c, R.i, iconst(c, D)), row = fptr(c, x, base), yrow = fptr(c, y, base), mean, rstd;
+  row_stats(c, row, D, nd->a.bn_eps, &mean, &rstd);
+  loop_begin(c, &L, iconst(c, D));
+  LLVMValueRef v = fmul(c, fsub(c, loadf(c, row, L.i), mean), rstd);
+  storef(c, fadd(c, fmul(c, v, loadf(c, gamma, L.i)), loadf(c, beta, L.i)), yrow, L.i);
+  loop_end(c, &L);
+  loop_end(c, &R);
+  return NULL;
+}
+
+/* dx = rstd (g - sum(g)/D - xhat sum(g xhat)/D), g = dy gamma */
+static LLVMValueRef emit_layernorm_grad_input(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], gamma = a[1], dy = a[2], dx = a[3], n = a[4];
+  int64_t D = gr_shape_inner(&nd->in[1]->shape);
+  cg_loop R, L;
+  loop_begin(c, &R, ln_rows(c, nd, D, n));
+  LLVMValueRef base = imul(c, R.i, iconst(c, D)), row = fptr(c, x, base), dyr = fptr(c, dy, base), dxr = fptr(c, dx, base);
+  LLVMValueRef mean, rstd;
+  row_stats(c, row, D, nd->a.bn_eps, &mean, &rstd);
+  LLVMValueRef k[5] = {dyr, gamma, row, mean, rstd}, invD = fconst(c, 1.0 / (double)D);
+  LLVMValueRef m1 = fmul(c, sum_over(c, D, term_dyg, k), invD), m2 = fmul(c, sum_over(c, D, term_dyg_xhat, k), invD);
+  loop_begin(c, &L, iconst(c, D));
+  LLVMValueRef xhat = fmul(c, fsub(c, loadf(c, row, L.i), mean), rstd);
+  storef(c, fmul(c, rstd, fsub(c, fsub(c, term_dyg(c, L.i, k), m1), fmul(c, xhat, m2))), dxr, L.i);
+  loop_end(c, &L);
+  loop_end(c, &R);
+  return NULL;
+}
+
+/* out[j] = sum over rows r of dy[r, j] (times xhat[r, j] if x is given: layernorm's dgamma), j over
+ * the D values of the attributes' shape */
+static void column_sums(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef out, LLVMValueRef n) {
+  int64_t D = gr_shape_inner(&nd->a.shape);
+  cg_loop R, L;
+  loop_begin(c, &L, iconst(c, D));
+  storef(c, fconst(c, 0), out, L.i);
+  loop_end(c, &L);
+  loop_begin(c, &R, ln_rows(c, nd, D, n));
+  LLVMValueRef base = imul(c, R.i, iconst(c, D)), dyr = fptr(c, dy, base), row = NULL, mean = NULL, rstd = NULL;
+  if (x) {
+    row = fptr(c, x, base);
+    row_stats(c, row, D, nd->a.bn_eps, &mean, &rstd);
+  }
+  loop_begin(c, &L, iconst(c, D));
+  LLVMValueRef v = loadf(c, dyr, L.i);
+  if (x) v = fmul(c, v, fmul(c, fsub(c, loadf(c, row, L.i), mean), rstd));
+  storef(c, fadd(c, loadf(c, out, L.i), v), out, L.i);
+  loop_end(c, &L);
+  loop_end(c, &R);
+}
+
+static LLVMValueRef emit_layernorm_grad_gamma(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  return column_sums(c, nd, a[0], a[1], a[2], a[3]), NULL;
+}
+static LLVMValueRef emit_sum_rows(gr_cg *c, const gr_node *nd, LLVMValueRef *a) { return column_sums(c, nd, NULL, a[0], a[1], a[2]), NULL; }
+
+/* The index at ids[i] and whether it names a row of a table of V rows: the data loader rejects
+ * indices out of range, and the kernels check again, so a bad index never reads or writes outside
+ * the table (it gives a zero row and no gradient). */
+static LLVMValueRef load_index(gr_cg *c, LLVMValueRef ids, LLVMValueRef i, int64_t V, LLVMValueRef *valid) {
+  LLVMValueRef id = LLVMBuildSExt(c->b, LLVMBuildLoad2(c->b, c->i32, elem_ptr(c, c->i32, ids, i), ""), c->i64, "");
+  *valid = in_range(c, id, V);
+  return id;
+}
+
+/* y[i, :] = table[ids[i], :] */
+static LLVMValueRef emit_embedding(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef ids = a[0], table = a[1], y = a[2], n = a[3], valid;
+  int64_t V = nd->in[1]->shape.dim[0], D = nd->in[1]->shape.dim[1];
+  cg_loop E, L;
+  loop_begin(c, &E, imul(c, n, iconst(c, gr_shape_inner(&nd->in[0]->shape))));
+  LLVMValueRef id = load_index(c, ids, E.i, V, &valid);
+  LLVMValueRef src = fptr(c, table, imul(c, LLVMBuildSelect(c->b, valid, id, iconst(c, 0), ""), iconst(c, D)));
+  LLVMValueRef dst = fptr(c, y, imul(c, E.i, iconst(c, D)));
+  loop_begin(c, &L, iconst(c, D));
+  storef(c, LLVMBuildSelect(c->b, valid, loadf(c, src, L.i), fconst(c, 0), ""), dst, L.i);
+  loop_end(c, &L);
+  loop_end(c, &E);
+  return NULL;
+}
+
+/* dtable = 0; dtable[ids[i], :] += dy[i, :] for every i (but the padding row) */
+static LLVMValueRef emit_embedding_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef ids = a[0], dy = a[1], dt = a[2], n = a[3], valid;
+  int64_t V = nd->a.shape.dim[0], D = nd->a.shape.dim[1];
+  cg_loop E, L;
+  loop_begin(c, &L, iconst(c, V * D));
+  storef(c, fconst(c, 0), dt, L.i);
+  loop_end(c, &L);
+  loop_begin(c, &E, imul(c, n, iconst(c, gr_shape_inner(&nd->in[0]->shape))));
+  LLVMValueRef id = load_index(c, ids, E.i, V, &valid);
+  if (nd->a.has_pad) valid = LLVMBuildAnd(c->b, valid, LLVMBuildICmp(c->b, LLVMIntNE, id, iconst(c, nd->a.pad_idx), ""), "");
+  LLVMBasicBlockRef join = cg_if_begin(c, valid);
+  LLVMValueRef src = fptr(c, dy, imul(c, E.i, iconst(c, D))), dst = fptr(c, dt, imul(c, id, iconst(c, D)));
+  loop_begin(c, &L, iconst(c, D));
+  storef(c, fadd(c, loadf(c, dst, L.i), loadf(c, src, L.i)), dst, L.i);
+  loop_end(c, &L);
+  cg_if_end(c, join);
+  loop_end(c, &E);
+  return NULL;
+}
+
+/* Geometry of a mean along axis of x: rows before it (N included), its length T, values after it. */
+static void mean_geometry(gr_cg *c, const gr_shape *x, int axis, LLVMValueRef n, LLVMValueRef *outer, int64_t *T, int64_t *inner) {
+  *outer = outer_rows(c, x, axis, n);
+  *T = x->dim[axis];
+  *inner = 1;
+  for (int i = axis + 1; i < x->rank; i++) *inner *= x->dim[i];
+}
+
+/* y[o, j] = sum over t of x[o, t, j] / T */
+static LLVMValueRef emit_mean(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef x = a[0], y = a[1], outer;
+  int64_t T, J;
+  mean_geometry(c, &nd->in[0]->shape, nd->a.axis, a[2], &outer, &T, &J);
+  cg_loop O, t, L;
+  loop_begin(c, &O, outer);
+  LLVMValueRef yrow = fptr(c, y, imul(c, O.i, iconst(c, J))), xrow = fptr(c, x, imul(c, O.i, iconst(c, T * J)));
+  loop_begin(c, &L, iconst(c, J));
+  storef(c, fconst(c, 0), yrow, L.i);
+  loop_end(c, &L);
+  loop_begin(c, &t, iconst(c, T));
+  LLVMValueRef src = fptr(c, xrow, imul(c, t.i, iconst(c, J)));
+  loop_begin(c, &L, iconst(c, J));
+  storef(c, fadd(c, loadf(c, yrow, L.i), loadf(c, src, L.i)), yrow, L.i);
+  loop_end(c, &L);
+  loop_end(c, &t);
+  loop_begin(c, &L, iconst(c, J));
+  storef(c, fmul(c, loadf(c, yrow, L.i), fconst(c, 1.0 / (double)T)), yrow, L.i);
+  loop_end(c, &L);
+  loop_end(c, &O);
+  return NULL;
+}
+
+/* dx[o, t, j] = dy[o, j] / T */
+static LLVMValueRef emit_mean_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef dy = a[0], dx = a[1], outer;
+  int64_t T, J;
+  mean_geometry(c, &nd->a.shape, nd->a.axis, a[2], &outer, &T, &J);
+  cg_loop O, t, L;
+  loop_begin(c, &O, outer);
+  LLVMValueRef dyrow = fptr(c, dy, imul(c, O.i, iconst(c, J))), dxrow = fptr(c, dx, imul(c, O.i, iconst(c, T * J)));
+  loop_begin(c, &t, iconst(c, T));
+  LLVMValueRef dst = fptr(c, dxrow, imul(c, t.i, iconst(c, J)));
+  loop_begin(c, &L, iconst(c, J));
+  storef(c, fmul(c, loadf(c, dyrow, L.i), fconst(c, 1.0 / (double)T)), dst, L.i);
+  loop_end(c, &L);
+  loop_end(c, &t);
+  loop_end(c, &O);
+  return NULL;
+}
+
+/* Per-element terms of the losses against float targets (x prediction, t target). */
+static LLVMValueRef bce_term(gr_cg *c, LLVMValueRef x, LLVMValueRef t) { /* max(x, 0) - x t + log1p(e^-|x|) */
+  LLVMValueRef ax = intrinsic(c, "llvm.fabs", &x, 1);
+  LLVMValueRef pos = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, x, fconst(c, 0), ""), x, fconst(c, 0), "");
+  return fadd(c, fsub(c, pos, fmul(c, x, t)), libm(c, "log1p", fexp(c, fm(LLVMBuildFNeg(c->b, ax, "")))));
+}
+static LLVMValueRef mse_term(gr_cg *c, LLVMValueRef x, LLVMValueRef t) {
+  LLVMValueRef d = fsub(c, x, t);
+  return fmul(c, d, d);
+}
+static LLVMValueRef bce_grad_term(gr_cg *c, LLVMValueRef x, LLVMValueRef t) {
+  return fsub(c, emit_sigmoid(c, NULL, &x), t);
+}
+static LLVMValueRef mse_grad_term(gr_cg *c, LLVMValueRef x, LLVMValueRef t) { return fmul(c, fconst(c, 2), fsub(c, x, t)); }
+
+typedef LLVMValueRef (*pair_fn)(gr_cg *c, LLVMValueRef x, LLVMValueRef t);
+
+/* loss = sum over the n * inner elements of term(x, t), divided by their count */
+static void target_loss(gr_cg *c, const gr_node *nd, LLVMValueRef *a, pair_fn term) {
+  LLVMValueRef x = a[0], t = a[1], out = a[2], n = a[3];
+  LLVMValueRef M = imul(c, n, iconst(c, gr_shape_inner(&nd->in[0]->shape)));
+  cg_loop L;
+  loop_begin(c, &L, M);
+  LLVMValueRef acc = loop_phi(c, &L, c->ft, fconst(c, 0));
+  loop_carry(&L, acc, fadd(c, acc, term(c, loadf(c, x, L.i), loadf(c, t, L.i))));
+  loop_end(c, &L);
+  storef(c, fdiv(c, acc, LLVMBuildSIToFP(c->b, M, c->ft, "")), out, iconst(c, 0));
+}
+
+/* dx = dL / M * grad_term(x, t) */
+static void target_loss_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a, pair_fn grad_term) {
+  LLVMValueRef x = a[0], t = a[1], dl = a[2], dx = a[3], n = a[4];
+  LLVMValueRef M = imul(c, n, iconst(c, gr_shape_inner(&nd->in[0]->shape)));
+  LLVMValueRef scale = fdiv(c, loadf(c, dl, iconst(c, 0)), LLVMBuildSIToFP(c->b, M, c->ft, ""));
+  cg_loop L;
+  loop_begin(c, &L, M);
+  storef(c, fmul(c, scale, grad_term(c, loadf(c, x, L.i), loadf(c, t, L.i))), dx, L.i);
+  loop_end(c, &L);
+}
+
+static LLVMValueRef emit_bce_logits(gr_cg *c, const gr_node *nd, LLVMValueRef *a) { return target_loss(c, nd, a, bce_term), NULL; }
+static LLVMValueRef emit_mse(gr_cg *c, const gr_node *nd, LLVMValueRef *a) { return target_loss(c, nd, a, mse_term), NULL; }
+static LLVMValueRef emit_bce_logits_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  return target_loss_grad(c, nd, a, bce_grad_term), NULL;
+}
+static LLVMValueRef emit_mse_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) { return target_loss_grad(c, nd, a, mse_grad_term), NULL; }
+
 static const emit_fn emitters[GR_OP_COUNT] = {
 #define OP(id, name, arity, kclass, flags, shape, grad, emit) [GR_OP_##id] = emit,
 #include "ir/ops.def"
@@ -991,12 +1231,12 @@ static const char *kernel_key(gr_cg *c, const gr_node *nd) {
   const gr_attrs *a = &nd->a;
   if (k < (int)sizeof buf)
     snprintf(buf + k, sizeof buf - (size_t)k,
-             " | %d %d %s %.9g %.9g %d %.17g %.17g %.17g %d %d %lld %lld %lld %lld %lld %lld %lld %lld %lld %d %lld %lld %d %.17g %.17g %.17g %.17g %d",
+             " | %d %d %s %.9g %.9g %d %.17g %.17g %.17g %d %d %lld %lld %lld %lld %lld %lld %lld %lld %lld %d %lld %lld %d %.17g %.17g %.17g %.17g %d %d %lld",
              a->trans_a, a->trans_b, gr_shape_str(&a->shape, sb, sizeof sb), a->momentum, a->weight_decay, a->nesterov, a->beta1,
              a->beta2, a->eps, a->decoupled, a->lr_slot, (long long)a->kernel[0], (long long)a->kernel[1], (long long)a->stride[0],
              (long long)a->stride[1], (long long)a->pad[0], (long long)a->pad[1], (long long)a->dilation[0],
              (long long)a->dilation[1], (long long)a->groups, a->axis, (long long)a->start, (long long)a->len, a->training,
-             a->bn_eps, a->bn_momentum, a->smoothing, a->drop_p, a->salt);
+             a->bn_eps, a->bn_momentum, a->smoothing, a->drop_p, a->salt, a->has_pad, (long long)a->pad_idx);
   return gr_strdup(c->g->arena, buf);
 }
 
@@ -1091,7 +1331,7 @@ const gr_extern_sym gr_codegen_externs[] = {
     {"cblas_sgemm", (void *)cblas_sgemm}, {"cblas_dgemm", (void *)cblas_dgemm},
     {"expf", (void *)expf},   {"exp", (void *)exp},   {"logf", (void *)logf},     {"log", (void *)log},
     {"expm1f", (void *)expm1f}, {"expm1", (void *)expm1}, {"pow", (void *)pow}, {"sqrt", (void *)sqrt},
-    {"sqrtf", (void *)sqrtf}, {"erff", (void *)erff}, {"erf", (void *)erf},
+    {"sqrtf", (void *)sqrtf}, {"erff", (void *)erff}, {"erf", (void *)erf}, {"log1pf", (void *)log1pf}, {"log1p", (void *)log1p},
     {"memset", (void *)memset}, {"memcpy", (void *)memcpy}, {"memmove", (void *)memmove},
     {NULL, NULL},
 };

@@ -60,7 +60,9 @@ static gr_value *new_value(gr_graph *g, gr_node *def, gr_dtype dt, gr_shape shap
 static gr_value *leaf(gr_graph *g, gr_op op, const char *name, gr_dtype dt, gr_shape shape, gr_role role, gr_loc loc) {
   gr_node *n = new_node(g, op, NULL, 0, NULL, loc);
   push_node(g, n);
-  return new_value(g, n, dt, shape, name, role);
+  gr_value *v = new_value(g, n, dt, shape, name, role);
+  v->zero_row = -1;
+  return v;
 }
 
 gr_value *gr_input(gr_graph *g, const char *name, gr_dtype dt, gr_shape shape, gr_loc loc) {

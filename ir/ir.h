@@ -71,26 +71,30 @@ typedef struct gr_value {
   bool buffer;        /* params: model state that is never trained (batchnorm statistics) */
   float init_bound;   /* params: U(-b, b) initialisation; 0: every element init_value */
   float init_value;   /* params: the constant start value when init_bound is 0 (batchnorm: weight 1, running_var 1) */
+  float init_std;     /* params: if > 0, N(0, std^2) instead (embeddings) */
+  int64_t zero_row;   /* params: this row (index along dimension 0) starts at 0 (an embedding's padding); -1: none */
   struct gr_value *grad; /* set by autodiff: d(loss)/d(this) */
   int64_t slab_offset;   /* params and state: byte offset in the persistent slab (-1 before planning) */
 } gr_value;
 
 typedef struct gr_attrs {
   int trans_a, trans_b;         /* matmul: use A^T / B^T */
-  gr_shape shape;               /* reshape: the target shape */
+  gr_shape shape;               /* reshape: the target shape; gradient ops: the shape of what they differentiate */
   float momentum, weight_decay; /* sgd_update; weight_decay also adam_update */
   int nesterov;                 /* sgd_update */
   double beta1, beta2, eps;     /* adam_update (double: bias corrections as PyTorch computes them) */
   int decoupled;                /* adam_update: AdamW's decoupled weight decay */
   int lr_slot;                  /* updates: index of the learning rate in the step's scalars */
   int64_t kernel[2], stride[2], pad[2], dilation[2], groups; /* conv2d, pooling (kernel: pooling only) */
-  int axis;                     /* concat, slice: the dimension (>= 1) */
+  int axis;                     /* concat, slice, mean: the dimension (>= 1) */
   int training;                 /* batchnorm: batch statistics (and update the running ones), else running */
   double smoothing;             /* softmax_cross_entropy: label smoothing epsilon */
   double drop_p;                /* dropout: probability of zeroing an element */
   int salt;                     /* dropout: distinguishes the masks of different layers */
-  double bn_eps, bn_momentum;   /* batchnorm */
+  double bn_eps, bn_momentum;   /* batchnorm; bn_eps also layernorm */
   int64_t start, len;           /* slice: the range [start, start + len) along axis */
+  int64_t pad_idx;              /* embedding: the padding row (no gradient), if has_pad */
+  int has_pad;
 } gr_attrs;
 
 struct gr_node {

@@ -283,6 +283,132 @@ static bool shape_bn_grad_gamma(const gr_node *n, gr_shape *out, gr_dtype *dt, c
   return true;
 }
 
+/* (x [N, ..., D...], gamma, beta [D...]) -> x's shape: gamma's shape is the trailing dimensions of x
+ * (PyTorch's normalized_shape); each sample's last numel(gamma) values are normalised together */
+static bool check_trailing(const gr_node *n, const gr_value *x, const gr_value *p, char *err, size_t errlen) {
+  int k = p->shape.rank, r = x->shape.rank;
+  bool ok = gr_shape_has_batch(&x->shape) && k >= 1 && k < r;
+  for (int i = 0; ok && i < k; i++) ok = p->shape.dim[i] == x->shape.dim[r - k + i];
+  return ok || fail(err, errlen, "%s: %s is not the trailing dimensions of input %s", gr_ops[n->op].name, SHAPE(p), SHAPE(x));
+}
+
+static bool shape_layernorm(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  for (int i = 0; i < 3; i++)
+    if (!need_float(n, i, err, errlen)) return false;
+  if (!check_trailing(n, n->in[0], n->in[1], err, errlen)) return false;
+  if (!gr_shape_eq(&n->in[1]->shape, &n->in[2]->shape))
+    return fail(err, errlen, "layernorm: weight %s and bias %s differ", SHAPE(n->in[1]), SHAPE(n->in[2]));
+  *out = n->in[0]->shape;
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
+/* (x, gamma, dy) -> dx */
+static bool shape_ln_grad_input(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  if (!check_trailing(n, n->in[0], n->in[1], err, errlen)) return false;
+  if (!gr_shape_eq(&n->in[0]->shape, &n->in[2]->shape)) return fail(err, errlen, "layernorm_grad_input: dy differs from x");
+  *out = n->in[0]->shape;
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
+/* (x, dy) -> dgamma, of the shape in the attributes */
+static bool shape_ln_grad_gamma(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  gr_value p = {.shape = n->a.shape};
+  if (!check_trailing(n, n->in[0], &p, err, errlen)) return false;
+  if (!gr_shape_eq(&n->in[0]->shape, &n->in[1]->shape)) return fail(err, errlen, "layernorm_grad_gamma: dy differs from x");
+  *out = n->a.shape;
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
+/* x [N, ..., D...] -> [D...] (the attributes' shape): the sum over every leading dimension */
+static bool shape_sum_rows(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  gr_value p = {.shape = n->a.shape};
+  if (!need_float(n, 0, err, errlen) || !check_trailing(n, n->in[0], &p, err, errlen)) return false;
+  *out = n->a.shape;
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
+/* (ids i32 [N, ...], table [V, D]) -> [N, ..., D] */
+static bool shape_embedding(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  const gr_value *ids = n->in[0], *w = n->in[1];
+  if (ids->dtype != GR_I32 || !gr_shape_has_batch(&ids->shape))
+    return fail(err, errlen, "embedding needs integer indices [N, ...], got %s %s", gr_dtype_name[ids->dtype], SHAPE(ids));
+  if (!need_float(n, 1, err, errlen)) return false;
+  if (w->shape.rank != 2) return fail(err, errlen, "embedding: the table must be [num_embeddings, dim], got %s", SHAPE(w));
+  if (ids->shape.rank >= GR_MAX_RANK) return fail(err, errlen, "embedding: input %s has too many dimensions", SHAPE(ids));
+  if (n->a.has_pad && (n->a.pad_idx < 0 || n->a.pad_idx >= w->shape.dim[0]))
+    return fail(err, errlen, "embedding: padding index %lld is outside the table's %lld rows", (long long)n->a.pad_idx,
+                (long long)w->shape.dim[0]);
+  *out = ids->shape;
+  out->dim[out->rank++] = w->shape.dim[1];
+  *dt = w->dtype;
+  return true;
+}
+
+/* (ids, dy [N, ..., D]) -> dtable, of the shape in the attributes */
+static bool shape_embedding_grad(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  const gr_value *ids = n->in[0], *dy = n->in[1];
+  gr_shape want = ids->shape;
+  want.dim[want.rank++] = n->a.shape.dim[1];
+  if (ids->dtype != GR_I32 || n->a.shape.rank != 2 || !gr_shape_eq(&want, &dy->shape))
+    return fail(err, errlen, "embedding_grad: dy %s does not fit indices %s", SHAPE(dy), SHAPE(ids));
+  *out = n->a.shape;
+  *dt = dy->dtype;
+  return true;
+}
+
+/* x [N, ...] -> x without dimension `axis` (>= 1): the mean along it */
+static bool shape_mean(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  const gr_value *x = n->in[0];
+  int ax = n->a.axis;
+  if (!need_float(n, 0, err, errlen)) return false;
+  if (!gr_shape_has_batch(&x->shape) || ax < 1 || ax >= x->shape.rank)
+    return fail(err, errlen, "mean over dimension %d does not fit %s (dimension 0 is the batch)", ax, SHAPE(x));
+  *out = x->shape;
+  for (int i = ax; i + 1 < out->rank; i++) out->dim[i] = out->dim[i + 1];
+  out->rank--;
+  *dt = x->dtype;
+  return true;
+}
+
+/* dy -> dx of the shape in the attributes (dy with dimension `axis` put back) */
+static bool shape_mean_grad(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  gr_node fwd = *n;
+  gr_value x = {.shape = n->a.shape, .dtype = n->in[0]->dtype};
+  fwd.in[0] = &x;
+  fwd.op = GR_OP_MEAN;
+  gr_shape y;
+  if (!shape_mean(&fwd, &y, dt, err, errlen)) return false;
+  if (!gr_shape_eq(&y, &n->in[0]->shape)) return fail(err, errlen, "mean_grad: dy %s does not fit %s", SHAPE(n->in[0]), SHAPE(&x));
+  *out = n->a.shape;
+  return true;
+}
+
+/* (prediction, target) of one shape [N, ...] -> the mean loss over all elements [] */
+static bool shape_target_loss(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  const gr_value *x = n->in[0], *t = n->in[1];
+  if (!need_float(n, 0, err, errlen)) return false;
+  if (!gr_shape_has_batch(&x->shape) || x->shape.rank < 2)
+    return fail(err, errlen, "%s needs predictions of shape [N, ...], got %s", gr_ops[n->op].name, SHAPE(x));
+  if (t->dtype != x->dtype || !gr_shape_eq(&x->shape, &t->shape))
+    return fail(err, errlen, "%s needs targets of the predictions' shape %s, got %s %s", gr_ops[n->op].name, SHAPE(x),
+                gr_dtype_name[t->dtype], SHAPE(t));
+  out->rank = 0;
+  *dt = x->dtype;
+  return true;
+}
+
+/* (prediction, target, dloss []) -> dprediction */
+static bool shape_target_loss_grad(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  if (!shape_target_loss(n, out, dt, err, errlen)) return false;
+  if (n->in[2]->shape.rank != 0) return fail(err, errlen, "%s: the loss gradient must be a scalar", gr_ops[n->op].name);
+  *out = n->in[0]->shape;
+  return true;
+}
+
 int64_t gr_scratch_elems(const gr_node *n, int64_t max_batch) {
   gr_conv_geom g;
   switch (n->op) {

@@ -38,6 +38,8 @@ typedef struct gc {
   int n_leaves;
   gr_value *labels;
   int64_t classes;
+  gr_value *ids;   /* embedding indices, filled with a pattern that repeats indices */
+  int64_t vocab;
   double away_from_zero; /* keep leaf values at least this far from 0 (kinks) */
   gr_value *fixed[4];    /* non-differentiable operands (buffers), set to U(lo, lo + 1) */
   double fixed_lo[4];
@@ -140,6 +142,7 @@ static void gc_check(gc *c, gr_value *y) {
     keep[nk++] = c->leaves[i]->grad;
   }
   if (c->labels) keep[nk++] = c->labels;
+  if (c->ids) keep[nk++] = c->ids;
   for (int i = 0; i < c->n_fixed; i++) keep[nk++] = c->fixed[i];
   compiled cp;
   compile_graph(c, "gradcheck", keep, nk, &cp);
@@ -162,19 +165,28 @@ static void gc_check(gc *c, gr_value *y) {
     int32_t *t = storage(&p, slab, arena, c->labels);
     for (int k = 0; k < NB; k++) t[k] = (int32_t)((k * 7 + 3) % c->classes);
   }
+  if (c->ids) {
+    int32_t *t = storage(&p, slab, arena, c->ids);
+    for (int64_t k = 0; k < gr_shape_numel(&c->ids->shape, NB); k++) t[k] = (int32_t)((k * 5 + 1) % c->vocab);
+  }
   int64_t ny = gr_shape_numel(&y->shape, NB);
   double *r = malloc(sizeof(double) * (size_t)ny);
   for (int64_t k = 0; k < ny; k++) r[k] = urand();
   double *dyp = storage(&p, slab, arena, dy), *yp = storage(&p, slab, arena, y);
   memcpy(dyp, r, sizeof(double) * (size_t)ny);
   p.fn(slab, arena, NB, step_scalars);
+  /* every analytic gradient, before the finite-difference runs below overwrite them */
+  double *analytics[4];
+  for (int i = 0; i < c->n_leaves; i++) {
+    size_t bytes = sizeof(double) * (size_t)gr_shape_numel(&c->leaves[i]->shape, NB);
+    analytics[i] = malloc(bytes);
+    memcpy(analytics[i], storage(&p, slab, arena, c->leaves[i]->grad), bytes);
+  }
   const double eps = 1e-6;
   for (int i = 0; i < c->n_leaves; i++) {
     const gr_value *v = c->leaves[i];
     int64_t nx = gr_shape_numel(&v->shape, NB);
-    double *x = storage(&p, slab, arena, v);
-    double *analytic = malloc(sizeof(double) * (size_t)nx);
-    memcpy(analytic, storage(&p, slab, arena, v->grad), sizeof(double) * (size_t)nx);
+    double *x = storage(&p, slab, arena, v), *analytic = analytics[i];
     for (int64_t k = 0; k < nx; k++) {
       double x0 = x[k];
       x[k] = x0 + eps;
@@ -434,6 +446,84 @@ static void check_softmax_ce(void) {
   }
 }
 
+/* layernorm over the last dimension of [N, 5] and [N, 2, 4], and over the last two of [N, 3, 2, 3] */
+static void check_layernorm(void) {
+  gr_shape xs[3] = {S(2, N, D(5)), S(3, N, D(2), D(4)), S(4, N, D(3), D(2), D(3))};
+  gr_shape ps[3] = {S(1, D(5)), S(1, D(4)), S(2, D(2), D(3))};
+  for (int i = 0; i < 3; i++) {
+    gc c;
+    gc_init(&c);
+    gr_attrs a = {.bn_eps = 1e-5};
+    gr_value *in[3] = {leaf(&c, xs[i]), leaf(&c, ps[i]), leaf(&c, ps[i])};
+    gc_check(&c, gr_apply(c.g, GR_OP_LAYERNORM, in, 3, &a, (gr_loc){0}));
+    gc_free(&c);
+  }
+}
+
+/* embedding of [N, 3] indices into a 4 x 5 table (indices repeat, so gradients accumulate); then
+ * the mean over the 3 positions, as a text classifier pools its tokens */
+static void check_embedding(bool pooled) {
+  gc c;
+  gc_init(&c);
+  c.ids = gr_input(c.g, "ids", GR_I32, S(2, N, D(3)), (gr_loc){0});
+  c.vocab = 4;
+  gr_value *in[2] = {c.ids, leaf(&c, S(2, D(4), D(5)))};
+  gr_value *y = gr_apply(c.g, GR_OP_EMBEDDING, in, 2, &(gr_attrs){0}, (gr_loc){0});
+  if (pooled) y = gr_apply(c.g, GR_OP_MEAN, &y, 1, &(gr_attrs){.axis = 1}, (gr_loc){0});
+  gc_check(&c, y);
+  gc_free(&c);
+}
+
+/* the padding row of an embedding reads like any other but gets no gradient (PyTorch's padding_idx) */
+static void check_embedding_padding(void) {
+  gc c;
+  gc_init(&c);
+  c.ids = gr_input(c.g, "ids", GR_I32, S(2, N, D(3)), (gr_loc){0});
+  gr_value *table = leaf(&c, S(2, D(4), D(2)));
+  gr_value *y = gr_apply(c.g, GR_OP_EMBEDDING, (gr_value *[]){c.ids, table}, 2, &(gr_attrs){.has_pad = 1, .pad_idx = 1}, (gr_loc){0});
+  gr_value *dy = gr_input(c.g, "dy", GR_F64, y->shape, (gr_loc){0});
+  assert_true(gr_autodiff(c.g, y, dy));
+  for (int i = 0; i < c.g->n_nodes; i++) covered[c.g->nodes[i]->op] = true;
+  compiled cp;
+  compile_graph(&c, "padding", (gr_value *[]){y, dy, c.ids, table, table->grad}, 5, &cp);
+  int32_t ids[NB * 3] = {1, 0, 1, 2, 1, 3, 0, 0, 1}; /* row 0 used 3 times, 2 and 3 once, 1 (padding) 4 times */
+  memcpy(storage(&cp.p, cp.slab, cp.arena, c.ids), ids, sizeof ids);
+  double *w = storage(&cp.p, cp.slab, cp.arena, table), *d = storage(&cp.p, cp.slab, cp.arena, dy);
+  for (int k = 0; k < 8; k++) w[k] = k + 1;
+  for (int k = 0; k < NB * 3 * 2; k++) d[k] = 1;
+  cp.p.fn(cp.slab, cp.arena, NB, step_scalars);
+  double *yv = storage(&cp.p, cp.slab, cp.arena, y), *g = storage(&cp.p, cp.slab, cp.arena, table->grad);
+  for (int k = 0; k < NB * 3; k++) assert_true(yv[2 * k] == w[2 * ids[k]] && yv[2 * k + 1] == w[2 * ids[k] + 1]);
+  const double want[8] = {3, 3, 0, 0, 1, 1, 1, 1};
+  for (int k = 0; k < 8; k++) assert_true(g[k] == want[k]);
+  compiled_free(&cp);
+  gc_free(&c);
+}
+
+/* mean along dimension 1 and along a middle dimension */
+static void check_mean(void) {
+  for (int ax = 1; ax <= 2; ax++) {
+    gc c;
+    gc_init(&c);
+    gc_check(&c, gr_apply(c.g, GR_OP_MEAN, (gr_value *[]){leaf(&c, S(4, N, D(3), D(2), D(4)))}, 1, &(gr_attrs){.axis = ax}, (gr_loc){0}));
+    gc_free(&c);
+  }
+}
+
+/* a loss against float targets in [0, 1) (fixed, no gradient) on [N, 4] and [N, 2, 3] */
+static void check_target_loss(gr_op op) {
+  for (int k = 0; k < 2; k++) {
+    gc c;
+    gc_init(&c);
+    gr_shape s = k ? S(3, N, D(2), D(3)) : S(2, N, D(4));
+    gr_value *t = gr_input(c.g, "targets", GR_F64, s, (gr_loc){0});
+    c.fixed[c.n_fixed] = t;
+    c.fixed_lo[c.n_fixed++] = 0;
+    gc_check(&c, gr_apply(c.g, op, (gr_value *[]){leaf(&c, s), t}, 2, NULL, (gr_loc){0}));
+    gc_free(&c);
+  }
+}
+
 /* A value used twice (gradients summed by add) inside a small network ending in the loss. */
 static void check_composite(void **state) {
   (void)state;
@@ -568,6 +658,17 @@ static void test_op(void **state) {
   case GR_OP_BATCHNORM: check_batchnorm(); return;
   case GR_OP_AVGPOOL2D: check_pool2d(op, avgpool_cases, 3); return;
   case GR_OP_SOFTMAX_CE: check_softmax_ce(); return;
+  case GR_OP_LAYERNORM: check_layernorm(); return;
+  case GR_OP_EMBEDDING:
+    check_embedding(false);
+    check_embedding_padding();
+    return;
+  case GR_OP_MEAN:
+    check_mean();
+    check_embedding(true);
+    return;
+  case GR_OP_BCE_LOGITS:
+  case GR_OP_MSE: check_target_loss(op); return;
   case GR_OP_SGD_UPDATE:
     check_update(&(upd_case){.op = op});
     check_update(&(upd_case){.op = op, .wd = 0.01f});
@@ -596,6 +697,13 @@ static void test_op(void **state) {
   case GR_OP_CONV2D_GRAD_WEIGHT:
   case GR_OP_MAXPOOL2D_GRAD:
   case GR_OP_SOFTMAX_CE_GRAD:
+  case GR_OP_LAYERNORM_GRAD_INPUT:
+  case GR_OP_LAYERNORM_GRAD_GAMMA:
+  case GR_OP_SUM_ROWS:
+  case GR_OP_EMBEDDING_GRAD:
+  case GR_OP_MEAN_GRAD:
+  case GR_OP_BCE_LOGITS_GRAD:
+  case GR_OP_MSE_GRAD:
     assert_true(flags & GR_OPF_BWD); /* checked through the ops whose gradients use it */
     return;
   case GR_OP_COUNT: fail_msg("not an op"); return;
