@@ -98,7 +98,16 @@ static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
   rt->slab_bytes = slab_bytes;
   rt->in_shape = c->model.input->shape;
   rt->sample_numel = gr_shape_inner(&rt->in_shape);
-  rt->n_classes = c->model.output->shape.dim[1];
+  rt->in_dtype = c->model.input->dtype;
+  rt->n_classes = gr_shape_inner(&c->model.output->shape);
+  rt->target_numel = c->labels->dtype == GR_I32 ? 0 : rt->n_classes;
+  rt->accuracy = c->plan.loss == GR_LOSS_CROSS_ENTROPY ? GR_ACC_ARGMAX : c->plan.loss == GR_LOSS_BCE_LOGITS ? GR_ACC_BINARY : GR_ACC_NONE;
+  for (int i = 0; i < g->n_nodes; i++) { /* integer inputs index embedding tables: the smallest bounds them */
+    const gr_node *n = g->nodes[i];
+    if (n->op == GR_OP_EMBEDDING && gr_storage_root(n->in[0]) == c->model.input &&
+        (!rt->in_limit || n->in[1]->shape.dim[0] < rt->in_limit))
+      rt->in_limit = n->in[1]->shape.dim[0];
+  }
   int np = 0;
   for (int i = 0; i < g->n_values; i++) np += g->values[i]->role == GR_ROLE_PARAM;
   rt->params = gr_alloc(&c->arena, sizeof(gr_rt_param) * (size_t)(np + 1));
@@ -106,7 +115,7 @@ static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
     gr_value *v = g->values[i];
     if (v->role != GR_ROLE_PARAM) continue;
     rt->params[rt->n_params++] = (gr_rt_param){v->name, v->slab_offset, v->shape, gr_shape_inner(&v->shape), v->init_bound,
-                                               v->init_value, v->trainable};
+                                               v->init_value, v->init_std, v->zero_row, v->trainable};
   }
   gr_program *ps[2] = {&c->train, &c->eval};
   gr_rt_program *rs[2] = {&rt->train, &rt->eval};
@@ -134,17 +143,21 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   if (c->model.mode_dependent && !gr_model_load(c->plan.model_path, c->plan.model_loc, g, GR_MODE_EVAL, &c->eval_model)) return false;
   if (dump_here(o, "frontend")) return gr_graph_dump(g, dump, NULL), true;
   /* loss */
-  gr_shape nshape = gr_shape_make(1, (int64_t[]){GR_BATCH});
-  c->labels = gr_input(g, "labels", GR_I32, nshape, c->plan.loss_loc);
+  /* cross-entropy takes class labels [N]; the other losses float targets of the output's shape */
+  static const gr_op loss_ops[GR_LOSS_COUNT] = {GR_OP_SOFTMAX_CE, GR_OP_BCE_LOGITS, GR_OP_MSE};
+  gr_op lop = loss_ops[c->plan.loss];
+  bool labels = lop == GR_OP_SOFTMAX_CE;
+  c->labels = labels ? gr_input(g, "labels", GR_I32, gr_shape_make(1, (int64_t[]){GR_BATCH}), c->plan.loss_loc)
+                     : gr_input(g, "targets", g->fdtype, c->model.output->shape, c->plan.loss_loc);
   gr_attrs la = {.smoothing = c->plan.label_smoothing};
   gr_value *lin[2] = {c->model.output, c->labels};
-  c->loss = gr_apply(g, GR_OP_SOFTMAX_CE, lin, 2, &la, c->plan.loss_loc);
+  c->loss = gr_apply(g, lop, lin, 2, &la, c->plan.loss_loc);
   if (!c->loss) {
     gr_note(d, c->model.output_loc, "the model's output comes from here");
     return false;
   }
   gr_value *ein[2] = {c->eval_model.output, c->labels};
-  c->eval_loss = c->model.mode_dependent ? gr_apply(g, GR_OP_SOFTMAX_CE, ein, 2, &la, c->plan.loss_loc) : c->loss;
+  c->eval_loss = c->model.mode_dependent ? gr_apply(g, lop, ein, 2, &la, c->plan.loss_loc) : c->loss;
   GR_CHECK(c->eval_loss != NULL, "the evaluation twin's output does not fit the loss");
   if (dump_here(o, "loss")) return gr_graph_dump(g, dump, NULL), true;
   /* autodiff */

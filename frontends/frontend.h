@@ -38,7 +38,7 @@ typedef struct gr_data_split {
 typedef enum { GR_DATA_IDX, GR_DATA_TENSORS, GR_DATA_FORMAT_COUNT } gr_data_format;
 extern const char *const gr_data_format_names[GR_DATA_FORMAT_COUNT + 1];
 
-typedef enum { GR_LOSS_CROSS_ENTROPY, GR_LOSS_COUNT } gr_loss_kind;
+typedef enum { GR_LOSS_CROSS_ENTROPY, GR_LOSS_BCE_LOGITS, GR_LOSS_MSE, GR_LOSS_COUNT } gr_loss_kind;
 typedef enum { GR_OPT_SGD, GR_OPT_ADAM, GR_OPT_ADAMW, GR_OPT_COUNT } gr_opt_kind;
 extern const char *const gr_loss_names[GR_LOSS_COUNT + 1];
 extern const char *const gr_opt_names[GR_OPT_COUNT + 1];

@@ -2,7 +2,8 @@
  *
  * Schema (docs/format.md has the full reference):
  *   name: <string>                          optional, defaults to the file name
- *   input: {shape: [d1, d2, ...], name: x}  per-sample shape; the batch dimension N is implicit
+ *   input: {shape: [d1, d2, ...], name: x}  per-sample shape; the batch dimension N is implicit;
+ *          dtype: float32 (default) or int32 (indices for embedding layers)
  *   layers:                                 a list, in order; each item is either an op name (`- relu`)
  *     - name: fc1                           or a mapping: `name` (optional, defaults to the layer's
  *       op: linear                          index, as in torch.nn.Sequential), `op` (required),
@@ -26,6 +27,10 @@
  *   softmax, log_softmax  no keys: over the last dimension
  *   add, mul in: [a, b, ...] (required): their sum / elementwise product, all of one shape
  *   concat   in: [a, b, ...] (required), dim (default 1, the channels): joined along dim
+ *   layernorm  normalized_shape (default: the last dimension), eps (1e-5): torch.nn.LayerNorm
+ *   embedding  num_embeddings, embedding_dim (required), padding_idx: torch.nn.Embedding on int32 input
+ *   mean     dim (default 1): the mean along dim, which is removed (pools [N, T, D] to [N, D])
+ *   reshape  shape (required): the per-sample shape, one dimension may be -1
  *
  * Parameters are named <layer>.weight / <layer>.bias, as in PyTorch's state_dict. Each layer is built
  * with the graph's `layer` stamp set, so every IR node knows which YAML line made it. */
@@ -71,8 +76,9 @@ typedef struct mctx {
 
 enum { MAX_DEPTH = 32 };
 
-static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "batchnorm", "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax", "dropout", "identity", "flatten", "add", "mul",
-                                        "concat", "sequential", NULL};
+static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "batchnorm", "layernorm", "embedding",
+                                        "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax", "dropout", "identity", "flatten",
+                                        "reshape", "mean", "add", "mul", "concat", "sequential", NULL};
 static const char *const common_keys[] = {"name", "op", "in", "when", "repeat"};
 enum { N_COMMON = 5 };
 
@@ -129,6 +135,10 @@ static const char *const *keys_for(mctx *m, const char *op, gr_ynode *block) {
   static const char *const cat[] = {"dim", NULL};
   static const char *const drop[] = {"p", NULL};
   static const char *const bn[] = {"num_features", "eps", "momentum", "affine", NULL};
+  static const char *const ln[] = {"normalized_shape", "eps", "elementwise_affine", NULL};
+  static const char *const emb[] = {"num_embeddings", "embedding_dim", "padding_idx", NULL};
+  static const char *const mean[] = {"dim", NULL};
+  static const char *const reshape[] = {"shape", NULL};
   static const char *const none[] = {NULL};
   static const char *const seq[] = {"layers", NULL};
   const char **bkeys = NULL;
@@ -149,6 +159,10 @@ static const char *const *keys_for(mctx *m, const char *op, gr_ynode *block) {
                            : !strcmp(op, "concat")    ? cat
                            : !strcmp(op, "dropout")   ? drop
                            : !strcmp(op, "batchnorm") ? bn
+                           : !strcmp(op, "layernorm") ? ln
+                           : !strcmp(op, "embedding") ? emb
+                           : !strcmp(op, "mean")      ? mean
+                           : !strcmp(op, "reshape")   ? reshape
                                                       : none;
   int n = 0;
   while (own[n]) n++;
@@ -290,6 +304,145 @@ static gr_value *build_batchnorm(mctx *m, gr_ynode *item, const char *name, gr_v
   gr_attrs a = {.training = m->mode == GR_MODE_TRAIN, .bn_eps = eps, .bn_momentum = mom};
   m->mode_dependent = true;
   return gr_apply(m->g, GR_OP_BATCHNORM, in, 6, &a, loc);
+}
+
+/* A list of per-sample dimensions (`shape:`, `normalized_shape:`), or one integer; -1 is allowed once
+ * if allow_infer (reshape). */
+static bool dims_list(gr_ydoc *y, gr_ynode *v, const char *what, bool allow_infer, gr_shape *out) {
+  bool list = v->type == YAML_SEQUENCE_NODE;
+  int r = list ? gr_ylist_len(v) : 1;
+  if (r < 1 || r > GR_MAX_RANK - 1) {
+    gr_error(y->diag, gr_yloc(y, v), "%s must be an integer or a list of 1 to %d integers, got %s", what, GR_MAX_RANK - 1, gr_ydescribe(y, v));
+    return false;
+  }
+  out->rank = r;
+  int inferred = 0;
+  for (int i = 0; i < r; i++) {
+    gr_ynode *e = list ? gr_ylist_at(y, v, i) : v;
+    if (!gr_yint(y, e, what, allow_infer ? -1 : 1, 1 << 24, &out->dim[i])) return false;
+    if (out->dim[i] == 0 || (out->dim[i] < 0 && ++inferred > 1)) {
+      gr_error(y->diag, gr_yloc(y, e), "%s: dimensions must be positive (one may be -1, inferred), got %lld", what, (long long)out->dim[i]);
+      return false;
+    }
+  }
+  return true;
+}
+
+/* layernorm: torch.nn.LayerNorm over each sample's trailing dimensions normalized_shape (default: the
+ * last one), eps 1e-5; parameters <name>.weight (1) and <name>.bias (0) of that shape */
+static gr_value *build_layernorm(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
+  gr_ydoc *y = m->y;
+  double eps = 1e-5;
+  bool affine = true;
+  char sb[96], sb2[96];
+  gr_ynode *ns = item ? gr_yget(y, item, "normalized_shape") : NULL;
+  if (item && (!gr_yopt_float(y, item, "eps", 1e-12, 1, &eps) || !gr_yopt_bool(y, item, "elementwise_affine", &affine))) return NULL;
+  int r = x->shape.rank;
+  if (r < 2) {
+    gr_error(y->diag, loc, "layer '%s': layernorm expects input [N, ...], got %s", name, gr_shape_str(&x->shape, sb, sizeof sb));
+    return NULL;
+  }
+  gr_shape ps = gr_shape_make(1, &x->shape.dim[r - 1]);
+  if (ns && !dims_list(y, ns, "'normalized_shape'", false, &ps)) return NULL;
+  bool fits = ps.rank < r;
+  for (int i = 0; fits && i < ps.rank; i++) fits = ps.dim[i] == x->shape.dim[r - ps.rank + i];
+  if (!fits) {
+    gr_error(y->diag, gr_yloc(y, ns), "layer '%s': normalized_shape %s is not the trailing dimensions of its input %s", name,
+             gr_shape_str(&ps, sb2, sizeof sb2), gr_shape_str(&x->shape, sb, sizeof sb));
+    return NULL;
+  }
+  if (!affine) {
+    gr_error(y->diag, gr_ykey_loc(y, item, "elementwise_affine"), "layer '%s': layernorm without affine parameters is not supported yet", name);
+    return NULL;
+  }
+  gr_arena *ar = m->g->arena;
+  gr_value *in[3] = {x, model_param(m, gr_sprintf(ar, "%s.weight", name), ps, 0, 1, true, loc),
+                     model_param(m, gr_sprintf(ar, "%s.bias", name), ps, 0, 0, true, loc)};
+  return gr_apply(m->g, GR_OP_LAYERNORM, in, 3, &(gr_attrs){.bn_eps = eps}, loc);
+}
+
+/* embedding: torch.nn.Embedding(num_embeddings, embedding_dim, padding_idx): integer indices
+ * [N, ...] -> [N, ..., embedding_dim]; <name>.weight starts N(0, 1), the padding row 0 (it gets no
+ * gradient; a negative padding_idx counts from the end) */
+static gr_value *build_embedding(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
+  gr_ydoc *y = m->y;
+  int64_t V = 0, D = 0, pad = INT64_MIN;
+  gr_ynode *vn = gr_yreq(y, item, "num_embeddings", "an embedding layer"), *dn = gr_yreq(y, item, "embedding_dim", "an embedding layer");
+  if (!vn || !dn || !gr_yint(y, vn, "'num_embeddings'", 1, 1 << 24, &V) || !gr_yint(y, dn, "'embedding_dim'", 1, 1 << 20, &D) ||
+      !gr_yopt_int(y, item, "padding_idx", -(1 << 24), 1 << 24, &pad))
+    return NULL;
+  char sb[96];
+  if (x->dtype != GR_I32) {
+    gr_error(y->diag, loc, "layer '%s': embedding expects integer indices (an input with 'dtype: int32'), got %s %s", name,
+             gr_dtype_name[x->dtype], gr_shape_str(&x->shape, sb, sizeof sb));
+    return NULL;
+  }
+  gr_attrs a = {0};
+  if (pad != INT64_MIN) {
+    if (pad < -V || pad >= V) {
+      gr_error(y->diag, gr_yloc(y, gr_yget(y, item, "padding_idx")), "layer '%s': padding_idx %lld is outside the %lld embeddings",
+               name, (long long)pad, (long long)V);
+      return NULL;
+    }
+    a.has_pad = 1;
+    a.pad_idx = pad < 0 ? pad + V : pad;
+  }
+  if (V * D > (int64_t)1 << 28) {
+    gr_error(y->diag, loc, "layer '%s': an embedding table of %lld x %lld values is too large", name, (long long)V, (long long)D);
+    return NULL;
+  }
+  gr_value *w = model_param(m, gr_sprintf(m->g->arena, "%s.weight", name), gr_shape_make(2, (int64_t[]){V, D}), 0, 0, true, loc);
+  w->init_std = 1;
+  w->zero_row = a.has_pad ? a.pad_idx : -1;
+  gr_value *in[2] = {x, w};
+  return gr_apply(m->g, GR_OP_EMBEDDING, in, 2, &a, loc);
+}
+
+/* mean: the mean along dim (default 1; negative counts from the end; not 0, the batch), which is
+ * removed: [N, T, D] -> [N, D] pools a sequence (torch.mean(x, dim)) */
+static gr_value *build_mean(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
+  gr_ydoc *y = m->y;
+  int64_t dim = 1;
+  if (item && !gr_yopt_int(y, item, "dim", -GR_MAX_RANK, GR_MAX_RANK, &dim)) return NULL;
+  int r = x->shape.rank;
+  if (dim < 0) dim += r;
+  if (dim < 1 || dim >= r) {
+    gr_error(y->diag, item && gr_yget(y, item, "dim") ? gr_yloc(y, gr_yget(y, item, "dim")) : loc,
+             "layer '%s': mean over dim %lld does not fit an input of rank %d (dimension 0 is the batch)", name, (long long)dim, r);
+    return NULL;
+  }
+  return gr_apply(m->g, GR_OP_MEAN, &x, 1, &(gr_attrs){.axis = (int)dim}, loc);
+}
+
+/* reshape: shape (required) is the per-sample shape, one dimension may be -1 (inferred), as
+ * x.view(N, *shape); the values are not moved */
+static gr_value *build_reshape(mctx *m, gr_ynode *item, const char *name, gr_value *x, gr_loc loc) {
+  gr_ydoc *y = m->y;
+  gr_ynode *sn = gr_yreq(y, item, "shape", "a reshape layer");
+  gr_shape t;
+  if (!sn || !dims_list(y, sn, "'shape'", true, &t)) return NULL;
+  int64_t known = 1, per = gr_shape_inner(&x->shape);
+  int infer = -1;
+  for (int i = 0; i < t.rank; i++) {
+    if (t.dim[i] < 0)
+      infer = i;
+    else
+      known *= t.dim[i];
+  }
+  char sb[96], tb[96];
+  if ((infer >= 0 && per % known) || (infer < 0 && known != per)) {
+    int k = snprintf(tb, sizeof tb, "[");
+    for (int i = 0; i < t.rank; i++) k += snprintf(tb + k, sizeof tb - (size_t)k, "%s%lld", i ? ", " : "", (long long)t.dim[i]);
+    snprintf(tb + k, sizeof tb - (size_t)k, "]");
+    gr_error(y->diag, gr_yloc(y, sn), "layer '%s': cannot reshape its input %s (%lld values per sample) to %s", name,
+             gr_shape_str(&x->shape, sb, sizeof sb), (long long)per, tb);
+    return NULL;
+  }
+  if (infer >= 0) t.dim[infer] = per / known;
+  gr_shape s = {.rank = t.rank + 1};
+  s.dim[0] = GR_BATCH;
+  for (int i = 0; i < t.rank; i++) s.dim[i + 1] = t.dim[i];
+  return gr_reshape(m->g, x, s, loc);
 }
 
 /* maxpool2d, avgpool2d: kernel_size (required), stride (default: kernel_size), padding 0;
@@ -476,6 +629,17 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
     out = build_batchnorm(m, map, name, x, loc);
   } else if (!strcmp(op, "flatten")) {
     out = build_flatten(m, map, name, x, loc);
+  } else if (!strcmp(op, "layernorm")) {
+    out = build_layernorm(m, map, name, x, loc);
+  } else if (!strcmp(op, "mean")) {
+    out = build_mean(m, map, name, x, loc);
+  } else if (!strcmp(op, "embedding") || !strcmp(op, "reshape")) {
+    if (!map) {
+      gr_error(y->diag, loc, "a%s %s layer needs keys: write it as a mapping with %s", op[0] == 'e' ? "n" : "", op,
+               op[0] == 'e' ? "'num_embeddings' and 'embedding_dim'" : "'shape'");
+      return false;
+    }
+    out = op[0] == 'e' ? build_embedding(m, map, name, x, loc) : build_reshape(m, map, name, x, loc);
   } else if (!strcmp(op, "add") || !strcmp(op, "mul")) {
     out = xs[0]; /* a sum (product) of all inputs, left to right */
     for (int k = 1; k < nx && out; k++) out = gr_binary(m->g, op[0] == 'a' ? GR_OP_ADD : GR_OP_MUL, out, xs[k], loc);
@@ -623,7 +787,8 @@ static bool check_blocks(mctx *m, gr_ynode *blocks) {
   m->blocks = blocks;
   return true;
 }
-static const char *const input_keys[] = {"shape", "name", NULL};
+static const char *const input_keys[] = {"shape", "name", "dtype", NULL};
+static const char *const input_dtypes[] = {"float32", "int32", NULL};
 
 bool gr_model_load(const char *path, gr_loc from, gr_graph *g, gr_model_mode mode, gr_model *out) {
   memset(out, 0, sizeof *out);
@@ -678,7 +843,10 @@ bool gr_model_load(const char *path, gr_loc from, gr_graph *g, gr_model_mode mod
   out->input_loc = gr_yloc(&y, inp);
   for (int i = 0; mode == GR_MODE_EVAL && i < g->n_values; i++) /* the evaluation twin reads the same input */
     if (g->values[i]->role == GR_ROLE_INPUT && g->values[i]->name && !strcmp(g->values[i]->name, in_name)) out->input = g->values[i];
-  if (!out->input) out->input = gr_input(g, in_name, g->fdtype, s, out->input_loc);
+  int dtk = 0; /* float32 samples, or int32 indices for embeddings */
+  gr_ynode *dtn = gr_yget(&y, inp, "dtype");
+  if (dtn && !gr_yenum(&y, dtn, "dtype", input_dtypes, &dtk)) goto done;
+  if (!out->input) out->input = gr_input(g, in_name, dtk ? GR_I32 : g->fdtype, s, out->input_loc);
   define(&m, in_name, out->input, out->input_loc);
 
   int nl = gr_ylist_len(layers);

@@ -10,7 +10,8 @@
  *                                     test is optional, evaluated after every epoch
  *     normalize: {mean: 0, std: 1}    optional (idx); input = (pixel/255 - mean) / std
  *     shuffle: true                   optional; reshuffle the training set every epoch
- *   loss: cross_entropy               required; or {type: cross_entropy, label_smoothing: 0.1}
+ *   loss: cross_entropy               required; or {type: cross_entropy, label_smoothing: 0.1};
+ *                                     or bce_with_logits, mse (float targets of the output's shape)
  *   optimizer:                        required
  *     type: sgd                       required: sgd, adam or adamw (torch.optim's formulas)
  *     learning_rate: 0.01             required, > 0
@@ -35,7 +36,7 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", NULL};
+const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", "bce_with_logits", "mse", NULL};
 const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL};
 
 static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", NULL};
@@ -248,6 +249,8 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
         (lt == loss || gr_yopt_float(&y, loss, "label_smoothing", 0, 0.999999, &p->label_smoothing))) {
       p->loss = (gr_loss_kind)lk;
       p->loss_loc = gr_yloc(&y, loss);
+      if (p->loss != GR_LOSS_CROSS_ENTROPY && lt != loss && gr_yget(&y, loss, "label_smoothing"))
+        gr_error(d, gr_ykey_loc(&y, loss, "label_smoothing"), "'label_smoothing' applies to the cross_entropy loss only");
     }
     gr_ynode *opt = gr_yreq(&y, root, "optimizer", "the plan");
     if (opt) parse_optimizer(&y, opt, p);

@@ -1,15 +1,39 @@
-/* data.c — labelled data sets in memory. The whole set is decoded once into floats (normalised as
- * the plan says) so that a training step only gathers rows; every inconsistency between the files,
- * or between the files and the model, is an error naming the file. */
+/* data.c — data sets in memory. The whole set is decoded once (samples normalised as the plan says,
+ * indices and labels range-checked) so that a training step only gathers rows; every inconsistency
+ * between the files, or between the files and the model, is an error naming the file. */
 #include "runtime/idx.h"
 #include "runtime/runtime.h"
 #include "runtime/safetensors.h"
 #include <stdlib.h>
 #include <string.h>
 
-bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels, double mean, double std,
-                         int64_t sample_numel, int64_t n_classes, gr_diag *d) {
+/* Room for n rows of per 4-byte values (x and y both hold 4-byte floats or int32s). */
+static void *rows_alloc(int64_t n, int64_t per) { return malloc(4 * (size_t)(n * per) + 1); }
+
+static bool alloc_sets(gr_dataset *ds, int64_t n, int64_t per, int64_t tper) {
+  ds->n = n;
+  ds->sample_numel = per;
+  ds->target_numel = tper;
+  ds->x = rows_alloc(n, per);
+  ds->y = rows_alloc(n, tper);
+  return ds->x && ds->y;
+}
+
+/* The values of one model: per-sample target count (1 for a class label). */
+static int64_t target_numel(const gr_rt_model *m) { return m->target_numel ? m->target_numel : 1; }
+
+bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels, double mean, double std, const gr_rt_model *m,
+                         gr_diag *d) {
   memset(ds, 0, sizeof *ds);
+  if (m->in_dtype != GR_F32) {
+    gr_error(d, gr_loc_file(images), "the model's input is integer indices, but IDX files hold pixel images; use 'format: tensors'");
+    return false;
+  }
+  if (m->target_numel > 1) {
+    gr_error(d, gr_loc_file(labels), "the loss needs %lld target values per sample, but an IDX label file has one; use 'format: tensors'",
+             (long long)m->target_numel);
+    return false;
+  }
   gr_idx im, lb;
   if (gr_idx_read(images, &im, d) != 0) return false;
   if (gr_idx_read(labels, &lb, d) != 0) {
@@ -23,89 +47,112 @@ bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels,
     gr_error(d, gr_loc_file(labels), "a label file must have 1 dimension, this one has %d (is it an image file?)", lb.ndim);
   } else if (lb.dims[0] != im.dims[0]) {
     gr_error(d, gr_loc_file(labels), "has %lld labels but %s has %lld images", (long long)lb.dims[0], images, (long long)im.dims[0]);
-  } else if (per != sample_numel) {
+  } else if (per != m->sample_numel) {
     gr_error(d, gr_loc_file(images), "each image has %lld values but the model input takes %lld per sample",
-             (long long)per, (long long)sample_numel);
+             (long long)per, (long long)m->sample_numel);
   } else {
     ok = true;
-    for (int64_t i = 0; i < lb.dims[0]; i++) {
-      if (lb.data[i] >= n_classes) {
+    for (int64_t i = 0; i < lb.dims[0] && !m->target_numel; i++) {
+      if (lb.data[i] >= m->n_classes) {
         gr_error(d, gr_loc_file(labels), "label %d at offset %lld is out of range: the model has %lld classes",
-                 lb.data[i], (long long)(8 + i), (long long)n_classes);
+                 lb.data[i], (long long)(8 + i), (long long)m->n_classes);
         ok = false;
         break;
       }
     }
   }
-  if (ok) {
-    ds->n = im.dims[0];
-    ds->sample_numel = per;
-    ds->x = malloc(sizeof(float) * (size_t)(ds->n * per));
-    ds->y = malloc(sizeof(int32_t) * (size_t)ds->n);
-    if (!ds->x || !ds->y) {
-      gr_error(d, gr_loc_file(images), "out of memory for %lld samples", (long long)ds->n);
-      gr_dataset_free(ds);
-      ok = false;
-    } else {
-      float scale = (float)(1.0 / (255.0 * std)), shift = (float)(mean / std);
-      for (int64_t i = 0; i < ds->n * per; i++) ds->x[i] = (float)im.data[i] * scale - shift;
-      for (int64_t i = 0; i < ds->n; i++) ds->y[i] = lb.data[i];
-      ds->images_path = images;
-      ds->labels_path = labels;
+  if (ok && !alloc_sets(ds, im.dims[0], per, 1)) {
+    gr_error(d, gr_loc_file(images), "out of memory for %lld samples", (long long)im.dims[0]);
+    gr_dataset_free(ds);
+    ok = false;
+  } else if (ok) {
+    float scale = (float)(1.0 / (255.0 * std)), shift = (float)(mean / std), *x = ds->x;
+    for (int64_t i = 0; i < ds->n * per; i++) x[i] = (float)im.data[i] * scale - shift;
+    for (int64_t i = 0; i < ds->n; i++) {
+      if (m->target_numel)
+        ((float *)ds->y)[i] = lb.data[i];
+      else
+        ((int32_t *)ds->y)[i] = lb.data[i];
     }
+    ds->images_path = images;
+    ds->labels_path = labels;
   }
   gr_idx_free(&im);
   gr_idx_free(&lb);
   return ok;
 }
 
-bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, int64_t sample_numel, int64_t n_classes, gr_diag *d) {
+static bool is_integer(const gr_st_tensor *t) { return t->dtype == GR_ST_I64 || t->dtype == GR_ST_I32 || t->dtype == GR_ST_U8; }
+
+static int64_t integer_at(const gr_st_tensor *t, int64_t i) {
+  if (t->dtype == GR_ST_I64) {
+    int64_t v;
+    memcpy(&v, t->data + 8 * i, 8);
+    return v;
+  }
+  if (t->dtype == GR_ST_I32) {
+    int32_t v;
+    memcpy(&v, t->data + 4 * i, 4);
+    return v;
+  }
+  return t->data[i];
+}
+
+/* Copies the n integers of t into out (int32, or float if as_float), each checked to be in
+ * [0, limit) when limit > 0; the error reads "<what> y[i] = v is out of range: <has> <limit> <unit>". */
+static bool copy_integers(const gr_st_tensor *t, int64_t n, void *out, bool as_float, int64_t limit, const char *what, const char *has,
+                          const char *unit, gr_loc at, gr_diag *d) {
+  for (int64_t i = 0; i < n; i++) {
+    int64_t v = integer_at(t, i);
+    if (limit > 0 && (v < 0 || v >= limit)) {
+      gr_error(d, at, "%s %s[%lld] = %lld is out of range: %s %lld %s", what, t->name, (long long)i, (long long)v, has, (long long)limit, unit);
+      return false;
+    }
+    if (as_float)
+      ((float *)out)[i] = (float)v;
+    else
+      ((int32_t *)out)[i] = (int32_t)v;
+  }
+  return true;
+}
+
+bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, const gr_rt_model *m, gr_diag *d) {
   memset(ds, 0, sizeof *ds);
   gr_st_file f;
   if (gr_st_open(path, &f, d) != 0) return false;
   gr_loc at = gr_loc_file(path);
   const gr_st_tensor *x = gr_st_find(&f, "x"), *y = gr_st_find(&f, "y");
-  bool ok = false;
-  int64_t per = 1;
+  bool ok = false, int_in = m->in_dtype == GR_I32;
+  int64_t per = 1, tper = 1;
   if (x)
     for (int i = 1; i < x->rank; i++) per *= x->shape[i];
+  if (y)
+    for (int i = 1; i < y->rank; i++) tper *= y->shape[i];
   if (!x || !y) {
-    gr_error(d, at, "a tensors data file needs tensors 'x' (samples) and 'y' (labels); '%s' is missing", x ? "y" : "x");
-  } else if (x->dtype != GR_ST_F32 || x->rank < 1) {
-    gr_error(d, at, "tensor 'x' must be F32 [n, ...], it is %s of rank %d", x->dtype_name, x->rank);
-  } else if (y->rank != 1 || (y->dtype != GR_ST_I64 && y->dtype != GR_ST_I32 && y->dtype != GR_ST_U8)) {
-    gr_error(d, at, "tensor 'y' must be integer labels (I64, I32 or U8) of shape [n], it is %s of rank %d", y->dtype_name, y->rank);
+    gr_error(d, at, "a tensors data file needs tensors 'x' (samples) and 'y' (targets); '%s' is missing", x ? "y" : "x");
+  } else if (x->rank < 1 || (int_in ? !is_integer(x) : x->dtype != GR_ST_F32)) {
+    gr_error(d, at, "tensor 'x' must be %s [n, ...], it is %s of rank %d",
+             int_in ? "integer indices (I64, I32 or U8), as the model's input is," : "F32", x->dtype_name, x->rank);
+  } else if (!m->target_numel && (y->rank != 1 || !is_integer(y))) {
+    gr_error(d, at, "tensor 'y' must be integer class labels (I64, I32 or U8) of shape [n], it is %s of rank %d", y->dtype_name, y->rank);
+  } else if (m->target_numel && !(y->rank >= 1 && y->dtype == GR_ST_F32 && tper == m->target_numel) &&
+             !(m->target_numel == 1 && y->rank == 1 && is_integer(y))) {
+    gr_error(d, at, "tensor 'y' must be F32 targets with %lld values per sample (the model's output), it is %s of rank %d with %lld",
+             (long long)m->target_numel, y->dtype_name, y->rank, (long long)tper);
   } else if (y->shape[0] != x->shape[0]) {
-    gr_error(d, at, "tensor 'y' has %lld labels but 'x' has %lld samples", (long long)y->shape[0], (long long)x->shape[0]);
-  } else if (per != sample_numel) {
-    gr_error(d, at, "each sample of 'x' has %lld values but the model input takes %lld", (long long)per, (long long)sample_numel);
+    gr_error(d, at, "tensor 'y' has %lld targets but 'x' has %lld samples", (long long)y->shape[0], (long long)x->shape[0]);
+  } else if (per != m->sample_numel) {
+    gr_error(d, at, "each sample of 'x' has %lld values but the model input takes %lld", (long long)per, (long long)m->sample_numel);
   } else if (x->shape[0] == 0) {
     gr_error(d, at, "tensor 'x' has no samples");
   } else {
-    ds->n = x->shape[0];
-    ds->sample_numel = per;
-    ds->x = malloc(sizeof(float) * (size_t)(ds->n * per) + 1);
-    ds->y = malloc(sizeof(int32_t) * (size_t)ds->n + 1);
-    GR_CHECK(ds->x && ds->y, "out of memory");
-    memcpy(ds->x, x->data, (size_t)x->nbytes);
-    ok = true;
-    for (int64_t i = 0; i < ds->n && ok; i++) {
-      int64_t v;
-      if (y->dtype == GR_ST_I64) {
-        memcpy(&v, y->data + 8 * i, 8);
-      } else if (y->dtype == GR_ST_I32) {
-        int32_t w;
-        memcpy(&w, y->data + 4 * i, 4);
-        v = w;
-      } else {
-        v = y->data[i];
-      }
-      if (v < 0 || v >= n_classes) {
-        gr_error(d, at, "label y[%lld] = %lld is out of range: the model has %lld classes", (long long)i, (long long)v, (long long)n_classes);
-        ok = false;
-      }
-      ds->y[i] = (int32_t)v;
-    }
+    GR_CHECK(alloc_sets(ds, x->shape[0], per, target_numel(m)), "out of memory");
+    ok = int_in ? copy_integers(x, ds->n * per, ds->x, false, m->in_limit, "index", "the model's embedding tables have", "rows", at, d)
+                : (memcpy(ds->x, x->data, (size_t)x->nbytes), true);
+    if (ok && y->dtype == GR_ST_F32)
+      memcpy(ds->y, y->data, (size_t)y->nbytes);
+    else if (ok)
+      ok = copy_integers(y, ds->n, ds->y, m->target_numel != 0, m->target_numel ? 0 : m->n_classes, "label", "the model has", "classes", at, d);
     ds->images_path = ds->labels_path = path;
   }
   gr_st_close(&f);
@@ -114,9 +161,9 @@ bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, int64_t sample_nu
 }
 
 bool gr_dataset_load(gr_dataset *ds, int format, const char *images, const char *labels, double mean, double std,
-                     int64_t sample_numel, int64_t n_classes, gr_diag *d) {
-  if (format == 1) return gr_dataset_load_tensors(ds, images, sample_numel, n_classes, d);
-  return gr_dataset_load_idx(ds, images, labels, mean, std, sample_numel, n_classes, d);
+                     const gr_rt_model *m, gr_diag *d) {
+  if (format == 1) return gr_dataset_load_tensors(ds, images, m, d);
+  return gr_dataset_load_idx(ds, images, labels, mean, std, m, d);
 }
 
 void gr_dataset_free(gr_dataset *ds) {

@@ -19,6 +19,10 @@ typedef void (*gr_step_fn)(uint8_t *slab, uint8_t *arena, int64_t n, const float
  * correction), and a fresh random seed below 2^24 for the step (dropout masks) */
 enum { GR_SCALAR_LR, GR_SCALAR_STEP, GR_SCALAR_SEED, GR_SCALAR_COUNT };
 
+/* Accuracy: the output's arg-max equals the class label (cross-entropy); the sign of each logit
+ * agrees with its target being >= 0.5, counted per element (binary cross-entropy); none (regression). */
+typedef enum { GR_ACC_ARGMAX, GR_ACC_BINARY, GR_ACC_NONE } gr_accuracy;
+
 typedef struct gr_rt_param {
   const char *name;
   int64_t offset; /* bytes into the slab */
@@ -26,6 +30,8 @@ typedef struct gr_rt_param {
   int64_t numel;
   float init_bound; /* U(-b, b); 0: every element init_value */
   float init_value;
+  float init_std;   /* > 0: N(0, std^2) instead (embeddings) */
+  int64_t zero_row; /* this row (along dimension 0) starts at 0 (an embedding's padding row); -1: none */
   bool trainable;   /* false: a buffer (batchnorm running statistics), saved and loaded but not trained */
 } gr_rt_param;
 
@@ -33,7 +39,7 @@ typedef struct gr_rt_program {
   const char *name;
   gr_step_fn fn;
   int64_t arena_bytes;
-  int64_t x_off, y_off; /* batch inputs (bytes into the arena; -1: absent) */
+  int64_t x_off, y_off; /* batch inputs and targets (bytes into the arena; -1: absent) */
   int64_t dloss_off;    /* seed gradient d(loss)/d(loss), set to 1 once (-1: absent) */
   int64_t loss_off;     /* scalar mean loss of the batch */
   int64_t out_off;      /* model output [n, classes] (-1: not kept) */
@@ -47,7 +53,11 @@ typedef struct gr_rt_model {
   gr_rt_param *params;
   gr_shape in_shape;    /* [N, ...] */
   int64_t sample_numel; /* input elements per sample */
-  int64_t n_classes;
+  gr_dtype in_dtype;    /* GR_F32 values, or GR_I32 indices (token ids, read by embeddings) */
+  int64_t in_limit;     /* GR_I32 input: every index must be in [0, in_limit) */
+  int64_t n_classes;    /* output values per sample (the classes of a classifier) */
+  int64_t target_numel; /* 0: targets are class labels (I32 [N], each below n_classes); else F32 values per sample */
+  gr_accuracy accuracy; /* how accuracy counts a sample (or an element) as correct */
   gr_rt_program train, eval;
 } gr_rt_model;
 

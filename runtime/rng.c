@@ -1,6 +1,7 @@
 /* rng.c — xoshiro256** (Blackman & Vigna) seeded with splitmix64. All of graft's randomness
  * (initialisation, shuffling) flows from the plan's seed through this, so runs are reproducible. */
 #include "runtime/runtime.h"
+#include <math.h>
 
 static uint64_t splitmix64(uint64_t *x) {
   uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
@@ -27,6 +28,12 @@ uint64_t gr_rng_next(gr_rng *r) {
 }
 
 double gr_rng_uniform(gr_rng *r) { return (double)(gr_rng_next(r) >> 11) * 0x1.0p-53; }
+
+/* Box-Muller on two uniforms (1 - u keeps the logarithm finite). */
+double gr_rng_normal(gr_rng *r) {
+  double u = 1.0 - gr_rng_uniform(r), v = gr_rng_uniform(r);
+  return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
 
 uint64_t gr_rng_below(gr_rng *r, uint64_t bound) {
   uint64_t limit = -bound % bound; /* 2^64 mod bound: reject the short final stripe */

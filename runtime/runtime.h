@@ -16,26 +16,30 @@ typedef struct gr_rng {
 void gr_rng_seed(gr_rng *r, uint64_t seed);
 uint64_t gr_rng_next(gr_rng *r);
 double gr_rng_uniform(gr_rng *r);                 /* [0, 1) */
+double gr_rng_normal(gr_rng *r);                  /* N(0, 1) */
 uint64_t gr_rng_below(gr_rng *r, uint64_t bound); /* [0, bound), unbiased */
 void gr_rng_shuffle(gr_rng *r, int64_t *a, int64_t n);
 
-/* data.c — a labelled data set in memory: float samples (already normalised) and int32 labels. */
+/* data.c — a data set in memory, decoded once so that a step only gathers rows: samples (floats,
+ * already normalised, or int32 indices) and targets (int32 class labels, or floats), all 4 bytes wide. */
 typedef struct gr_dataset {
-  int64_t n, sample_numel;
-  float *x;   /* [n, sample_numel] */
-  int32_t *y; /* [n] */
+  int64_t n, sample_numel, target_numel;
+  void *x; /* [n, sample_numel] float or int32, as the model's input */
+  void *y; /* [n, target_numel] int32 labels (target_numel 1) or float targets, as the model's loss */
   const char *images_path, *labels_path;
 } gr_dataset;
 /* Loads an IDX image file and its IDX label file; input = (pixel/255 - mean) / std. Checks that
- * the counts agree, that a sample has `sample_numel` values, and that every label is below
- * n_classes; each problem is reported naming the file (and byte offset). */
-bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels, double mean, double std,
-                         int64_t sample_numel, int64_t n_classes, gr_diag *d);
-/* Loads a safetensors file holding x (F32 [n, ...], used as is) and y (I64, I32 or U8 [n]). */
-bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, int64_t sample_numel, int64_t n_classes, gr_diag *d);
+ * the counts agree, that a sample has the model's input size, and that every label is one of its
+ * classes (or, for a loss on float targets of one value, used as that value); each problem is
+ * reported naming the file (and byte offset). */
+bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels, double mean, double std, const gr_rt_model *m,
+                         gr_diag *d);
+/* Loads a safetensors file holding x (F32 [n, ...] samples, or integer indices for a model whose
+ * input is integer) and y (integer class labels [n], or F32 targets [n, ...] for losses on values). */
+bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, const gr_rt_model *m, gr_diag *d);
 /* Either, by format: 0 idx (images, labels), 1 tensors (images is the file). */
 bool gr_dataset_load(gr_dataset *ds, int format, const char *images, const char *labels, double mean, double std,
-                     int64_t sample_numel, int64_t n_classes, gr_diag *d);
+                     const gr_rt_model *m, gr_diag *d);
 void gr_dataset_free(gr_dataset *ds);
 
 /* metrics.c — JSON lines, one object per record, flushed as written. */

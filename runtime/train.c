@@ -43,10 +43,16 @@ gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d) {
   for (int i = 0; i < m->n_params; i++) {
     const gr_rt_param *p = &m->params[i];
     float *w = (float *)(s->slab + p->offset);
-    if (p->init_bound == 0)
+    if (p->init_std > 0)
+      for (int64_t k = 0; k < p->numel; k++) w[k] = (float)(gr_rng_normal(&r) * p->init_std);
+    else if (p->init_bound == 0)
       for (int64_t k = 0; k < p->numel; k++) w[k] = p->init_value;
     else
       for (int64_t k = 0; k < p->numel; k++) w[k] = (float)((2 * gr_rng_uniform(&r) - 1) * p->init_bound);
+    if (p->zero_row >= 0) {
+      int64_t row = p->numel / p->shape.dim[0];
+      memset(w + p->zero_row * row, 0, sizeof(float) * (size_t)row);
+    }
   }
   return s;
 }
@@ -62,28 +68,39 @@ void gr_session_free(gr_session *s) {
   free(s);
 }
 
-/* Copies samples idx[0..n) into the program's input slots. */
+/* Copies samples idx[0..n) into the program's input slots (4-byte values: floats or int32s). */
 static void gather(const gr_rt_program *p, uint8_t *arena, const gr_dataset *ds, const int64_t *idx, int64_t n) {
-  float *x = (float *)(arena + p->x_off);
-  int32_t *y = (int32_t *)(arena + p->y_off);
-  size_t row = sizeof(float) * (size_t)ds->sample_numel;
+  size_t xrow = 4 * (size_t)ds->sample_numel, yrow = 4 * (size_t)ds->target_numel;
   for (int64_t i = 0; i < n; i++) {
-    memcpy(x + i * ds->sample_numel, ds->x + idx[i] * ds->sample_numel, row);
-    y[i] = ds->y[idx[i]];
+    memcpy(arena + p->x_off + (size_t)i * xrow, (const uint8_t *)ds->x + (size_t)idx[i] * xrow, xrow);
+    memcpy(arena + p->y_off + (size_t)i * yrow, (const uint8_t *)ds->y + (size_t)idx[i] * yrow, yrow);
   }
 }
 
-/* Number of rows whose arg-max of out[n, classes] equals the label. */
-static int64_t count_correct(const float *out, const int32_t *y, int64_t n, int64_t classes) {
-  int64_t correct = 0;
-  for (int64_t i = 0; i < n; i++) {
-    const float *row = out + i * classes;
-    int64_t best = 0;
-    for (int64_t c = 1; c < classes; c++)
-      if (row[c] > row[best]) best = c;
-    correct += best == y[i];
+/* What accuracy counts in a batch of n: rows whose arg-max of out[n, classes] equals the label, or
+ * elements whose logit's sign agrees with the target (binary); *total gets the count it is out of. */
+static int64_t count_correct(const gr_rt_model *m, const float *out, const void *y, int64_t n, int64_t *total) {
+  int64_t correct = 0, C = m->n_classes;
+  *total = m->accuracy == GR_ACC_BINARY ? n * C : n;
+  if (m->accuracy == GR_ACC_BINARY) {
+    const float *t = y;
+    for (int64_t i = 0; i < n * C; i++) correct += (out[i] > 0) == (t[i] >= 0.5f);
+  } else if (m->accuracy == GR_ACC_ARGMAX) {
+    const int32_t *labels = y;
+    for (int64_t i = 0; i < n; i++) {
+      const float *row = out + i * C;
+      int64_t best = 0;
+      for (int64_t c = 1; c < C; c++)
+        if (row[c] > row[best]) best = c;
+      correct += best == labels[i];
+    }
   }
   return correct;
+}
+
+/* correct / total, or NaN when the model has no accuracy (a regression) or nothing was counted */
+static double ratio(const gr_rt_model *m, int64_t correct, int64_t total) {
+  return m->accuracy == GR_ACC_NONE || total == 0 ? NAN : (double)correct / (double)total;
 }
 
 void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy, float *outputs) {
@@ -92,7 +109,7 @@ void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, doub
   int64_t *idx = malloc(sizeof(int64_t) * (size_t)m->max_batch);
   GR_CHECK(idx != NULL, "out of memory");
   double total = 0;
-  int64_t correct = 0;
+  int64_t correct = 0, counted = 0, k;
   float scal[GR_SCALAR_COUNT] = {0};
   for (int64_t b = 0; b < ds->n; b += m->max_batch) {
     int64_t n = ds->n - b < m->max_batch ? ds->n - b : m->max_batch;
@@ -100,12 +117,13 @@ void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, doub
     gather(p, s->eval_arena, ds, idx, n);
     p->fn(s->slab, s->eval_arena, n, scal);
     total += (double)*(float *)(s->eval_arena + p->loss_off) * (double)n;
-    correct += count_correct((float *)(s->eval_arena + p->out_off), (int32_t *)(s->eval_arena + p->y_off), n, m->n_classes);
+    correct += count_correct(m, (float *)(s->eval_arena + p->out_off), s->eval_arena + p->y_off, n, &k);
+    counted += k;
     if (outputs) memcpy(outputs + b * m->n_classes, s->eval_arena + p->out_off, sizeof(float) * (size_t)(n * m->n_classes));
   }
   free(idx);
   *loss = ds->n ? total / (double)ds->n : NAN;
-  *accuracy = ds->n ? (double)correct / (double)ds->n : NAN;
+  *accuracy = ratio(m, correct, counted);
 }
 
 /* Whether a file can be created at path (its directory exists and is writable): checked before a
@@ -136,11 +154,11 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   gr_dataset train = {0}, test = {0};
   gr_metrics *metrics = NULL;
   bool loaded = gr_dataset_load(&train, cfg->data_format, cfg->train_images, cfg->train_labels, cfg->norm_mean, cfg->norm_std,
-                                m->sample_numel, m->n_classes, d);
+                                m, d);
   if (!loaded && cfg->train_loc.file) gr_note(d, cfg->train_loc, "in the training data named here");
   if (loaded && cfg->test_images) {
     loaded = gr_dataset_load(&test, cfg->data_format, cfg->test_images, cfg->test_labels, cfg->norm_mean, cfg->norm_std,
-                             m->sample_numel, m->n_classes, d);
+                             m, d);
     if (!loaded && cfg->test_loc.file) gr_note(d, cfg->test_loc, "in the test data named here");
   }
   if (!loaded || (cfg->metrics_path && !(metrics = gr_metrics_open(cfg->metrics_path, d)))) {
@@ -171,7 +189,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   for (int64_t epoch = 1; epoch <= cfg->epochs && ok; epoch++) {
     if (cfg->shuffle) gr_rng_shuffle(&rng, perm, train.n);
     double t_epoch = gr_now(), win_loss = 0, ep_loss = 0;
-    int64_t win_n = 0, win_correct = 0, ep_n = 0;
+    int64_t win_n = 0, win_correct = 0, win_counted = 0, ep_n = 0;
     double t_win = t_epoch;
     for (int64_t b = 0; b < train.n; b += B) {
       int64_t n = train.n - b < B ? train.n - b : B;
@@ -194,8 +212,11 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
       ep_loss += (double)loss * (double)n;
       win_n += n;
       ep_n += n;
-      if (p->out_off >= 0)
-        win_correct += count_correct((float *)(s->train_arena + p->out_off), (int32_t *)(s->train_arena + p->y_off), n, m->n_classes);
+      if (p->out_off >= 0) {
+        int64_t k;
+        win_correct += count_correct(m, (float *)(s->train_arena + p->out_off), s->train_arena + p->y_off, n, &k);
+        win_counted += k;
+      }
       int64_t in_epoch = b / B + 1;
       double now = gr_now(), rate = (double)ep_n / (now - t_epoch + 1e-12);
       double eta = ((double)(steps_per_epoch - in_epoch) * (double)B + (double)(cfg->epochs - epoch) * (double)train.n) / rate;
@@ -203,10 +224,10 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
       if (!cfg->quiet && (prog.tty || log_now)) gr_progress_step(&prog, epoch, cfg->epochs, in_epoch, steps_per_epoch, ep_loss / (double)ep_n, rate, eta, false);
       if (log_now) {
         gr_metrics_record(metrics, "train", "epoch#", (double)epoch, "step#", (double)step, "loss", win_loss / (double)win_n,
-                          "accuracy", (double)win_correct / (double)win_n, "samples_per_s", (double)win_n / (now - t_win + 1e-12),
+                          "accuracy", ratio(m, win_correct, win_counted), "samples_per_s", (double)win_n / (now - t_win + 1e-12),
                           "lr", lr, NULL);
         win_loss = 0;
-        win_n = win_correct = 0;
+        win_n = win_correct = win_counted = 0;
         t_win = now;
       }
     }
@@ -214,7 +235,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
     if (win_n) { /* the steps since the last record: every step is in exactly one training record */
       double now = gr_now();
       gr_metrics_record(metrics, "train", "epoch#", (double)epoch, "step#", (double)step, "loss", win_loss / (double)win_n,
-                        "accuracy", (double)win_correct / (double)win_n, "samples_per_s", (double)win_n / (now - t_win + 1e-12),
+                        "accuracy", ratio(m, win_correct, win_counted), "samples_per_s", (double)win_n / (now - t_win + 1e-12),
                         "lr", lr, NULL);
     }
     double ep_time = gr_now() - t_epoch;
@@ -226,7 +247,8 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
             res->final_train_loss, ep_time, (double)ep_n / ep_time);
     if (test.n) {
       gr_session_evaluate(s, &test, &res->test_loss, &res->test_accuracy, NULL);
-      fprintf(log, ", test loss %.4f, test accuracy %.4f", res->test_loss, res->test_accuracy);
+      fprintf(log, ", test loss %.4f", res->test_loss);
+      if (!isnan(res->test_accuracy)) fprintf(log, ", test accuracy %.4f", res->test_accuracy);
       gr_metrics_record(metrics, "test", "epoch#", (double)epoch, "step#", (double)step, "loss", res->test_loss, "accuracy",
                         res->test_accuracy, NULL);
     }
@@ -235,7 +257,8 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   }
   res->steps = step;
   res->samples_per_s = train_time > 0 ? (double)samples / train_time : 0;
-  if (ok && test.n) fprintf(log, "final test accuracy: %.4f\n", res->test_accuracy);
+  if (ok && test.n && !isnan(res->test_accuracy)) fprintf(log, "final test accuracy: %.4f\n", res->test_accuracy);
+  else if (ok && test.n) fprintf(log, "final test loss: %.6g\n", res->test_loss);
   if (ok && cfg->save_path) {
     ok = gr_session_save(s, cfg->save_path, d);
     if (ok) fprintf(log, "saved %d parameters to %s\n", m->n_params, cfg->save_path);

@@ -165,7 +165,7 @@ static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char
   if (s && !ok && !weights) gr_note(d, p->init_loc, "in the weights named here");
   gr_dataset ds = {0};
   if (ok && !gr_dataset_load(&ds, (int)p->data_format, ds_spec->images, ds_spec->labels, p->norm_mean, p->norm_std,
-                             c->rt.sample_numel, c->rt.n_classes, d)) {
+                             &c->rt, d)) {
     gr_note(d, ds_spec->loc, "in the %s data named here", split);
     ok = false;
   }
@@ -177,7 +177,9 @@ static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char
   if (ok) {
     double loss, acc;
     gr_session_evaluate(s, &ds, &loss, &acc, out);
-    printf("%s loss %.6f, %s accuracy %.4f (%lld samples)\n", split, loss, split, acc, (long long)ds.n);
+    printf("%s loss %.6f", split, loss);
+    if (!isnan(acc)) printf(", %s accuracy %.4f", split, acc);
+    printf(" (%lld samples)\n", (long long)ds.n);
     if (metrics_path) {
       gr_metrics *m = gr_metrics_open(metrics_path, d);
       ok = m != NULL;
@@ -185,8 +187,10 @@ static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char
       gr_metrics_close(m);
     }
     if (ok && output) {
-      int64_t shape[2] = {ds.n, c->rt.n_classes};
-      gr_st_out t = {"output", 2, shape, out};
+      const gr_shape *os = &c->model.output->shape; /* [n, the output's per-sample shape] */
+      int64_t shape[GR_MAX_RANK] = {ds.n};
+      for (int i = 1; i < os->rank; i++) shape[i] = os->dim[i];
+      gr_st_out t = {"output", os->rank, shape, out};
       ok = gr_st_write(output, &t, 1, NULL, d) == 0;
     }
   }

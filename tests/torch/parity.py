@@ -12,7 +12,8 @@ weights and data, and writes them as safetensors. Then:
 Agreement: max |graft - torch| <= 1e-4 * max(1, max |torch|) per tensor (float32 throughout; sums
 are ordered differently, so bit equality is not expected).
 
-usage: parity.py GRAFT WORKDIR      exit 0 all agree, 1 a mismatch, 77 no torch (skipped)"""
+usage: parity.py GRAFT WORKDIR [CASE...]   exit 0 all agree, 1 a mismatch, 77 no torch (skipped)
+(with CASE names, only those cases run)"""
 import collections
 import json
 import os
@@ -28,7 +29,7 @@ except ImportError:
     print("parity: python3-torch is not installed; skipping")
     sys.exit(77)
 
-GRAFT, WORK = sys.argv[1], sys.argv[2]
+GRAFT, WORK, ONLY = sys.argv[1], sys.argv[2], sys.argv[3:]
 os.makedirs(WORK, exist_ok=True)
 TOL = 1e-4
 B = 4            # batch
@@ -210,6 +211,97 @@ layers:
   - {name: out, op: log_softmax}
 """, Ops, (6,), 5)
 
+class Text(nn.Module):
+    """A bag-of-embeddings text classifier: token embeddings (padding row 0), layernorm per token,
+    the mean over the sequence, layernorm, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.ln1 = nn.Embedding(20, 8, padding_idx=0), nn.LayerNorm(8)
+        self.ln2, self.fc = nn.LayerNorm(8, eps=1e-3), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.ln2(self.ln1(self.emb(x)).mean(1)))
+
+
+CASES["text"] = ("""
+name: text
+input: {name: tokens, shape: [6], dtype: int32}
+layers:
+  - {name: emb, op: embedding, num_embeddings: 20, embedding_dim: 8, padding_idx: 0}
+  - {name: ln1, op: layernorm}
+  - {name: pool, op: mean, dim: 1}
+  - {name: ln2, op: layernorm, normalized_shape: 8, eps: 0.001}
+  - {name: fc, op: linear, out_features: 3}
+""", Text, (6,), 3)
+
+
+class Multilabel(nn.Module):
+    """reshape, layernorm over two trailing dimensions, 4 independent binary outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.norm, self.fc2 = nn.Linear(6, 12), nn.LayerNorm([3, 4]), nn.Linear(12, 4)
+
+    def forward(self, x):
+        h = nn.functional.gelu(self.norm(self.fc1(x).view(-1, 3, 4)))
+        return self.fc2(torch.flatten(h, 1))
+
+
+CASES["multilabel"] = ("""
+name: multilabel
+input: {shape: [6]}
+layers:
+  - {name: fc1, op: linear, out_features: 12}
+  - {name: grid, op: reshape, shape: [3, -1]}
+  - {name: norm, op: layernorm, normalized_shape: [3, 4]}
+  - {name: act, op: gelu}
+  - {name: flat, op: flatten}
+  - {name: fc2, op: linear, out_features: 4}
+""", Multilabel, (6,), 4)
+
+CASES["regression"] = ("""
+name: regression
+input: {shape: [5]}
+layers:
+  - {name: fc1, op: linear, out_features: 8}
+  - {name: act, op: tanh}
+  - {name: fc2, op: linear, out_features: 2}
+""", lambda: nn.Sequential(collections.OrderedDict([("fc1", nn.Linear(5, 8)), ("act", nn.Tanh()), ("fc2", nn.Linear(8, 2))])),
+    (5,), 2)
+
+# Losses other than cross-entropy (on class labels), per case: binary cross-entropy on logits against
+# 0/1 targets, mean squared error against float targets; and cases whose input is token indices.
+LOSS = {"multilabel": "bce_with_logits", "regression": "mse"}
+TOKENS = {"text": 20}
+
+
+def make_data(name, shape, classes, n):
+    x = torch.randint(0, TOKENS[name], (n, *shape)) if name in TOKENS else torch.randn(n, *shape)
+    loss = LOSS.get(name, "cross_entropy")
+    if loss == "bce_with_logits":
+        y = torch.randint(0, 2, (n, classes)).float()
+    elif loss == "mse":
+        y = torch.randn(n, classes)
+    else:
+        y = torch.randint(0, classes, (n,))
+    return x, y
+
+
+def torch_loss(name, out, y):
+    loss = LOSS.get(name, "cross_entropy")
+    if loss == "bce_with_logits":
+        return nn.functional.binary_cross_entropy_with_logits(out, y)
+    if loss == "mse":
+        return nn.functional.mse_loss(out, y)
+    return nn.functional.cross_entropy(out, y, label_smoothing=SMOOTHING.get(name, 0.0))
+
+
+def plan_loss(name):
+    loss = LOSS.get(name, "cross_entropy")
+    return f"{{type: cross_entropy, label_smoothing: {SMOOTHING.get(name, 0.0)}}}" if loss == "cross_entropy" else loss
+
+
 # ResNet-18: the shipped example against torchvision's, name for name (3x64x64, 1000 classes).
 try:
     import torchvision
@@ -266,6 +358,8 @@ epochs: 1
 
 torch.manual_seed(0)
 for name, (yaml, build, shape, classes) in CASES.items():
+    if ONLY and name not in ONLY:
+        continue
     print(f"{name}:")
     d = os.path.join(WORK, name)
     os.makedirs(d, exist_ok=True)
@@ -280,8 +374,7 @@ for name, (yaml, build, shape, classes) in CASES.items():
                 v.copy_(torch.rand_like(v) + 0.5)
     w0 = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     write_safetensors(f"{d}/w0.safetensors", w0)
-    x = torch.randn(B * STEPS, *shape)
-    y = torch.randint(0, classes, (B * STEPS,))
+    x, y = make_data(name, shape, classes, B * STEPS)
     write_safetensors(f"{d}/data.safetensors", {"x": x.numpy(), "y": y.numpy()})
 
     # forward
@@ -292,7 +385,7 @@ for name, (yaml, build, shape, classes) in CASES.items():
             f.write(f"""model: model.yaml
 init: w0.safetensors
 data: {{format: tensors, train: {{file: data.safetensors}}, test: {{file: data.safetensors}}, shuffle: false}}
-loss: {{type: cross_entropy, label_smoothing: {SMOOTHING.get(name, 0.0)}}}
+loss: {plan_loss(name)}
 optimizer: {opt_yaml}
 batch_size: {B}
 epochs: 1
@@ -315,8 +408,7 @@ log_every: 1
         losses = []
         for s in range(STEPS):
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x[s * B:(s + 1) * B]), y[s * B:(s + 1) * B],
-                                               label_smoothing=SMOOTHING.get(name, 0.0))
+            loss = torch_loss(name, model(x[s * B:(s + 1) * B]), y[s * B:(s + 1) * B])
             loss.backward()
             opt.step()
             losses.append(loss.item())

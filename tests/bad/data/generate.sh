@@ -12,6 +12,8 @@
 #   images-truncated.idx.gz images-3.idx gzipped, then cut to its first 20 bytes (deflate stream cut short)
 #   bad-utf8.model.yaml     a model file with an invalid UTF-8 byte (0xFF) at line 5, column 14
 #   tiny-wrong.safetensors  weights that do not fit tiny.model.yaml (wrong shape, missing, unexpected)
+#   tokens-range.safetensors  tensors data: x I64 [2, 3] token indices 1 2 3 / 4 7 0, y I64 [2]; index 7 is out
+#                           of range for an embedding of 5 rows (x[4])
 set -eu
 cd "$(dirname "$0")"
 
@@ -36,3 +38,10 @@ h='{"fc.weight":{"dtype":"F32","shape":[10,5],"data_offsets":[0,200]},"head.bias
 pad=$(( (8 - ${#h} % 8) % 8 ))
 h="$h$(printf '%*s' "$pad" '')"
 { printf "\\$(printf '%03o' ${#h})\\000\\000\\000\\000\\000\\000\\000"; printf '%s' "$h"; zeros 212; } >tiny-wrong.safetensors
+
+# tokens-range.safetensors: x I64 [2, 3] = 1 2 3 4 7 0 (x[4] = 7), y I64 [2] = 1 2.
+i64() { for v in "$@"; do printf "\\$(printf '%03o' "$v")\\000\\000\\000\\000\\000\\000\\000"; done; }
+h='{"x":{"dtype":"I64","shape":[2,3],"data_offsets":[0,48]},"y":{"dtype":"I64","shape":[2],"data_offsets":[48,64]}}'
+pad=$(( (8 - ${#h} % 8) % 8 ))
+h="$h$(printf '%*s' "$pad" '')"
+{ printf "\\$(printf '%03o' ${#h})\\000\\000\\000\\000\\000\\000\\000"; printf '%s' "$h"; i64 1 2 3 4 7 0 1 2; } >tokens-range.safetensors
