@@ -320,6 +320,8 @@ def optimizers(f):
                   lambda p: torch.optim.AdamW(p, lr=0.01 * f, weight_decay=0.05, betas=(0.8, 0.99), eps=1e-6)),
         "adam": (f"{{type: adam, learning_rate: {0.01 * f}, weight_decay: 0.01}}",
                  lambda p: torch.optim.Adam(p, lr=0.01 * f, weight_decay=0.01)),
+        "sgd_plain": (f"{{type: sgd, learning_rate: {0.1 * f}, weight_decay: 0.01}}",  # no momentum: another update op
+                      lambda p: torch.optim.SGD(p, lr=0.1 * f, weight_decay=0.01)),
     }
 
 
@@ -379,6 +381,8 @@ for name, (yaml, build, shape, classes) in CASES.items():
 
     # forward
     OPTIMIZERS = optimizers(LR_SCALE.get(name, 1.0))
+    if name in DEEP:  # the update ops are covered by the small cases; ResNet-18 runs are the slow ones
+        del OPTIMIZERS["sgd_plain"]
     for opt_name, (opt_yaml, make_opt) in OPTIMIZERS.items():
         plan = f"{d}/{opt_name}.plan.yaml"
         with open(plan, "w") as f:
@@ -425,6 +429,29 @@ log_every: 1
         w1 = read_safetensors(f"{d}/{opt_name}.w1.safetensors")
         for k, v in model.state_dict().items():
             compare(f"{name} {opt_name} {k} after {STEPS} steps", w1[k], v.numpy())
+
+# Op coverage: every op of ir/ops.def must appear in the compiled programs of the cases above (each
+# compared with PyTorch), except leaves and dropout, whose masks cannot match PyTorch's generator (it
+# is checked statistically and by finite differences in test_gradcheck). A new op without a parity
+# case fails here.
+EXEMPT = {"input", "param", "state", "dropout"}
+if not ONLY:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../ir/ops.def")) as f:
+        table = [l.split('"')[1] for l in f if l.startswith("OP(")]
+    seen = set()
+    for name in CASES:
+        for opt_name in optimizers(1.0):
+            plan = os.path.join(WORK, name, f"{opt_name}.plan.yaml")
+            if os.path.exists(plan):
+                r = graft("ir", plan, "--after=optimizer")
+                for line in r.stdout.splitlines():  # "  %3 = op ...", "~ %9 = op ..." or "  update_op ..."
+                    line = line.lstrip("~ ")
+                    if line:
+                        seen.add(line.split(" = ", 1)[1].split()[0] if line.startswith("%") else line.split()[0])
+    missing = [op for op in table if op not in seen and op not in EXEMPT]
+    print(f"op coverage: {len(table) - len(EXEMPT) - len(missing)} of {len(table) - len(EXEMPT)} ops compared with PyTorch")
+    if missing:
+        failures.append("ops without a parity case: " + ", ".join(missing))
 
 print(f"{passed} passed, {len(failures)} failed")
 if failures:
