@@ -9,8 +9,8 @@ set -eu
 runs=${1:-5}
 threads=${2:-1}
 cd "$(dirname "$0")/.."
-[ -x build/graft ] || { echo "build graft first (make)"; exit 1; }
-/usr/bin/python3 -c "import torch" 2>/dev/null || { echo "needs python3-torch: apt-get install python3-torch"; exit 1; }
+. bench/lib.sh
+needs_graft_and_torch
 tune="glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"
 g=$(mktemp) t=$(mktemp)
 trap 'rm -f "$g" "$t"' EXIT
@@ -20,7 +20,6 @@ for i in $(seq "$runs"); do
   GLIBC_TUNABLES=$tune /usr/bin/python3 bench/torch_baseline.py mlp --epochs 2 --threads "$threads" |
     tail -1 | /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f %.4f" % (r["samples_per_s"], r["test_accuracy"]))' >> "$t"
 done
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 gm=$(cut -d' ' -f1 "$g" | median)
 tm=$(cut -d' ' -f1 "$t" | median)
 echo "MLP 784-256-256-10, Fashion-MNIST, batch 64, SGD momentum, $threads thread(s), $runs runs each, epoch 2"
