@@ -2,6 +2,7 @@
  * runs them in order for a plan:
  *
  *   frontends   plan + model YAML -> forward graph (shapes inferred as nodes are built)
+ *   freeze      the plan's transfer settings: frozen parameters, batchnorm modes, parameter groups
  *   loss        the plan's loss on the model output
  *   autodiff    backward nodes, only between trainable parameters and the loss
  *   optimizer   one update node per trainable parameter, with its state
@@ -23,12 +24,17 @@ extern const char *const gr_pass_names[]; /* NULL-terminated, in order */
  * value of y's shape, usually an input holding 1). Backward nodes are ordinary IR appended to g. */
 bool gr_autodiff(gr_graph *g, gr_value *y, gr_value *dy);
 
+/* freeze.c: the plan's freeze/unfreeze patterns, batchnorm policy and parameter groups, applied to
+ * the forward graph before autodiff; false after reporting patterns that match nothing or conflict. */
+bool gr_apply_transfer(gr_graph *g, const gr_transfer *t, gr_diag *d);
 /* optimizer.c: appends update nodes for every trainable parameter that has a gradient. */
 typedef struct gr_opt_cfg {
   gr_opt_kind kind;
   float momentum, weight_decay; /* sgd (weight_decay: all) */
   bool nesterov;                /* sgd */
   double beta1, beta2, eps;     /* adam, adamw */
+  const gr_param_group *groups; /* a parameter in group k (v->group = k + 1) takes its learning rate from */
+  int n_groups;                 /* scalars[GR_SCALAR_COUNT + k] and weight decay times groups[k].wd_mult */
 } gr_opt_cfg;
 void gr_add_optimizer(gr_graph *g, const gr_opt_cfg *cfg);
 

@@ -20,6 +20,14 @@ void gr_add_optimizer(gr_graph *g, const gr_opt_cfg *cfg) {
     gr_value *p = g->nodes[i]->out;
     if (!p || g->nodes[i]->op != GR_OP_PARAM || !p->trainable || !p->grad) continue;
     g->layer = g->nodes[i]->layer;
+    if (p->group > 0) { /* a parameter group: its own learning-rate slot and weight decay */
+      GR_CHECK(p->group <= cfg->n_groups, "parameter %s in group %d of %d", p->name, p->group, cfg->n_groups);
+      a.lr_slot = GR_SCALAR_COUNT + p->group - 1;
+      a.weight_decay = (float)(cfg->weight_decay * cfg->groups[p->group - 1].wd_mult);
+    } else {
+      a.lr_slot = GR_SCALAR_LR;
+      a.weight_decay = cfg->weight_decay;
+    }
     if (cfg->kind == GR_OPT_ADAM || cfg->kind == GR_OPT_ADAMW) {
       gr_value *m = gr_state(g, gr_sprintf(g->arena, "%s.exp_avg", p->name), p->shape);
       gr_value *v = gr_state(g, gr_sprintf(g->arena, "%s.exp_avg_sq", p->name), p->shape);

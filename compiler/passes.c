@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const gr_pass_names[] = {"frontend", "loss", "autodiff", "optimizer", "memplan", "codegen", NULL};
+const char *const gr_pass_names[] = {"frontend", "freeze", "loss", "autodiff", "optimizer", "memplan", "codegen", NULL};
 
 static bool dump_here(const gr_compile_opts *o, const char *pass) {
   return o && o->dump_after && !strcmp(o->dump_after, pass);
@@ -99,6 +99,8 @@ static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
   rt->in_shape = c->model.input->shape;
   rt->sample_numel = gr_shape_inner(&rt->in_shape);
   rt->in_dtype = c->model.input->dtype;
+  rt->n_groups = c->plan.tl.n_groups;
+  for (int k = 0; k < rt->n_groups; k++) rt->lr_mult[k] = c->plan.tl.groups[k].lr_mult;
   rt->n_classes = gr_shape_inner(&c->model.output->shape);
   rt->target_numel = c->labels->dtype == GR_I32 ? 0 : rt->n_classes;
   rt->accuracy = c->plan.loss == GR_LOSS_CROSS_ENTROPY ? GR_ACC_ARGMAX : c->plan.loss == GR_LOSS_BCE_LOGITS ? GR_ACC_BINARY : GR_ACC_NONE;
@@ -142,6 +144,13 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   c->eval_model = c->model;
   if (c->model.mode_dependent && !gr_model_load(c->plan.model_path, c->plan.model_loc, g, GR_MODE_EVAL, &c->eval_model)) return false;
   if (dump_here(o, "frontend")) return gr_graph_dump(g, dump, NULL), true;
+  /* freeze */
+  if (c->plan.tl.n_groups > GR_MAX_GROUPS) {
+    gr_error(d, c->plan.tl.groups[GR_MAX_GROUPS].loc, "at most %d parameter groups", GR_MAX_GROUPS);
+    return false;
+  }
+  if (!gr_apply_transfer(g, &c->plan.tl, d)) return false;
+  if (dump_here(o, "freeze")) return gr_graph_dump(g, dump, NULL), true;
   /* loss */
   /* cross-entropy takes class labels [N]; the other losses float targets of the output's shape */
   static const gr_op loss_ops[GR_LOSS_COUNT] = {GR_OP_SOFTMAX_CE, GR_OP_BCE_LOGITS, GR_OP_MSE};
@@ -168,7 +177,8 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   /* optimizer */
   gr_opt_cfg oc = {.kind = c->plan.opt.kind, .momentum = (float)c->plan.opt.momentum,
                    .weight_decay = (float)c->plan.opt.weight_decay, .nesterov = c->plan.opt.nesterov,
-                   .beta1 = c->plan.opt.beta1, .beta2 = c->plan.opt.beta2, .eps = c->plan.opt.eps};
+                   .beta1 = c->plan.opt.beta1, .beta2 = c->plan.opt.beta2, .eps = c->plan.opt.eps,
+                   .groups = c->plan.tl.groups, .n_groups = c->plan.tl.n_groups};
   gr_add_optimizer(g, &oc);
   if (dump_here(o, "optimizer")) return gr_graph_dump(g, dump, NULL), true;
   /* memplan */

@@ -43,12 +43,54 @@ typedef enum { GR_OPT_SGD, GR_OPT_ADAM, GR_OPT_ADAMW, GR_OPT_COUNT } gr_opt_kind
 extern const char *const gr_loss_names[GR_LOSS_COUNT + 1];
 extern const char *const gr_opt_names[GR_OPT_COUNT + 1];
 
+/* Transfer learning (frontends/transfer.c). A pattern is a glob over parameter and layer names
+ * (gr_glob_match), kept with its place in the plan for diagnostics. */
+typedef struct gr_pattern {
+  const char *glob;
+  gr_loc loc;
+} gr_pattern;
+typedef struct gr_patterns {
+  gr_pattern *v;
+  int n;
+} gr_patterns;
+
+/* batchnorm layers in training: train (batch statistics, running ones updated), frozen (running
+ * statistics, not updated), adapt (batch statistics, running ones updated, weight and bias not
+ * trained); auto: frozen if its weight and bias are frozen, else train. */
+typedef enum { GR_BN_AUTO, GR_BN_TRAIN, GR_BN_FROZEN, GR_BN_ADAPT, GR_BN_MODE_COUNT } gr_bn_mode;
+extern const char *const gr_bn_mode_names[GR_BN_MODE_COUNT + 1];
+typedef struct gr_bn_rule {
+  gr_patterns match;
+  gr_bn_mode mode;
+  gr_loc loc;
+} gr_bn_rule;
+
+/* Discriminative fine-tuning: the parameters a group matches train at lr_mult times the learning
+ * rate and weight_decay_mult times the weight decay. */
+typedef struct gr_param_group {
+  gr_patterns match;
+  double lr_mult, wd_mult;
+  gr_loc loc;
+} gr_param_group;
+
+typedef struct gr_transfer {
+  int n_rename; /* init rename: file-name prefix -> model-name prefix, first match applies */
+  const char **rename_from, **rename_to;
+  gr_patterns exclude; /* init exclude: model parameters that start fresh; file tensors ignored */
+  gr_patterns freeze, unfreeze;
+  gr_bn_rule *bn;
+  int n_bn;
+  gr_param_group *groups;
+  int n_groups;
+} gr_transfer;
+
 typedef struct gr_plan {
   const char *path;
   const char *model_path; /* resolved relative to the plan */
   gr_loc model_loc;
   const char *init_path; /* safetensors to load, or NULL */
   gr_loc init_loc;
+  gr_transfer tl;        /* init rename/exclude, freezing, batchnorm policy, parameter groups */
   gr_data_format data_format;
   gr_data_split train, test;
   bool shuffle;
@@ -71,5 +113,12 @@ typedef struct gr_plan {
 } gr_plan;
 
 bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *out);
+
+/* transfer.c: the plan's init mapping ({file, rename, exclude}) and its freeze, unfreeze, batchnorm
+ * and param_groups keys, into p (called by gr_plan_load). */
+struct gr_ydoc;
+struct yaml_node_s;
+bool gr_parse_init(struct gr_ydoc *y, struct yaml_node_s *init, gr_plan *p);
+bool gr_parse_transfer(struct gr_ydoc *y, struct yaml_node_s *root, gr_plan *p);
 
 #endif

@@ -2,7 +2,9 @@
  *
  * Schema (docs/format.md has the full reference):
  *   model: model.yaml                 required; relative paths are relative to the plan file
- *   init: weights.safetensors         optional; parameters loaded by name (strict), else random
+ *   init: weights.safetensors         optional; parameters loaded by name (strict), else random; or
+ *                                     {file, rename, exclude}: see transfer.c, with freeze, unfreeze,
+ *                                     batchnorm and param_groups
  *   data:                             required
  *     format: idx                     idx (default) or tensors
  *     train: {images: F, labels: F}   required; idx: IDX files, plain or .gz; tensors: {file: F}, a
@@ -39,7 +41,8 @@
 const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", "bce_with_logits", "mse", NULL};
 const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL};
 
-static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", NULL};
+static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every",
+                                        "freeze", "unfreeze", "batchnorm", "param_groups", NULL};
 static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", NULL};
 static const char *const split_keys[] = {"images", "labels", NULL};
 static const char *const tensor_split_keys[] = {"file", NULL};
@@ -232,11 +235,8 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
       p->model_loc = gr_yloc(&y, m); /* the model frontend reports an unopenable model file here */
     }
     gr_ynode *init = gr_yget(&y, root, "init");
-    const char *ip;
-    if (init && gr_ystr(&y, init, "'init'", &ip)) {
-      p->init_path = gr_ypath(&y, ip);
-      p->init_loc = gr_yloc(&y, init);
-    }
+    if (init) gr_parse_init(&y, init, p);
+    gr_parse_transfer(&y, root, p);
     gr_ynode *data = gr_yreq(&y, root, "data", "the plan");
     if (data) parse_data(&y, data, p);
     gr_ynode *loss = gr_yreq(&y, root, "loss", "the plan");

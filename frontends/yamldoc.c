@@ -222,8 +222,8 @@ bool gr_ymap_check_hinted(gr_ydoc *y, gr_ynode *map, const char *what, const cha
         break;
       }
     }
-    bool known = false;
-    for (const char *const *a = allowed; *a; a++)
+    bool known = !allowed; /* NULL: any key (a mapping of user names), still checked for duplicates */
+    for (const char *const *a = allowed; a && *a; a++)
       if (!strcmp(*a, key)) known = true;
     if (known) continue;
     ok = false;

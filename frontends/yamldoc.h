@@ -37,7 +37,7 @@ gr_loc gr_yloc(const gr_ydoc *y, const gr_ynode *n);
 const char *gr_ydescribe(gr_ydoc *y, const gr_ynode *n);
 
 /* Mappings. gr_ymap_check reports non-mappings, duplicate keys, merge keys and keys not in `allowed`
- * (NULL-terminated), naming `what` ("the plan", "optimizer"). */
+ * (NULL-terminated; NULL itself: any key), naming `what` ("the plan", "optimizer"). */
 bool gr_ymap_check(gr_ydoc *y, gr_ynode *map, const char *what, const char *const *allowed);
 /* The same, where `elsewhere` (NULL-terminated pairs: key, section) names keys that belong in a
  * section of this mapping, so that a misplaced key is reported as "belongs under 'section'". */

@@ -72,6 +72,7 @@ typedef struct gr_value {
   float init_bound;   /* params: U(-b, b) initialisation; 0: every element init_value */
   float init_value;   /* params: the constant start value when init_bound is 0 (batchnorm: weight 1, running_var 1) */
   float init_std;     /* params: if > 0, N(0, std^2) instead (embeddings) */
+  int group;          /* params: 1 + the index of the plan's parameter group (learning-rate slot), 0: none */
   int64_t zero_row;   /* params: this row (index along dimension 0) starts at 0 (an embedding's padding); -1: none */
   struct gr_value *grad; /* set by autodiff: d(loss)/d(this) */
   int64_t slab_offset;   /* params and state: byte offset in the persistent slab (-1 before planning) */
@@ -159,6 +160,10 @@ typedef struct gr_conv_geom {
   int64_t cin, h, w, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, ho, wo;
 } gr_conv_geom;
 gr_conv_geom gr_conv_geometry(const gr_shape *x, const gr_shape *w, const gr_attrs *a);
+
+/* Whether a plan's name pattern (a shell glob) matches a dotted name or one of its leading
+ * components ("layer1" matches "layer1.0.conv1.weight"); see ir/match.c. */
+bool gr_glob_match(const char *pattern, const char *name);
 
 /* Text dump (`graft ir`): one line per node. `plan_offsets` (indexed by value id; may be NULL) adds
  * each value's arena offset. */

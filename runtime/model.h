@@ -18,6 +18,8 @@ typedef void (*gr_step_fn)(uint8_t *slab, uint8_t *arena, int64_t n, const float
 /* scalars[]: the learning rate, the 1-based number of the optimizer step being taken (Adam's bias
  * correction), and a fresh random seed below 2^24 for the step (dropout masks) */
 enum { GR_SCALAR_LR, GR_SCALAR_STEP, GR_SCALAR_SEED, GR_SCALAR_COUNT };
+/* then one learning rate per parameter group k: scalars[GR_SCALAR_COUNT + k] = lr * lr_mult[k] */
+enum { GR_MAX_GROUPS = 32 };
 
 /* Accuracy: the output's arg-max equals the class label (cross-entropy); the sign of each logit
  * agrees with its target being >= 0.5, counted per element (binary cross-entropy); none (regression). */
@@ -58,6 +60,8 @@ typedef struct gr_rt_model {
   int64_t n_classes;    /* output values per sample (the classes of a classifier) */
   int64_t target_numel; /* 0: targets are class labels (I32 [N], each below n_classes); else F32 values per sample */
   gr_accuracy accuracy; /* how accuracy counts a sample (or an element) as correct */
+  int n_groups;         /* parameter groups with their own learning rate (discriminative fine-tuning) */
+  double lr_mult[GR_MAX_GROUPS];
   gr_rt_program train, eval;
 } gr_rt_model;
 

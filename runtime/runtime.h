@@ -64,11 +64,21 @@ void gr_progress_step(gr_progress *p, int64_t epoch, int64_t epochs, int64_t ste
 void gr_progress_clear(gr_progress *p);
 double gr_now(void); /* monotonic seconds */
 
+/* How to read weights into a model (weights.c, below): the file's tensors renamed by prefix; model
+ * parameters matching an exclude pattern keep their initialisation. */
+typedef struct gr_load_opts {
+  int n_rename;
+  const char *const *rename_from, *const *rename_to; /* file-name prefix -> model-name prefix */
+  int n_exclude;
+  const char *const *exclude; /* patterns (gr_glob_match) */
+} gr_load_opts;
+
 /* train.c — the training loop. */
 typedef struct gr_train_cfg {
   int data_format; /* 0 idx, 1 tensors (the file in *_images) */
   bool shuffle;
   const char *init_path; /* weights to start from (NULL: random initialisation) */
+  gr_load_opts init_opts; /* how to map them */
   const char *save_path; /* where to write the trained weights (NULL: nowhere) */
   const char *train_images, *train_labels;
   const char *test_images, *test_labels; /* NULL: no evaluation */
@@ -100,8 +110,11 @@ void gr_session_free(gr_session *s);
 void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy, float *outputs);
 const gr_rt_model *gr_session_model(const gr_session *s);
 float *gr_session_param(gr_session *s, int i); /* the i-th parameter's values in the slab */
-/* weights.c — parameters from/to safetensors by name (strict); false after reporting. */
-bool gr_session_load(gr_session *s, const char *path, gr_diag *d);
+/* weights.c — parameters from/to safetensors by name (strict); false after reporting. The options
+ * (NULL: none) rename the file's tensors by prefix and exclude model parameters by pattern (they keep
+ * their initialisation; file tensors of those names are ignored). With `report`, a line saying what
+ * was loaded. */
+bool gr_session_load(gr_session *s, const char *path, const gr_load_opts *o, FILE *report, gr_diag *d);
 bool gr_session_save(gr_session *s, const char *path, gr_diag *d);
 /* Trains (and evaluates after each epoch); false after reporting an error. */
 bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_train_result *res);

@@ -110,7 +110,7 @@ void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, doub
   GR_CHECK(idx != NULL, "out of memory");
   double total = 0;
   int64_t correct = 0, counted = 0, k;
-  float scal[GR_SCALAR_COUNT] = {0};
+  float scal[GR_SCALAR_COUNT + GR_MAX_GROUPS] = {0};
   for (int64_t b = 0; b < ds->n; b += m->max_batch) {
     int64_t n = ds->n - b < m->max_batch ? ds->n - b : m->max_batch;
     for (int64_t i = 0; i < n; i++) idx[i] = b + i;
@@ -145,7 +145,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);
   /* the cheap checks first (memory, weights), then the data sets, which take seconds to decode */
   gr_session *s = gr_session_new(m, cfg->seed, d);
-  if (s && cfg->init_path && !gr_session_load(s, cfg->init_path, d)) {
+  if (s && cfg->init_path && !gr_session_load(s, cfg->init_path, &cfg->init_opts, log, d)) {
     if (cfg->init_loc.file) gr_note(d, cfg->init_loc, "in the weights named here");
     gr_session_free(s);
     return false;
@@ -178,7 +178,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   for (int64_t i = 0; i < train.n; i++) perm[i] = i;
   const gr_rt_program *p = &m->train;
   int64_t B = m->max_batch, steps_per_epoch = (train.n + B - 1) / B, step = 0;
-  float scal[GR_SCALAR_COUNT] = {0};
+  float scal[GR_SCALAR_COUNT + GR_MAX_GROUPS] = {0};
   int64_t sched_total = cfg->schedule.per_step ? steps_per_epoch * cfg->epochs : cfg->epochs;
   double lr = cfg->lr;
   gr_progress prog;
@@ -195,6 +195,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
       int64_t n = train.n - b < B ? train.n - b : B;
       lr = gr_schedule_lr(&cfg->schedule, cfg->lr, cfg->schedule.per_step ? step : epoch - 1, sched_total);
       scal[GR_SCALAR_LR] = (float)lr;
+      for (int k = 0; k < m->n_groups; k++) scal[GR_SCALAR_COUNT + k] = (float)(lr * m->lr_mult[k]);
       scal[GR_SCALAR_STEP] = (float)(step + 1);
       scal[GR_SCALAR_SEED] = (float)(gr_rng_next(&drop_rng) >> 40); /* < 2^24: exact in a float */
       gather(p, s->train_arena, &train, perm + b, n);

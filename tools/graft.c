@@ -18,7 +18,7 @@ static void usage(FILE *f) {
         "commands:\n"
         "  check PLAN           validate the plan and its model; print layers, parameters, FLOPs and memory\n"
         "  ir PLAN              print the IR (default: after memplan)\n"
-        "      --after=PASS     print it after PASS: frontend, loss, autodiff, optimizer, memplan,\n"
+        "      --after=PASS     print it after PASS: frontend, freeze, loss, autodiff, optimizer, memplan,\n"
         "                       codegen (the optimised LLVM IR)\n"
         "  train PLAN           train, evaluating on the test data after every epoch\n"
         "      --epochs N       override the plan's epochs\n"
@@ -148,6 +148,14 @@ static void print_summary(const gr_compiled *c, FILE *f) {
   fprintf(f, "epochs %lld, seed %llu\n", (long long)c->plan.epochs, (unsigned long long)c->plan.seed);
 }
 
+/* The plan's init mapping as the runtime's load options. */
+static gr_load_opts init_opts(gr_compiled *c) {
+  const gr_transfer *t = &c->plan.tl;
+  const char **ex = gr_alloc(&c->arena, sizeof(char *) * (size_t)(t->exclude.n + 1));
+  for (int k = 0; k < t->exclude.n; k++) ex[k] = t->exclude.v[k].glob;
+  return (gr_load_opts){t->n_rename, t->rename_from, t->rename_to, t->exclude.n, ex};
+}
+
 /* graft eval: the eval program over one split of the plan's data, with the given (or the plan's) weights. */
 static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char *split, const char *output,
                      const char *metrics_path, int threads) {
@@ -161,7 +169,8 @@ static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char
   const char *wpath = weights ? weights : p->init_path;
   if (!wpath) gr_warning(d, (gr_loc){0}, "no --weights and no 'init' in the plan: evaluating randomly initialised parameters");
   gr_session *s = gr_session_new(&c->rt, p->seed, d); /* weights first: cheaper to check than data */
-  bool ok = s && (!wpath || gr_session_load(s, wpath, d));
+  gr_load_opts lo = init_opts(c); /* the plan's init mapping; --weights (graft's own files) load strictly */
+  bool ok = s && (!wpath || gr_session_load(s, wpath, weights ? NULL : &lo, NULL, d));
   if (s && !ok && !weights) gr_note(d, p->init_loc, "in the weights named here");
   gr_dataset ds = {0};
   if (ok && !gr_dataset_load(&ds, (int)p->data_format, ds_spec->images, ds_spec->labels, p->norm_mean, p->norm_std,
@@ -227,7 +236,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "ir") && (v = opt_value(argc, argv, &i, "--after", &missing))) {
       bool known = false;
       for (const char *const *p = gr_pass_names; *p; p++) known |= !strcmp(*p, v);
-      if (!known) return usage_error("unknown pass '%s'; expected frontend, loss, autodiff, optimizer, memplan or codegen", v);
+      if (!known) return usage_error("unknown pass '%s'; expected frontend, freeze, loss, autodiff, optimizer, memplan or codegen", v);
       after = v;
     } else if (!strcmp(cmd, "train") && (v = opt_value(argc, argv, &i, "--epochs", &missing))) {
       if (!parse_int(v, 1, 100000, &epochs)) return usage_error("--epochs takes an integer from 1 to 100000, got '%s'", v);
@@ -275,7 +284,7 @@ int main(int argc, char **argv) {
   } else if (ok && !strcmp(cmd, "train")) {
     const gr_plan *p = &c.plan;
     gr_train_cfg cfg = {.data_format = (int)p->data_format, .shuffle = p->shuffle, .init_path = p->init_path,
-                        .init_loc = p->init_loc, .save_path = save,
+                        .init_loc = p->init_loc, .init_opts = init_opts(&c), .save_path = save,
                         .train_images = p->train.images, .train_labels = p->train.labels,
                         .test_images = p->test.present ? p->test.images : NULL,
                         .test_labels = p->test.present ? p->test.labels : NULL,

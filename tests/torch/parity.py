@@ -430,6 +430,125 @@ log_every: 1
         for k, v in model.state_dict().items():
             compare(f"{name} {opt_name} {k} after {STEPS} steps", w1[k], v.numpy())
 
+# Transfer learning on the batchnorm model: the backbone frozen (conv, bn1: auto -> running
+# statistics), bn2 in adapt mode (batch statistics and running-statistics updates, weight and bias
+# frozen), fc1 in a parameter group at a tenth of the learning rate without weight decay; weights
+# loaded through an init mapping that renames "backbone." away. PyTorch does the same with
+# requires_grad, bn1.eval() and optimizer parameter groups. Frozen parameters and buffers must come
+# out bit-for-bit unchanged (they also get no optimizer state: none is allocated for them).
+TRANSFER_PLAN = """model: model.yaml
+init: {{file: w0.renamed.safetensors, rename: {{"backbone.": ""}}}}
+data: {{format: tensors, train: {{file: data.safetensors}}, shuffle: false}}
+loss: cross_entropy
+optimizer: {opt}
+freeze: [conv, bn1]
+batchnorm: [{{match: bn2, mode: adapt}}]
+param_groups: [{{match: fc1, lr_mult: 0.1, weight_decay_mult: 0}}]
+batch_size: {B}
+epochs: 1
+log_every: 1
+"""
+FROZEN = ("conv.", "bn1.", "bn2.weight", "bn2.bias")
+
+
+def transfer_case():
+    name = "bn"
+    yaml, build, shape, classes = CASES[name]
+    d = os.path.join(WORK, "transfer")
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/model.yaml", "w") as f:
+        f.write(yaml)
+    torch.manual_seed(1)
+    model = build()
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if k.endswith("running_mean") or (".weight" in k and v.dim() == 1) or (".bias" in k and "bn" in k):
+                v.copy_(torch.randn_like(v) * 0.5 + (1.0 if ".weight" in k else 0.0))
+            if k.endswith("running_var"):
+                v.copy_(torch.rand_like(v) + 0.5)
+    w0 = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    write_safetensors(f"{d}/w0.renamed.safetensors", {"backbone." + k: v for k, v in w0.items()})
+    x, y = make_data(name, shape, classes, B * STEPS)
+    write_safetensors(f"{d}/data.safetensors", {"x": x.numpy(), "y": y.numpy()})
+    print("transfer:")
+    for opt_name in ("sgd", "adamw"):
+        opt_yaml, _ = optimizers(1.0)[opt_name]
+        with open(f"{d}/{opt_name}.plan.yaml", "w") as f:
+            f.write(TRANSFER_PLAN.format(opt=opt_yaml, B=B))
+        model.load_state_dict({k: torch.tensor(v) for k, v in w0.items()})
+        for k, prm in model.named_parameters():
+            prm.requires_grad = not k.startswith(FROZEN)
+        fc1 = [model.fc1.weight]
+        rest = [prm for k, prm in model.named_parameters() if prm.requires_grad and not k.startswith("fc1.")]
+        lr, wd = (0.1, 0.001) if opt_name == "sgd" else (0.01, 0.05)
+        if opt_name == "sgd":
+            opt = torch.optim.SGD([{"params": fc1, "lr": lr * 0.1, "weight_decay": 0}, {"params": rest}], lr=lr, momentum=0.9,
+                                  weight_decay=wd, nesterov=True)
+        else:
+            opt = torch.optim.AdamW([{"params": fc1, "lr": lr * 0.1, "weight_decay": 0}, {"params": rest}], lr=lr, weight_decay=wd,
+                                    betas=(0.8, 0.99), eps=1e-6)
+        losses = []
+        for st in range(STEPS):
+            model.train()
+            model.bn1.eval()  # frozen batchnorm: running statistics, no update
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[st * B:(st + 1) * B]), y[st * B:(st + 1) * B])
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        metrics = f"{d}/{opt_name}.jsonl"
+        r = graft("train", f"{d}/{opt_name}.plan.yaml", "-q", "--metrics", metrics, "--save", f"{d}/{opt_name}.w1.safetensors")
+        if r.returncode != 0:
+            continue
+        if "init: 14 tensors loaded from" not in r.stdout:
+            failures.append(f"transfer {opt_name}: no init report line in: {r.stdout!r}")
+        recs = [json.loads(l) for l in open(metrics) if '"train"' in l]
+        compare(f"transfer {opt_name} loss per step", [q["loss"] for q in recs], losses)
+        w1 = read_safetensors(f"{d}/{opt_name}.w1.safetensors")
+        for k, v in model.state_dict().items():
+            if k.startswith(FROZEN):
+                same = np.array_equal(w1[k], w0[k].astype(np.float32))
+                print(f"  {'ok  ' if same else 'FAIL'} transfer {opt_name} {k} frozen: bit-for-bit unchanged")
+                if not same:
+                    failures.append(f"transfer {opt_name} {k} changed")
+            else:
+                compare(f"transfer {opt_name} {k} after {STEPS} steps", w1[k], v.numpy())
+
+    # Head surgery: the file's fc2 is a 7-class head; the model's has 4 classes. Without `exclude` the
+    # load fails naming the shapes; with it, fc2 starts fresh, the file's fc2 is ignored, and (all
+    # else frozen) every other tensor ends exactly as loaded.
+    w7 = dict(w0, **{"fc2.weight": np.zeros((7, 10), np.float32), "fc2.bias": np.zeros(7, np.float32)})
+    write_safetensors(f"{d}/w7.safetensors", w7)
+    for exclude in (False, True):
+        with open(f"{d}/head.plan.yaml", "w") as f:
+            f.write(f"""model: model.yaml
+init: {{file: w7.safetensors{", exclude: [fc2]" if exclude else ""}}}
+data: {{format: tensors, train: {{file: data.safetensors}}}}
+loss: cross_entropy
+optimizer: {{type: sgd, learning_rate: 0.1}}
+freeze: ["*"]
+unfreeze: [fc2]
+batch_size: {B}
+epochs: 1
+""")
+        r = subprocess.run([GRAFT, "train", f"{d}/head.plan.yaml", "-q", "--save", f"{d}/head.w1.safetensors"], capture_output=True, text=True)
+        if not exclude:
+            want = "error: tensor 'fc2.weight' has shape [7, 10], the model's parameter has [4, 10]"
+            ok = r.returncode == 1 and want in r.stderr
+        else:
+            w1 = read_safetensors(f"{d}/head.w1.safetensors") if r.returncode == 0 else {}
+            ok = (r.returncode == 0 and "init: 12 tensors loaded" in r.stdout and "2 parameters start fresh" in r.stdout and
+                  all(np.array_equal(w1[k], w0[k].astype(np.float32)) for k in w0 if not k.startswith("fc2.")) and
+                  w1["fc2.weight"].shape == (4, 10) and np.abs(w1["fc2.weight"]).max() > 0)
+        print(f"  {'ok  ' if ok else 'FAIL'} transfer head surgery {'with' if exclude else 'without'} exclude")
+        if not ok:
+            print(r.stdout, r.stderr)
+            failures.append(f"transfer head surgery {'with' if exclude else 'without'} exclude")
+
+
+if not ONLY or "transfer" in ONLY:
+    transfer_case()
+
 # Op coverage: every op of ir/ops.def must appear in the compiled programs of the cases above (each
 # compared with PyTorch), except leaves and dropout, whose masks cannot match PyTorch's generator (it
 # is checked statistically and by finite differences in test_gradcheck). A new op without a parity

@@ -1,0 +1,161 @@
+/* freeze.c — the transfer-learning pass: the plan's freeze/unfreeze patterns, batchnorm policy and
+ * parameter groups applied to the forward graph.
+ *
+ * Requires: the model's forward graph (and evaluation twin), before the loss and autodiff.
+ * Guarantees: a frozen parameter has trainable = false, so autodiff builds no gradient for it (nor
+ * for anything that only it needs), the optimizer gives it no update and no state, and memory
+ * planning keeps nothing alive for its backward pass; a batchnorm layer in `frozen` mode uses and
+ * keeps its running statistics in training (training = 0); in `adapt` mode its weight and bias are
+ * frozen. Every trainable parameter in a parameter group has v->group = index + 1.
+ * Every pattern must match something, and no name may get two different settings from two groups
+ * or batchnorm rules: each problem is an error at the pattern's place in the plan. */
+#include "compiler/compiler.h"
+#include <string.h>
+
+/* An example name from the model, for messages: the first trainable parameter's. */
+static const char *example_name(const gr_graph *g) {
+  for (int i = 0; i < g->n_values; i++)
+    if (g->values[i]->role == GR_ROLE_PARAM && !g->values[i]->buffer) return g->values[i]->name;
+  return "?";
+}
+
+static bool is_weight(const gr_value *v) { return v->role == GR_ROLE_PARAM && !v->buffer; }
+
+/* Sets trainable on every parameter a pattern of `pats` matches (among those with trainable ==
+ * from); a pattern that matches none of them is an error. */
+static bool mark(gr_graph *g, const gr_patterns *pats, bool from, const char *key, gr_diag *d) {
+  bool ok = true;
+  for (int k = 0; k < pats->n; k++) {
+    int hits = 0;
+    for (int i = 0; i < g->n_values; i++) {
+      gr_value *v = g->values[i];
+      if (is_weight(v) && v->trainable == from && gr_glob_match(pats->v[k].glob, v->name)) hits++;
+    }
+    if (!hits) {
+      gr_error(d, pats->v[k].loc, "%s pattern '%s' matches no %sparameter of the model (parameters are named like '%s')", key,
+               pats->v[k].glob, from ? "" : "frozen ", example_name(g));
+      ok = false;
+    }
+  }
+  for (int i = 0; ok && i < g->n_values; i++) {
+    gr_value *v = g->values[i];
+    for (int k = 0; is_weight(v) && v->trainable == from && k < pats->n; k++)
+      if (gr_glob_match(pats->v[k].glob, v->name)) v->trainable = !from;
+  }
+  return ok;
+}
+
+/* The first pattern of `pats` that matches name, or NULL. */
+static const gr_pattern *matching(const gr_patterns *pats, const char *name) {
+  for (int k = 0; k < pats->n; k++)
+    if (gr_glob_match(pats->v[k].glob, name)) return &pats->v[k];
+  return NULL;
+}
+
+/* Each batchnorm layer's mode from the rules (two rules with different modes for one layer: an
+ * error); then the mode applied. Only the training graph's batchnorm nodes (training = 1) change. */
+static bool apply_batchnorm(gr_graph *g, const gr_transfer *t, gr_diag *d) {
+  bool ok = true;
+  int *hits = gr_alloc(g->arena, sizeof(int) * (size_t)(t->n_bn + 1));
+  for (int i = 0; i < g->n_nodes; i++) {
+    gr_node *n = g->nodes[i];
+    if (n->op != GR_OP_BATCHNORM || !n->a.training) continue;
+    const char *layer = n->layer ? n->layer : "";
+    gr_bn_mode mode = GR_BN_AUTO;
+    const gr_pattern *first = NULL;
+    for (int r = 0; r < t->n_bn; r++) {
+      const gr_pattern *p = matching(&t->bn[r].match, layer);
+      if (!p) continue;
+      hits[r]++;
+      if (first && t->bn[r].mode != mode) {
+        gr_error(d, p->loc, "batchnorm layer '%s' is matched by rules with different modes: '%s' here, '%s' before", layer,
+                 gr_bn_mode_names[t->bn[r].mode], gr_bn_mode_names[mode]);
+        gr_note(d, first->loc, "the first rule matching it");
+        ok = false;
+      }
+      if (!first) {
+        first = p;
+        mode = t->bn[r].mode;
+      }
+    }
+    gr_value *gamma = n->in[1], *beta = n->in[2];
+    if (mode == GR_BN_ADAPT) gamma->trainable = beta->trainable = false;
+    if (mode == GR_BN_FROZEN || (mode == GR_BN_AUTO && !gamma->trainable && !beta->trainable)) n->a.training = 0;
+  }
+  for (int r = 0; r < t->n_bn; r++)
+    if (!hits[r]) {
+      gr_error(d, t->bn[r].match.v[0].loc, "batchnorm rule matches no batchnorm layer of the model");
+      ok = false;
+    }
+  return ok;
+}
+
+/* v->group for every parameter a group matches; a parameter in two groups of different settings is
+ * an error; a group (or one of its patterns) matching nothing is an error; one that matches only
+ * frozen parameters, a warning. */
+static bool apply_groups(gr_graph *g, const gr_transfer *t, gr_diag *d) {
+  bool ok = true;
+  for (int k = 0; k < t->n_groups; k++) {
+    const gr_param_group *grp = &t->groups[k];
+    int trainable = 0;
+    for (int j = 0; j < grp->match.n; j++) {
+      int hits = 0;
+      for (int i = 0; i < g->n_values; i++) {
+        gr_value *v = g->values[i];
+        if (!is_weight(v) || !gr_glob_match(grp->match.v[j].glob, v->name)) continue;
+        hits++;
+        trainable += v->trainable;
+      }
+      if (!hits) {
+        gr_error(d, grp->match.v[j].loc, "parameter group pattern '%s' matches no parameter of the model (parameters are named like '%s')",
+                 grp->match.v[j].glob, example_name(g));
+        ok = false;
+      }
+    }
+    if (ok && !trainable) gr_warning(d, grp->loc, "this parameter group matches only frozen parameters; its settings have no effect");
+  }
+  for (int i = 0; ok && i < g->n_values; i++) {
+    gr_value *v = g->values[i];
+    if (!is_weight(v)) continue;
+    for (int k = 0; k < t->n_groups; k++) {
+      const gr_pattern *p = matching(&t->groups[k].match, v->name);
+      if (!p) continue;
+      if (!v->group) {
+        v->group = k + 1;
+        continue;
+      }
+      const gr_param_group *a = &t->groups[v->group - 1], *b = &t->groups[k];
+      if (a->lr_mult != b->lr_mult || a->wd_mult != b->wd_mult) {
+        gr_error(d, p->loc, "parameter '%s' is in two groups with different settings (lr_mult %g and %g, weight_decay_mult %g and %g)",
+                 v->name, a->lr_mult, b->lr_mult, a->wd_mult, b->wd_mult);
+        gr_note(d, a->loc, "the first group matching it");
+        ok = false;
+        break;
+      }
+    }
+  }
+  return ok;
+}
+
+/* init exclude: each pattern must name parameters (or buffers) of the model. */
+static bool check_exclude(gr_graph *g, const gr_transfer *t, gr_diag *d) {
+  bool ok = true;
+  for (int k = 0; k < t->exclude.n; k++) {
+    bool hit = false;
+    for (int i = 0; i < g->n_values && !hit; i++)
+      hit = g->values[i]->role == GR_ROLE_PARAM && gr_glob_match(t->exclude.v[k].glob, g->values[i]->name);
+    if (!hit) {
+      gr_error(d, t->exclude.v[k].loc, "init exclude pattern '%s' matches no parameter of the model (parameters are named like '%s')",
+               t->exclude.v[k].glob, example_name(g));
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+bool gr_apply_transfer(gr_graph *g, const gr_transfer *t, gr_diag *d) {
+  bool ok = check_exclude(g, t, d);
+  ok = ok && mark(g, &t->freeze, true, "freeze", d) && mark(g, &t->unfreeze, false, "unfreeze", d);
+  ok = ok && apply_batchnorm(g, t, d) && apply_groups(g, t, d);
+  return ok;
+}
