@@ -56,7 +56,25 @@ static const gr_pattern *matching(const gr_patterns *pats, const char *name) {
  * error); then the mode applied. Only the training graph's batchnorm nodes (training = 1) change. */
 static bool apply_batchnorm(gr_graph *g, const gr_transfer *t, gr_diag *d) {
   bool ok = true;
-  int *hits = gr_alloc(g->arena, sizeof(int) * (size_t)(t->n_bn + 1));
+  const char *example = NULL; /* a batchnorm layer's name, for messages */
+  for (int r = 0; r < t->n_bn; r++) /* every pattern must match a batchnorm layer */
+    for (int k = 0; k < t->bn[r].match.n; k++) {
+      bool hit = false;
+      for (int i = 0; i < g->n_nodes && !hit; i++) {
+        const gr_node *n = g->nodes[i];
+        if (n->op != GR_OP_BATCHNORM || !n->a.training) continue;
+        example = n->layer;
+        hit = gr_glob_match(t->bn[r].match.v[k].glob, n->layer ? n->layer : "");
+      }
+      if (hit) continue;
+      if (example)
+        gr_error(d, t->bn[r].match.v[k].loc, "batchnorm pattern '%s' matches no batchnorm layer of the model (they are named like '%s')",
+                 t->bn[r].match.v[k].glob, example);
+      else
+        gr_error(d, t->bn[r].match.v[k].loc, "the plan sets a batchnorm mode, but the model has no batchnorm layer");
+      ok = false;
+    }
+  if (!ok) return false;
   for (int i = 0; i < g->n_nodes; i++) {
     gr_node *n = g->nodes[i];
     if (n->op != GR_OP_BATCHNORM || !n->a.training) continue;
@@ -66,7 +84,6 @@ static bool apply_batchnorm(gr_graph *g, const gr_transfer *t, gr_diag *d) {
     for (int r = 0; r < t->n_bn; r++) {
       const gr_pattern *p = matching(&t->bn[r].match, layer);
       if (!p) continue;
-      hits[r]++;
       if (first && t->bn[r].mode != mode) {
         gr_error(d, p->loc, "batchnorm layer '%s' is matched by rules with different modes: '%s' here, '%s' before", layer,
                  gr_bn_mode_names[t->bn[r].mode], gr_bn_mode_names[mode]);
@@ -82,11 +99,6 @@ static bool apply_batchnorm(gr_graph *g, const gr_transfer *t, gr_diag *d) {
     if (mode == GR_BN_ADAPT) gamma->trainable = beta->trainable = false;
     if (mode == GR_BN_FROZEN || (mode == GR_BN_AUTO && !gamma->trainable && !beta->trainable)) n->a.training = 0;
   }
-  for (int r = 0; r < t->n_bn; r++)
-    if (!hits[r]) {
-      gr_error(d, t->bn[r].match.v[0].loc, "batchnorm rule matches no batchnorm layer of the model");
-      ok = false;
-    }
   return ok;
 }
 
