@@ -72,6 +72,7 @@ typedef struct gr_compile_opts {
   const char *dump_after; /* pass name: print the IR after it to `dump` and stop there */
   FILE *dump;
   bool stop_before_codegen;
+  bool no_transfer;       /* skip the freeze pass: everything trainable, batchnorm in train mode */
   gr_codegen_opts cg;
 } gr_compile_opts;
 

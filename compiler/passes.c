@@ -149,7 +149,7 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
     gr_error(d, c->plan.tl.groups[GR_MAX_GROUPS].loc, "at most %d parameter groups", GR_MAX_GROUPS);
     return false;
   }
-  if (!gr_apply_transfer(g, &c->plan.tl, d)) return false;
+  if (!(o && o->no_transfer) && !gr_apply_transfer(g, &c->plan.tl, d)) return false;
   if (dump_here(o, "freeze")) return gr_graph_dump(g, dump, NULL), true;
   /* loss */
   /* cross-entropy takes class labels [N]; the other losses float targets of the output's shape */
@@ -162,6 +162,16 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   gr_value *lin[2] = {c->model.output, c->labels};
   c->loss = gr_apply(g, lop, lin, 2, &la, c->plan.loss_loc);
   if (!c->loss) {
+    gr_note(d, c->model.output_loc, "the model's output comes from here");
+    return false;
+  }
+  if (c->plan.n_select && !labels) {
+    gr_error(d, c->plan.select_loc, "'classes' selects class labels, but the %s loss takes float targets", gr_loss_names[c->plan.loss]);
+    return false;
+  }
+  if (c->plan.n_select && c->plan.n_select != c->model.output->shape.dim[1]) {
+    gr_error(d, c->plan.select_loc, "'classes' keeps %d classes, but the model's output has %lld", c->plan.n_select,
+             (long long)c->model.output->shape.dim[1]);
     gr_note(d, c->model.output_loc, "the model's output comes from here");
     return false;
   }

@@ -95,6 +95,10 @@ typedef struct gr_plan {
   gr_data_split train, test;
   bool shuffle;
   gr_loc data_loc;
+  int n_select;             /* data classes: keep only these labels, renumbered 0 .. n_select - 1 */
+  int32_t *select;
+  gr_loc select_loc;
+  int64_t per_class;        /* data per_class: the first this many training samples of each class (0: all) */
   double norm_mean, norm_std; /* input = (pixel/255 - mean) / std */
   gr_loss_kind loss;
   double label_smoothing; /* cross_entropy: in [0, 1) */
@@ -107,7 +111,7 @@ typedef struct gr_plan {
     gr_loc loc;
   } opt;
   gr_schedule schedule;
-  int64_t batch_size, epochs, log_every;
+  int64_t batch_size, epochs, log_every, eval_every;
   uint64_t seed;
   gr_loc batch_loc;
 } gr_plan;

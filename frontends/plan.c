@@ -12,6 +12,8 @@
  *                                     test is optional, evaluated after every epoch
  *     normalize: {mean: 0, std: 1}    optional (idx); input = (pixel/255 - mean) / std
  *     shuffle: true                   optional; reshuffle the training set every epoch
+ *     classes: [5, 6, 7, 8, 9]        optional; only these labels, renumbered 0, 1, ... as listed
+ *     per_class: 100                  optional; the first 100 training samples of each class
  *   loss: cross_entropy               required; or {type: cross_entropy, label_smoothing: 0.1};
  *                                     or bce_with_logits, mse (float targets of the output's shape)
  *   optimizer:                        required
@@ -32,7 +34,8 @@
  *   batch_size: 64                    required, 1 .. 65536
  *   epochs: 2                         required, 1 .. 100000
  *   seed: 0                           optional, default 0
- *   log_every: 100                    optional, default 100 (steps between training metric records) */
+ *   log_every: 100                    optional, default 100 (steps between training metric records)
+ *   eval_every: 1                     optional, default 1: evaluate every this many epochs (and after the last) */
 #include "frontends/frontend.h"
 #include "frontends/yamldoc.h"
 #include <stdio.h>
@@ -41,9 +44,9 @@
 const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", "bce_with_logits", "mse", NULL};
 const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL};
 
-static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every",
+static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every",
                                         "freeze", "unfreeze", "batchnorm", "param_groups", NULL};
-static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", NULL};
+static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", "classes", "per_class", NULL};
 static const char *const split_keys[] = {"images", "labels", NULL};
 static const char *const tensor_split_keys[] = {"file", NULL};
 static const char *const norm_keys[] = {"mean", "std", NULL};
@@ -90,6 +93,28 @@ static bool parse_data(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
   gr_ynode *te = gr_yget(y, n, "test");
   if (te) ok &= parse_split(y, te, "'test'", p->data_format, &p->test);
   ok &= gr_yopt_bool(y, n, "shuffle", &p->shuffle);
+  gr_ynode *cl = gr_yget(y, n, "classes");
+  if (cl) { /* a subset of the labels, renumbered in the order listed */
+    int k = gr_ylist_len(cl);
+    if (k < 1 || k > 1 << 20) {
+      gr_error(y->diag, gr_yloc(y, cl), "'classes' must be a non-empty list of labels, like [5, 6, 7, 8, 9], got %s", gr_ydescribe(y, cl));
+      return false;
+    }
+    p->select = gr_alloc(y->arena, sizeof(int32_t) * (size_t)k);
+    p->select_loc = gr_yloc(y, cl);
+    for (int i = 0; i < k; i++) {
+      int64_t v;
+      gr_ynode *e = gr_ylist_at(y, cl, i);
+      if (!gr_yint(y, e, "a class in 'classes'", 0, INT32_MAX, &v)) return false;
+      for (int j = 0; j < i; j++)
+        if (p->select[j] == v) {
+          gr_error(y->diag, gr_yloc(y, e), "class %lld is listed twice in 'classes'", (long long)v);
+          return false;
+        }
+      p->select[p->n_select++] = (int32_t)v;
+    }
+  }
+  ok &= gr_yopt_int(y, n, "per_class", 1, INT32_MAX, &p->per_class);
   gr_ynode *nm = gr_yget(y, n, "normalize");
   if (nm && p->data_format == GR_DATA_TENSORS) {
     gr_error(y->diag, gr_ykey_loc(y, n, "normalize"), "'normalize' applies to idx images; tensors data is used as it is");
@@ -214,6 +239,7 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
   memset(p, 0, sizeof *p);
   p->norm_std = 1.0;
   p->log_every = 100;
+  p->eval_every = 1;
   p->shuffle = true;
   gr_ydoc y;
   if (!gr_ydoc_load(&y, path, (gr_loc){0}, d, a)) {
@@ -263,6 +289,7 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
     int64_t seed = 0;
     if (gr_yopt_int(&y, root, "seed", 0, INT64_MAX, &seed)) p->seed = (uint64_t)seed;
     gr_yopt_int(&y, root, "log_every", 1, 1 << 30, &p->log_every);
+    gr_yopt_int(&y, root, "eval_every", 1, 100000, &p->eval_every);
   }
   gr_ydoc_free(&y);
   return d->n_errors == errors0;

@@ -37,9 +37,17 @@ bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels,
 /* Loads a safetensors file holding x (F32 [n, ...] samples, or integer indices for a model whose
  * input is integer) and y (integer class labels [n], or F32 targets [n, ...] for losses on values). */
 bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, const gr_rt_model *m, gr_diag *d);
-/* Either, by format: 0 idx (images, labels), 1 tensors (images is the file). */
+/* A subset of a labelled data set: only the samples whose label is in classes[] (renumbered to its
+ * index there), and of those at most per_class of each class, the first in file order (0: all). */
+typedef struct gr_data_select {
+  int n_classes; /* 0: every label */
+  const int32_t *classes;
+  int64_t per_class;
+} gr_data_select;
+/* Either, by format: 0 idx (images, labels), 1 tensors (images is the file); then the selection
+ * (NULL: everything). */
 bool gr_dataset_load(gr_dataset *ds, int format, const char *images, const char *labels, double mean, double std,
-                     const gr_rt_model *m, gr_diag *d);
+                     const gr_rt_model *m, const gr_data_select *sel, gr_diag *d);
 void gr_dataset_free(gr_dataset *ds);
 
 /* metrics.c — JSON lines, one object per record, flushed as written. */
@@ -84,7 +92,9 @@ typedef struct gr_train_cfg {
   const char *test_images, *test_labels; /* NULL: no evaluation */
   gr_loc train_loc, test_loc, init_loc;  /* where the plan names them, for notes (may be empty) */
   double norm_mean, norm_std;
+  gr_data_select train_select, test_select; /* subsets of the data sets (zero: all) */
   int64_t batch_size, epochs, log_every;
+  int64_t eval_every; /* evaluate after every this many epochs and after the last (0 or 1: every epoch) */
   uint64_t seed;
   double lr;                /* the base learning rate */
   gr_schedule schedule;     /* how it changes (zero: constant) */

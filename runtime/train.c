@@ -154,11 +154,11 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   gr_dataset train = {0}, test = {0};
   gr_metrics *metrics = NULL;
   bool loaded = gr_dataset_load(&train, cfg->data_format, cfg->train_images, cfg->train_labels, cfg->norm_mean, cfg->norm_std,
-                                m, d);
+                                m, &cfg->train_select, d);
   if (!loaded && cfg->train_loc.file) gr_note(d, cfg->train_loc, "in the training data named here");
   if (loaded && cfg->test_images) {
     loaded = gr_dataset_load(&test, cfg->data_format, cfg->test_images, cfg->test_labels, cfg->norm_mean, cfg->norm_std,
-                             m, d);
+                             m, &cfg->test_select, d);
     if (!loaded && cfg->test_loc.file) gr_note(d, cfg->test_loc, "in the test data named here");
   }
   if (!loaded || (cfg->metrics_path && !(metrics = gr_metrics_open(cfg->metrics_path, d)))) {
@@ -246,7 +246,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
     res->final_train_loss = ep_loss / (double)ep_n;
     fprintf(log, "epoch %lld/%lld: train loss %.4f (%.1f s, %.0f samples/s)", (long long)epoch, (long long)cfg->epochs,
             res->final_train_loss, ep_time, (double)ep_n / ep_time);
-    if (test.n) {
+    if (test.n && (cfg->eval_every <= 1 || epoch % cfg->eval_every == 0 || epoch == cfg->epochs)) {
       gr_session_evaluate(s, &test, &res->test_loss, &res->test_accuracy, NULL);
       fprintf(log, ", test loss %.4f", res->test_loss);
       if (!isnan(res->test_accuracy)) fprintf(log, ", test accuracy %.4f", res->test_accuracy);

@@ -98,53 +98,92 @@ static double node_flops(const gr_node *n, int64_t batch) {
   }
 }
 
-static void print_summary(const gr_compiled *c, FILE *f) {
-  const gr_model *m = &c->model;
+/* What one compiled plan costs per training step. */
+typedef struct step_cost {
+  int64_t trainable, frozen, buffers; /* parameter counts */
+  double fwd, bwd;                    /* FLOPs: forward; backward + update */
+  int64_t slab, train_arena, eval_arena;
+} step_cost;
+
+static step_cost cost_of(const gr_compiled *c) {
+  step_cost k = {0};
   const gr_graph *g = c->g;
-  char sb[96], b1[32], b2[32], b3[32];
-  fprintf(f, "plan %s: model '%s' (%s)\n", c->plan.path, m->name, m->path);
-  fprintf(f, "  %-12s %-14s %-18s %12s\n", "layer", "op", "output", "parameters");
-  fprintf(f, "  %-12s %-14s %-18s %12s\n", m->input->name, "input", gr_shape_str(&m->input->shape, sb, sizeof sb), "");
-  int64_t total = 0, trainable = 0, buffers = 0;
-  for (int i = 0; i < m->n_layers; i++) {
-    int64_t np = 0;
-    size_t ln = strlen(m->layer_names[i]);
-    for (int v = 0; v < g->n_values; v++) { /* the layer's own parameters and those of layers nested in it */
-      const gr_value *val = g->values[v];
-      const char *vl = val->def->layer;
-      if (val->role == GR_ROLE_PARAM && val->trainable && vl && !strncmp(vl, m->layer_names[i], ln) && (!vl[ln] || vl[ln] == '.'))
-        np += gr_shape_inner(&val->shape);
-    }
-    fprintf(f, "  %-12s %-14s %-18s %12lld\n", m->layer_names[i], m->layer_ops[i],
-            gr_shape_str(&m->layer_outputs[i]->shape, sb, sizeof sb), (long long)np);
-  }
   for (int v = 0; v < g->n_values; v++) {
     const gr_value *val = g->values[v];
     if (val->role != GR_ROLE_PARAM) continue;
-    if (val->buffer) {
-      buffers += gr_shape_inner(&val->shape);
-      continue;
-    }
-    total += gr_shape_inner(&val->shape);
-    if (val->trainable) trainable += gr_shape_inner(&val->shape);
+    int64_t n = gr_shape_inner(&val->shape);
+    if (val->buffer)
+      k.buffers += n;
+    else if (val->trainable)
+      k.trainable += n;
+    else
+      k.frozen += n;
   }
-  fprintf(f, "parameters: %lld (%lld trainable, %lld frozen); buffers (batchnorm statistics): %lld\n", (long long)total,
-          (long long)trainable, (long long)(total - trainable), (long long)buffers);
+  for (int i = 0; i < c->train.n_nodes; i++) {
+    const gr_node *n = c->train.nodes[i];
+    double fl = node_flops(n, c->plan.batch_size);
+    if (n->backward || (gr_ops[n->op].flags & GR_OPF_UPD))
+      k.bwd += fl;
+    else
+      k.fwd += fl;
+  }
+  k.slab = c->rt.slab_bytes;
+  k.train_arena = c->train.arena_bytes;
+  k.eval_arena = c->eval.arena_bytes;
+  return k;
+}
+
+/* A layer's parameter counts (its own and those of layers nested in it): trainable and frozen. */
+static void layer_params(const gr_graph *g, const char *layer, int64_t *trainable, int64_t *frozen) {
+  size_t ln = strlen(layer);
+  *trainable = *frozen = 0;
+  for (int v = 0; v < g->n_values; v++) {
+    const gr_value *val = g->values[v];
+    const char *vl = val->def->layer;
+    if (val->role != GR_ROLE_PARAM || val->buffer || !vl || strncmp(vl, layer, ln) || (vl[ln] && vl[ln] != '.')) continue;
+    *(val->trainable ? trainable : frozen) += gr_shape_inner(&val->shape);
+  }
+}
+
+/* `graft check`: the layers, parameters, per-step FLOPs and memory; with `base` (the same plan with
+ * nothing frozen), what the freezing saves. */
+static void print_summary(const gr_compiled *c, const gr_compiled *base, FILE *f) {
+  const gr_model *m = &c->model;
+  char sb[96], b1[32], b2[32], b3[32];
+  step_cost k = cost_of(c);
+  bool any_frozen = k.frozen > 0;
+  fprintf(f, "plan %s: model '%s' (%s)\n", c->plan.path, m->name, m->path);
+  fprintf(f, "  %-12s %-14s %-18s %12s%s\n", "layer", "op", "output", "parameters", any_frozen ? "       frozen" : "");
+  fprintf(f, "  %-12s %-14s %-18s %12s\n", m->input->name, "input", gr_shape_str(&m->input->shape, sb, sizeof sb), "");
+  for (int i = 0; i < m->n_layers; i++) {
+    int64_t tr, fr;
+    layer_params(c->g, m->layer_names[i], &tr, &fr);
+    fprintf(f, "  %-12s %-14s %-18s %12lld", m->layer_names[i], m->layer_ops[i], gr_shape_str(&m->layer_outputs[i]->shape, sb, sizeof sb),
+            (long long)tr);
+    if (any_frozen) fprintf(f, " %12lld", (long long)fr);
+    fputc('\n', f);
+  }
+  fprintf(f, "parameters: %lld (%lld trainable, %lld frozen); buffers (batchnorm statistics): %lld\n",
+          (long long)(k.trainable + k.frozen), (long long)k.trainable, (long long)k.frozen, (long long)k.buffers);
   fprintf(f, "loss: %s; optimizer: %s, learning rate %g, momentum %g, weight decay %g%s\n", gr_loss_names[c->plan.loss],
           gr_opt_names[c->plan.opt.kind], c->plan.opt.lr, c->plan.opt.momentum, c->plan.opt.weight_decay,
           c->plan.opt.nesterov ? ", nesterov" : "");
   int64_t B = c->plan.batch_size;
-  double fwd = 0, bwd = 0;
-  for (int i = 0; i < c->train.n_nodes; i++) {
-    const gr_node *n = c->train.nodes[i];
-    double fl = node_flops(n, B);
-    if (n->backward || (gr_ops[n->op].flags & GR_OPF_UPD)) bwd += fl; else fwd += fl;
-  }
-  fprintf(f, "per step (batch %lld): forward %.1f MFLOP, backward + update %.1f MFLOP\n", (long long)B, fwd / 1e6, bwd / 1e6);
-  human_bytes(b1, sizeof b1, (double)c->rt.slab_bytes);
-  human_bytes(b2, sizeof b2, (double)c->train.arena_bytes);
-  human_bytes(b3, sizeof b3, (double)c->eval.arena_bytes);
+  fprintf(f, "per step (batch %lld): forward %.1f MFLOP, backward + update %.1f MFLOP\n", (long long)B, k.fwd / 1e6, k.bwd / 1e6);
+  human_bytes(b1, sizeof b1, (double)k.slab);
+  human_bytes(b2, sizeof b2, (double)k.train_arena);
+  human_bytes(b3, sizeof b3, (double)k.eval_arena);
   fprintf(f, "memory: parameters + optimizer state %s, train arena %s, eval arena %s\n", b1, b2, b3);
+  if (base) {
+    step_cost z = cost_of(base);
+    human_bytes(b1, sizeof b1, (double)z.slab);
+    human_bytes(b2, sizeof b2, (double)z.train_arena);
+    fprintf(f, "with nothing frozen: backward + update %.1f MFLOP, parameters + optimizer state %s, train arena %s\n", z.bwd / 1e6,
+            b1, b2);
+    fprintf(f, "freezing saves: %.0f%% of the step's FLOPs, %.0f%% of its memory\n",
+            100.0 * (1.0 - (k.fwd + k.bwd) / (z.fwd + z.bwd)),
+            100.0 * (1.0 - (double)(k.slab + k.train_arena) / (double)(z.slab + z.train_arena)));
+  }
   fprintf(f, "epochs %lld, seed %llu\n", (long long)c->plan.epochs, (unsigned long long)c->plan.seed);
 }
 
@@ -173,8 +212,9 @@ static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char
   bool ok = s && (!wpath || gr_session_load(s, wpath, weights ? NULL : &lo, NULL, d));
   if (s && !ok && !weights) gr_note(d, p->init_loc, "in the weights named here");
   gr_dataset ds = {0};
+  gr_data_select sel = {p->n_select, p->select, ds_spec == &p->train ? p->per_class : 0};
   if (ok && !gr_dataset_load(&ds, (int)p->data_format, ds_spec->images, ds_spec->labels, p->norm_mean, p->norm_std,
-                             &c->rt, d)) {
+                             &c->rt, &sel, d)) {
     gr_note(d, ds_spec->loc, "in the %s data named here", split);
     ok = false;
   }
@@ -280,7 +320,14 @@ int main(int argc, char **argv) {
   bool ok = gr_compile_plan(plan, &diag, &o, &c);
   int rc = ok ? 0 : 1;
   if (ok && !strcmp(cmd, "check")) {
-    print_summary(&c, stdout);
+    const gr_transfer *t = &c.plan.tl;
+    gr_compiled base; /* the same plan with nothing frozen, for comparison */
+    gr_compile_opts bo = o;
+    bo.no_transfer = true;
+    bool frozen = t->freeze.n || t->n_bn;
+    bool have_base = frozen && gr_compile_plan(plan, &diag, &bo, &base);
+    print_summary(&c, have_base ? &base : NULL, stdout);
+    if (have_base) gr_compiled_free(&base);
   } else if (ok && !strcmp(cmd, "train")) {
     const gr_plan *p = &c.plan;
     gr_train_cfg cfg = {.data_format = (int)p->data_format, .shuffle = p->shuffle, .init_path = p->init_path,
@@ -290,7 +337,8 @@ int main(int argc, char **argv) {
                         .test_labels = p->test.present ? p->test.labels : NULL,
                         .train_loc = p->train.loc, .test_loc = p->test.loc,
                         .norm_mean = p->norm_mean, .norm_std = p->norm_std, .batch_size = p->batch_size,
-                        .epochs = epochs ? epochs : p->epochs, .log_every = p->log_every,
+                        .train_select = {p->n_select, p->select, p->per_class}, .test_select = {p->n_select, p->select, 0},
+                        .epochs = epochs ? epochs : p->epochs, .log_every = p->log_every, .eval_every = p->eval_every,
                         .seed = seed >= 0 ? (uint64_t)seed : p->seed, .lr = p->opt.lr, .schedule = p->schedule,
                         .metrics_path = metrics,
                         .threads = (int)threads, .log = stdout, .quiet = quiet};

@@ -1,0 +1,50 @@
+#!/bin/sh
+# What freezing saves on ResNet-18 (examples/resnet18, 3x64x64, batch 64, SGD momentum): training
+# throughput and peak memory of a full fine-tune step against a feature-extraction step (everything
+# but fc frozen), alternating runs, medians. Throughput: the second epoch's training loop over 640
+# random images (10 steps); peak memory: the process's maximum resident set size (/usr/bin/time).
+# usage: bench/resnet_freeze.sh [RUNS] [THREADS]   (needs build/graft and python3-numpy)
+set -eu
+runs=${1:-3}
+threads=${2:-2}
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+[ -x build/graft ] || { echo "build graft first (make)"; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+/usr/bin/python3 - "$work/data.safetensors" <<'PY'
+import json, struct, sys
+import numpy as np
+rng = np.random.default_rng(0)
+x = rng.standard_normal((640, 3, 64, 64), dtype=np.float32)
+y = rng.integers(0, 1000, 640).astype(np.int64)
+h = json.dumps({"x": {"dtype": "F32", "shape": list(x.shape), "data_offsets": [0, x.nbytes]},
+                "y": {"dtype": "I64", "shape": [640], "data_offsets": [x.nbytes, x.nbytes + y.nbytes]}}).encode()
+h += b" " * (-len(h) % 8)
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h + x.tobytes() + y.tobytes())
+PY
+for mode in full features; do
+  cat > "$work/$mode.yaml" <<YAML
+model: $PWD/examples/resnet18/model.yaml
+data: {format: tensors, train: {file: data.safetensors}}
+loss: cross_entropy
+optimizer: {type: sgd, learning_rate: 0.01, momentum: 0.9}
+batch_size: 64
+epochs: 2
+YAML
+done
+printf 'freeze: ["*"]\nunfreeze: [fc]\n' >> "$work/features.yaml"
+for i in $(seq "$runs"); do
+  for mode in full features; do
+    /usr/bin/time -f "%M" -o "$work/rss" build/graft train "$work/$mode.yaml" --threads "$threads" -q > "$work/out"
+    sps=$(sed -n 's/^epoch 2\/2: .*s, \([0-9.]*\) samples\/s).*/\1/p' "$work/out")
+    echo "$sps $(cat "$work/rss")" >> "$work/$mode.runs"
+  done
+done
+fs=$(cut -d' ' -f1 "$work/full.runs" | median); fm=$(cut -d' ' -f2 "$work/full.runs" | median)
+es=$(cut -d' ' -f1 "$work/features.runs" | median); em=$(cut -d' ' -f2 "$work/features.runs" | median)
+echo "ResNet-18 3x64x64, batch 64, $threads thread(s), $runs runs each (medians)"
+echo "full fine-tune:      $fs samples/s, peak RSS $((fm / 1024)) MiB   (runs: $(tr '\n' ';' < "$work/full.runs"))"
+echo "feature extraction:  $es samples/s, peak RSS $((em / 1024)) MiB   (runs: $(tr '\n' ';' < "$work/features.runs"))"
+awk -v a="$es" -v b="$fs" -v c="$em" -v d="$fm" 'BEGIN { printf "feature extraction: %.2fx the throughput, %.0f%% less peak memory\n", a / b, 100 * (1 - c / d) }'

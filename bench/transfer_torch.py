@@ -1,0 +1,96 @@
+#!/usr/bin/python3
+"""PyTorch reference for examples/transfer (a baseline only, never part of graft): the same recipe,
+the same model, data subsets, optimizer and steps.
+
+  pre-train  LeNet-style CNN (examples/transfer/model.yaml) on Fashion-MNIST classes 0-4, 2 epochs,
+             SGD lr 0.01 momentum 0.9, batch 64
+  transfer   classes 5-9 (relabelled 0-4), the first 100 training images of each class, 30 epochs of
+             batch 50 (300 steps), SGD lr 0.01 momentum 0.9, shuffled; four ways:
+               scratch         random initialisation
+               features        pre-trained conv1/conv2 frozen, new fc1 + fc2
+               finetune        pre-trained everything but a new fc2, all trained
+               discriminative  as finetune, conv1, conv2 and fc1 at 0.1x the learning rate
+Prints one JSON line per way and seed with the test accuracy on the classes 5-9 test set.
+usage: transfer_torch.py [--seeds K] [--threads T]"""
+import argparse
+import gzip
+import json
+
+import numpy as np
+import torch
+from torch import nn
+
+D = "/usr/share/datasets/fashion-mnist/"
+
+
+def idx(path):
+    with gzip.open(D + path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def subset(x, y, classes, per_class=0):
+    keep, count = [], {c: 0 for c in classes}
+    for i, label in enumerate(y):
+        if label in count and (not per_class or count[label] < per_class):
+            count[label] += 1
+            keep.append(i)
+    xs = torch.tensor(x[keep], dtype=torch.float32).reshape(-1, 1, 28, 28) / 255
+    ys = torch.tensor([classes.index(int(y[i])) for i in keep])
+    return xs, ys
+
+
+def cnn():
+    return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 5))
+
+
+def train(model, groups, x, y, epochs, batch):
+    opt = torch.optim.SGD(groups, lr=0.01, momentum=0.9)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for b in range(0, len(x), batch):
+            i = perm[b:b + batch]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+            opt.step()
+
+
+def accuracy(model, x, y):
+    with torch.no_grad():
+        return sum((model(x[j:j + 1000]).argmax(1) == y[j:j + 1000]).sum().item() for j in range(0, len(x), 1000)) / len(x)
+
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--seeds", type=int, default=3)
+ap.add_argument("--threads", type=int, default=1)
+a = ap.parse_args()
+torch.set_num_threads(a.threads)
+xtr, ytr = idx("train-images-idx3-ubyte.gz"), idx("train-labels-idx1-ubyte.gz")
+xte, yte = idx("t10k-images-idx3-ubyte.gz"), idx("t10k-labels-idx1-ubyte.gz")
+torch.manual_seed(1)
+pre = cnn()
+px, py = subset(xtr, ytr, [0, 1, 2, 3, 4])
+train(pre, pre.parameters(), px, py, 2, 64)
+print(json.dumps({"way": "pretrain", "test_accuracy": accuracy(pre, *subset(xte, yte, [0, 1, 2, 3, 4]))}), flush=True)
+tx, ty = subset(xtr, ytr, [5, 6, 7, 8, 9], 100)
+ex, ey = subset(xte, yte, [5, 6, 7, 8, 9])
+for way in ("scratch", "features", "finetune", "discriminative"):
+    for seed in range(1, a.seeds + 1):
+        torch.manual_seed(seed)
+        model = cnn()
+        if way != "scratch":  # pre-trained layers; fc1 is new for features, fc2 always
+            fresh = ("7.", "9.") if way == "features" else ("9.",)
+            model.load_state_dict({k: v for k, v in pre.state_dict().items() if not k.startswith(fresh)}, strict=False)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        if way == "features":
+            for k, p in model.named_parameters():
+                p.requires_grad = k.startswith(("7.", "9."))
+            groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        if way == "discriminative":
+            slow = [p for k, p in model.named_parameters() if not k.startswith("9.")]
+            groups = [{"params": slow, "lr": 0.001}, {"params": list(model[9].parameters())}]
+        train(model, groups, tx, ty, 30, 50)
+        print(json.dumps({"way": way, "seed": seed, "test_accuracy": accuracy(model, ex, ey)}), flush=True)
