@@ -85,6 +85,8 @@ typedef struct gr_compiled {
   gr_graph *g;
   gr_value *labels, *loss, *dloss, *eval_loss;
   gr_program train, eval;
+  const gr_value *cut;               /* the feature cache's input (NULL: no cache), see passes.c */
+  gr_program features, train_cached; /* with a cut: the frozen prefix up to it; training from it */
   gr_rt_model rt;
   gr_jit *jit;
 } gr_compiled;

@@ -114,10 +114,18 @@ void gr_plan_arena(const gr_graph *g, gr_program *p, int64_t max_batch) {
   p->offsets = gr_alloc(a, sizeof(int64_t) * (size_t)nv);
   for (int i = 0; i < nv; i++) p->offsets[i] = -1;
   allocator al = {.arena = a};
-  /* inputs first: the runtime writes them before the step */
+  /* inputs first: the runtime writes them before the step; so it does values the program reads but
+   * does not compute (a feature cache's cut) */
+  bool *in_prog = gr_alloc(a, (size_t)g->n_nodes);
+  for (int i = 0; i < nn; i++) in_prog[p->nodes[i]->id] = true;
   for (int i = 0; i < nn; i++) {
     const gr_node *n = p->nodes[i];
     if (n->op == GR_OP_INPUT && used[n->out->id]) p->offsets[n->out->id] = alloc_block(&al, align_up(gr_value_bytes(n->out, max_batch)));
+    for (int k = 0; k < n->n_in; k++) {
+      const gr_value *r = gr_storage_root(n->in[k]);
+      if (r->def && !in_prog[r->def->id] && in_arena(r) && p->offsets[r->id] < 0)
+        p->offsets[r->id] = alloc_block(&al, align_up(gr_value_bytes(r, max_batch)));
+    }
   }
   p->scratch = gr_alloc(a, sizeof(int64_t) * (size_t)g->n_nodes);
   for (int i = 0; i < g->n_nodes; i++) p->scratch[i] = -1;

@@ -12,8 +12,10 @@ static bool dump_here(const gr_compile_opts *o, const char *pass) {
 }
 
 /* The nodes needed to compute `want` (and, if `updates`, to run every update node), in graph order.
- * Nothing else is compiled: a layer the output does not use costs nothing. */
-static void select_program(gr_graph *g, gr_program *p, const char *name, gr_value **want, int n_want, bool updates) {
+ * Nothing else is compiled: a layer the output does not use costs nothing. A `stop` value (may be
+ * NULL) is taken as given: the nodes that compute it are left out, and the runtime writes it. */
+static void select_program(gr_graph *g, gr_program *p, const char *name, gr_value **want, int n_want, bool updates,
+                           const gr_value *stop) {
   bool *need = gr_alloc(g->arena, (size_t)g->n_values);
   for (int k = 0; k < n_want; k++) need[want[k]->id] = true;
   bool *take = gr_alloc(g->arena, (size_t)g->n_nodes);
@@ -21,7 +23,7 @@ static void select_program(gr_graph *g, gr_program *p, const char *name, gr_valu
   for (int i = g->n_nodes - 1; i >= 0; i--) {
     gr_node *n = g->nodes[i];
     bool root = updates && (gr_ops[n->op].flags & GR_OPF_UPD);
-    if (!root && !(n->out && need[n->out->id])) continue;
+    if (!root && !(n->out && need[n->out->id] && n->out != stop)) continue;
     take[i] = true;
     count++;
     for (int k = 0; k < n->n_in; k++) need[n->in[k]->id] = true;
@@ -32,6 +34,47 @@ static void select_program(gr_graph *g, gr_program *p, const char *name, gr_valu
     if (take[i]) p->nodes[p->n_nodes++] = g->nodes[i];
   p->keep = gr_alloc(g->arena, sizeof(gr_value *) * (size_t)n_want);
   for (int k = 0; k < n_want; k++) p->keep[p->n_keep++] = want[k];
+}
+
+/* The feature cache's cut: the value where the frozen, deterministic prefix of the training forward
+ * pass hands over to the rest. A node is static if it is a forward node whose inputs are all static
+ * (the model input, frozen parameters and buffers, static nodes' outputs) and it is neither dropout
+ * nor batchnorm with batch statistics: its output for a sample never changes during training. The
+ * cut is the one static value (other than the input) that non-static nodes of the training program
+ * read; with none or several, or a cut that is only a view of the input, there is no cache (NULL). */
+static const gr_value *cache_cut(gr_compiled *c) {
+  gr_graph *g = c->g;
+  bool *stat = gr_alloc(g->arena, (size_t)g->n_values);
+  stat[c->model.input->id] = true;
+  for (int i = 0; i < g->n_values; i++) {
+    const gr_value *v = g->values[i];
+    if (v->role == GR_ROLE_PARAM && !v->trainable) stat[v->id] = true;
+  }
+  const gr_program *p = &c->train;
+  for (int i = 0; i < p->n_nodes; i++) {
+    const gr_node *n = p->nodes[i];
+    if (!n->out || n->backward || n->op == GR_OP_INPUT || n->op == GR_OP_PARAM || n->op == GR_OP_DROPOUT ||
+        (n->op == GR_OP_BATCHNORM && n->a.training))
+      continue;
+    bool all = true;
+    for (int k = 0; k < n->n_in && all; k++) all = stat[n->in[k]->id];
+    stat[n->out->id] = all;
+  }
+  const gr_value *cut = NULL;
+  for (int i = 0; i < p->n_nodes; i++) {
+    const gr_node *n = p->nodes[i];
+    if (n->out && stat[n->out->id] && (n->op == GR_OP_PARAM || n->op == GR_OP_INPUT)) continue;
+    if (n->out && stat[n->out->id]) continue; /* a static node: its inputs are inside the prefix */
+    if (gr_ops[n->op].flags & GR_OPF_UPD) continue;
+    for (int k = 0; k < n->n_in; k++) {
+      const gr_value *v = n->in[k];
+      if (!stat[v->id] || v->role == GR_ROLE_PARAM || v == c->model.input) continue;
+      if (cut && cut != v) return NULL; /* two hand-over values: not a single cut */
+      cut = v;
+    }
+  }
+  if (!cut || gr_storage_root(cut) == c->model.input || !gr_shape_has_batch(&cut->shape)) return NULL;
+  return cut;
 }
 
 /* Warns about layers whose output does not reach the model's output: they are not compiled. */
@@ -121,6 +164,17 @@ static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
   }
   gr_program *ps[2] = {&c->train, &c->eval};
   gr_rt_program *rs[2] = {&rt->train, &rt->eval};
+  if (c->cut) { /* the feature cache: graft_features computes the cut from the input; graft_train_cached reads it */
+    rt->feat_numel = gr_shape_inner(&c->cut->shape);
+    rt->cache_budget = c->plan.feature_cache_mb << 20;
+    rt->features = (gr_rt_program){.name = c->features.name, .fn = c->features.fn, .arena_bytes = c->features.arena_bytes,
+                                   .x_off = arena_offset(&c->features, c->model.input), .y_off = -1, .dloss_off = -1, .loss_off = -1,
+                                   .out_off = arena_offset(&c->features, c->cut)};
+    gr_program *t = &c->train_cached;
+    rt->train_cached = (gr_rt_program){.name = t->name, .fn = t->fn, .arena_bytes = t->arena_bytes, .x_off = arena_offset(t, c->cut),
+                                       .y_off = arena_offset(t, c->labels), .dloss_off = arena_offset(t, c->dloss),
+                                       .loss_off = arena_offset(t, c->loss), .out_off = arena_offset(t, c->model.output)};
+  }
   for (int k = 0; k < 2; k++) {
     const gr_model *m = k == 0 ? &c->model : &c->eval_model;
     *rs[k] = (gr_rt_program){.name = ps[k]->name, .fn = ps[k]->fn, .arena_bytes = ps[k]->arena_bytes,
@@ -195,28 +249,44 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   int64_t slab = gr_plan_slab(g);
   /* the runtime reads the loss, the output and the labels (for accuracy) after a step */
   gr_value *train_keep[3] = {c->loss, c->model.output, c->labels};
-  select_program(g, &c->train, "graft_train", train_keep, 3, true);
+  select_program(g, &c->train, "graft_train", train_keep, 3, true, NULL);
   gr_value *eval_keep[3] = {c->eval_loss, c->eval_model.output, c->labels};
-  select_program(g, &c->eval, "graft_eval", eval_keep, 3, false);
+  select_program(g, &c->eval, "graft_eval", eval_keep, 3, false, NULL);
+  c->cut = c->plan.feature_cache ? cache_cut(c) : NULL;
+  if (c->cut) { /* the frozen prefix once per sample (graft_features), the rest per step (graft_train_cached) */
+    gr_value *cut = (gr_value *)c->cut;
+    select_program(g, &c->features, "graft_features", &cut, 1, false, NULL);
+    select_program(g, &c->train_cached, "graft_train_cached", train_keep, 3, true, c->cut);
+  }
   for (int i = 0; i < c->eval.n_nodes; i++) GR_CHECK(c->eval.nodes[i]->id < n_forward, "eval program reaches backward nodes");
   if (!check_blas_limits(c)) return false;
   gr_plan_arena(g, &c->train, c->plan.batch_size);
   gr_plan_arena(g, &c->eval, c->plan.batch_size);
+  if (c->cut) {
+    gr_plan_arena(g, &c->features, c->plan.batch_size);
+    gr_plan_arena(g, &c->train_cached, c->plan.batch_size);
+  }
   if (dump_here(o, "memplan")) {
     fprintf(dump, "slab %lld bytes\n", (long long)slab);
     dump_program(g, &c->train, dump);
     dump_program(g, &c->eval, dump);
+    if (c->cut) {
+      dump_program(g, &c->features, dump);
+      dump_program(g, &c->train_cached, dump);
+    }
     return true;
   }
   /* codegen */
   if (!(o && o->stop_before_codegen)) {
-    gr_program progs[2] = {c->train, c->eval};
+    gr_program progs[4] = {c->train, c->eval, c->features, c->train_cached};
     gr_codegen_opts cg = o ? o->cg : (gr_codegen_opts){0};
     if (dump_here(o, "codegen")) cg.llvm_dump = dump;
-    c->jit = gr_jit_compile(g, progs, 2, &cg, d);
+    c->jit = gr_jit_compile(g, progs, c->cut ? 4 : 2, &cg, d);
     if (!c->jit) return false;
     c->train.fn = progs[0].fn;
     c->eval.fn = progs[1].fn;
+    c->features.fn = progs[2].fn;
+    c->train_cached.fn = progs[3].fn;
   }
   fill_rt(c, slab);
   return true;

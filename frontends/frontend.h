@@ -112,6 +112,8 @@ typedef struct gr_plan {
   } opt;
   gr_schedule schedule;
   int64_t batch_size, epochs, log_every, eval_every;
+  bool feature_cache;         /* feature_cache: auto (true) or off */
+  int64_t feature_cache_mb;   /* its memory budget */
   uint64_t seed;
   gr_loc batch_loc;
 } gr_plan;

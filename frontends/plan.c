@@ -35,7 +35,9 @@
  *   epochs: 2                         required, 1 .. 100000
  *   seed: 0                           optional, default 0
  *   log_every: 100                    optional, default 100 (steps between training metric records)
- *   eval_every: 1                     optional, default 1: evaluate every this many epochs (and after the last) */
+ *   eval_every: 1                     optional, default 1: evaluate every this many epochs (and after the last)
+ *   feature_cache: auto               optional: auto (default) computes a frozen prefix once per sample; off
+ *   feature_cache_mb: 2048            optional: the cache's memory budget (MiB) */
 #include "frontends/frontend.h"
 #include "frontends/yamldoc.h"
 #include <stdio.h>
@@ -44,7 +46,7 @@
 const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", "bce_with_logits", "mse", NULL};
 const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL};
 
-static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every",
+static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb",
                                         "freeze", "unfreeze", "batchnorm", "param_groups", NULL};
 static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", "classes", "per_class", NULL};
 static const char *const split_keys[] = {"images", "labels", NULL};
@@ -240,6 +242,8 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
   p->norm_std = 1.0;
   p->log_every = 100;
   p->eval_every = 1;
+  p->feature_cache = true;
+  p->feature_cache_mb = 2048;
   p->shuffle = true;
   gr_ydoc y;
   if (!gr_ydoc_load(&y, path, (gr_loc){0}, d, a)) {
@@ -290,6 +294,11 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
     if (gr_yopt_int(&y, root, "seed", 0, INT64_MAX, &seed)) p->seed = (uint64_t)seed;
     gr_yopt_int(&y, root, "log_every", 1, 1 << 30, &p->log_every);
     gr_yopt_int(&y, root, "eval_every", 1, 100000, &p->eval_every);
+    gr_yopt_int(&y, root, "feature_cache_mb", 0, 1 << 24, &p->feature_cache_mb);
+    gr_ynode *fc = gr_yget(&y, root, "feature_cache");
+    static const char *const fc_modes[] = {"off", "auto", NULL};
+    int fm = 1;
+    if (fc && gr_yenum(&y, fc, "feature_cache mode", fc_modes, &fm)) p->feature_cache = fm == 1;
   }
   gr_ydoc_free(&y);
   return d->n_errors == errors0;

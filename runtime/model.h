@@ -63,6 +63,12 @@ typedef struct gr_rt_model {
   int n_groups;         /* parameter groups with their own learning rate (discriminative fine-tuning) */
   double lr_mult[GR_MAX_GROUPS];
   gr_rt_program train, eval;
+  /* The feature cache (feat_numel > 0): when the start of the training forward pass is frozen and
+   * deterministic, `features` computes its output (feat_numel floats per sample, written at out_off)
+   * from the input once per sample, and `train_cached` trains from it (read at x_off) instead of
+   * `train`, if the cache for the whole training set fits in cache_budget bytes. */
+  int64_t feat_numel, cache_budget;
+  gr_rt_program features, train_cached;
 } gr_rt_model;
 
 #endif

@@ -5,6 +5,7 @@
 #include "runtime/runtime.h"
 #include <cblas.h>
 #include <errno.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <math.h>
 #include <stdlib.h>
@@ -13,18 +14,27 @@
 struct gr_session {
   const gr_rt_model *m;
   uint8_t *slab, *train_arena, *eval_arena;
+  uint8_t *features_arena, *cached_arena; /* the feature cache's programs, allocated when it is used */
 };
 
+/* Zeroed, page-aligned memory straight from the kernel: its pages become resident only when first
+ * written, so an arena a run never uses (the evaluation arena without test data, the training arena
+ * when the feature cache replaces it) costs address space, not memory. Freed with free_zeroed. */
 static uint8_t *alloc_zeroed(int64_t bytes, const char *what, gr_diag *d) {
-  size_t n = (size_t)((bytes + 63) / 64 * 64);
-  if (n == 0) n = 64;
-  uint8_t *p = aligned_alloc(64, n);
-  if (!p) {
+  size_t n = (size_t)(bytes > 0 ? bytes : 1) + 64; /* 64 bytes in front hold the size */
+  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
     gr_error(d, (gr_loc){0}, "cannot allocate %.1f MiB for the %s", (double)n / (1 << 20), what);
     return NULL;
   }
-  memset(p, 0, n); /* touch every page now, not in the first step */
-  return p;
+  *(size_t *)p = n;
+  return (uint8_t *)p + 64;
+}
+
+static void free_zeroed(uint8_t *p) {
+  if (!p) return;
+  uint8_t *base = p - 64;
+  munmap(base, *(size_t *)base);
 }
 
 gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d) {
@@ -62,9 +72,11 @@ float *gr_session_param(gr_session *s, int i) { return (float *)(s->slab + s->m-
 
 void gr_session_free(gr_session *s) {
   if (!s) return;
-  free(s->slab);
-  free(s->train_arena);
-  free(s->eval_arena);
+  free_zeroed(s->slab);
+  free_zeroed(s->train_arena);
+  free_zeroed(s->features_arena);
+  free_zeroed(s->cached_arena);
+  free_zeroed(s->eval_arena);
   free(s);
 }
 
@@ -124,6 +136,43 @@ void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, doub
   free(idx);
   *loss = ds->n ? total / (double)ds->n : NAN;
   *accuracy = ratio(m, correct, counted);
+}
+
+/* The feature cache: the frozen prefix's output for every training sample (cache->x), computed once
+ * with the features program; the labels are the data set's. Returns false (training goes on without
+ * it) when the model has no cache or it does not fit the budget, saying why on the log. */
+static bool build_cache(gr_session *s, const gr_dataset *train, gr_dataset *cache, FILE *log, gr_diag *d) {
+  const gr_rt_model *m = s->m;
+  if (m->feat_numel <= 0) return false;
+  double mib = (double)train->n * (double)m->feat_numel * 4.0 / (1 << 20);
+  if (mib > (double)m->cache_budget / (1 << 20)) {
+    fprintf(log, "feature cache: %.0f MiB for %lld samples is over its budget of %lld MiB (feature_cache_mb); training without it\n", mib,
+            (long long)train->n, (long long)(m->cache_budget >> 20));
+    return false;
+  }
+  double t0 = gr_now();
+  *cache = (gr_dataset){.n = train->n, .sample_numel = m->feat_numel, .target_numel = train->target_numel, .y = train->y};
+  cache->x = malloc(4 * (size_t)(train->n * m->feat_numel) + 1);
+  if ((!s->features_arena && !(s->features_arena = alloc_zeroed(m->features.arena_bytes, "feature cache arena", d))) ||
+      (!s->cached_arena && !(s->cached_arena = alloc_zeroed(m->train_cached.arena_bytes, "cached training arena", d))) || !cache->x) {
+    free(cache->x);
+    cache->x = NULL;
+    fprintf(log, "feature cache: out of memory; training without it\n");
+    return false;
+  }
+  const gr_rt_program *p = &m->features;
+  float scal[GR_SCALAR_COUNT + GR_MAX_GROUPS] = {0};
+  size_t row = 4 * (size_t)m->feat_numel;
+  for (int64_t b = 0; b < train->n; b += m->max_batch) {
+    int64_t n = train->n - b < m->max_batch ? train->n - b : m->max_batch;
+    size_t xrow = 4 * (size_t)train->sample_numel;
+    for (int64_t i = 0; i < n; i++) memcpy(s->features_arena + p->x_off + (size_t)i * xrow, (const uint8_t *)train->x + (size_t)(b + i) * xrow, xrow);
+    p->fn(s->slab, s->features_arena, n, scal);
+    memcpy((uint8_t *)cache->x + (size_t)b * row, s->features_arena + p->out_off, row * (size_t)n);
+  }
+  fprintf(log, "feature cache: the frozen prefix computed once for %lld samples (%lld values each, %.1f MiB) in %.1f s\n",
+          (long long)train->n, (long long)m->feat_numel, mib, gr_now() - t0);
+  return true;
 }
 
 /* Whether a file can be created at path (its directory exists and is writable): checked before a
@@ -186,9 +235,17 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   double train_time = 0;
   int64_t samples = 0;
   bool ok = true;
+  gr_dataset cache = {0}; /* the feature cache, when the model has one that fits */
+  const gr_dataset *src = &train;
+  uint8_t *arena = s->train_arena;
   for (int64_t epoch = 1; epoch <= cfg->epochs && ok; epoch++) {
     if (cfg->shuffle) gr_rng_shuffle(&rng, perm, train.n);
     double t_epoch = gr_now(), win_loss = 0, ep_loss = 0;
+    if (epoch == 1 && build_cache(s, &train, &cache, log, d)) { /* part of the first epoch's time */
+      p = &m->train_cached;
+      src = &cache;
+      arena = s->cached_arena;
+    }
     int64_t win_n = 0, win_correct = 0, win_counted = 0, ep_n = 0;
     double t_win = t_epoch;
     for (int64_t b = 0; b < train.n; b += B) {
@@ -198,11 +255,11 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
       for (int k = 0; k < m->n_groups; k++) scal[GR_SCALAR_COUNT + k] = (float)(lr * m->lr_mult[k]);
       scal[GR_SCALAR_STEP] = (float)(step + 1);
       scal[GR_SCALAR_SEED] = (float)(gr_rng_next(&drop_rng) >> 40); /* < 2^24: exact in a float */
-      gather(p, s->train_arena, &train, perm + b, n);
-      *(float *)(s->train_arena + p->dloss_off) = 1.0f;
-      p->fn(s->slab, s->train_arena, n, scal);
+      gather(p, arena, src, perm + b, n);
+      *(float *)(arena + p->dloss_off) = 1.0f;
+      p->fn(s->slab, arena, n, scal);
       step++;
-      float loss = *(float *)(s->train_arena + p->loss_off);
+      float loss = *(float *)(arena + p->loss_off);
       if (!isfinite(loss)) {
         gr_error(d, (gr_loc){0}, "the training loss became %s at epoch %lld, step %lld; lower the learning rate (now %g)",
                  isnan(loss) ? "NaN" : "infinite", (long long)epoch, (long long)step, lr);
@@ -215,7 +272,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
       ep_n += n;
       if (p->out_off >= 0) {
         int64_t k;
-        win_correct += count_correct(m, (float *)(s->train_arena + p->out_off), s->train_arena + p->y_off, n, &k);
+        win_correct += count_correct(m, (float *)(arena + p->out_off), arena + p->y_off, n, &k);
         win_counted += k;
       }
       int64_t in_epoch = b / B + 1;
@@ -265,6 +322,7 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
     if (ok) fprintf(log, "saved %d parameters to %s\n", m->n_params, cfg->save_path);
   }
   free(perm);
+  free(cache.x); /* its labels are the training set's */
   gr_session_free(s);
   gr_metrics_close(metrics);
   gr_dataset_free(&train);

@@ -502,6 +502,9 @@ def transfer_case():
             continue
         if "init: 14 tensors loaded from" not in r.stdout:
             failures.append(f"transfer {opt_name}: no init report line in: {r.stdout!r}")
+        # the frozen prefix (conv, bn1 on running statistics, relu, pools) is computed once per sample
+        if "feature cache: the frozen prefix computed once for 12 samples" not in r.stdout:
+            failures.append(f"transfer {opt_name}: the feature cache was not used: {r.stdout!r}")
         recs = [json.loads(l) for l in open(metrics) if '"train"' in l]
         compare(f"transfer {opt_name} loss per step", [q["loss"] for q in recs], losses)
         w1 = read_safetensors(f"{d}/{opt_name}.w1.safetensors")
@@ -513,6 +516,16 @@ def transfer_case():
                     failures.append(f"transfer {opt_name} {k} changed")
             else:
                 compare(f"transfer {opt_name} {k} after {STEPS} steps", w1[k], v.numpy())
+        # the same run without the cache: the same numbers (up to float rounding)
+        with open(f"{d}/{opt_name}.nocache.plan.yaml", "w") as f:
+            f.write(TRANSFER_PLAN.format(opt=opt_yaml, B=B) + "feature_cache: off\n")
+        r = graft("train", f"{d}/{opt_name}.nocache.plan.yaml", "-q", "--save", f"{d}/{opt_name}.nocache.safetensors")
+        if r.returncode == 0:
+            if "feature cache" in r.stdout:
+                failures.append(f"transfer {opt_name}: feature_cache: off still used the cache")
+            w2 = read_safetensors(f"{d}/{opt_name}.nocache.safetensors")
+            compare(f"transfer {opt_name} with and without the feature cache", np.concatenate([w2[k].ravel() for k in sorted(w2)]),
+                    np.concatenate([w1[k].ravel() for k in sorted(w1)]), tol=1e-6)
 
     # Head surgery: the file's fc2 is a 7-class head; the model's has 4 classes. Without `exclude` the
     # load fails naming the shapes; with it, fc2 starts fresh, the file's fc2 is ignored, and (all
