@@ -896,7 +896,7 @@ static LLVMValueRef emit_adam_update(gr_cg *c, const gr_node *nd, LLVMValueRef *
   LLVMValueRef p = a[0], g = a[1], m = a[2], v = a[3], scal = a[nd->n_in + 2];
   LLVMTypeRef dt = LLVMDoubleTypeInContext(c->ctx);
   LLVMValueRef lr = LLVMBuildFPExt(c->b, LLVMBuildLoad2(c->b, c->f32, elem_ptr(c, c->f32, scal, iconst(c, nd->a.lr_slot)), ""), dt, "lr");
-  LLVMValueRef t = LLVMBuildFPExt(c->b, LLVMBuildLoad2(c->b, c->f32, elem_ptr(c, c->f32, scal, iconst(c, GR_SCALAR_STEP)), ""), dt, "t");
+  LLVMValueRef t = LLVMBuildFPExt(c->b, LLVMBuildLoad2(c->b, c->f32, elem_ptr(c, c->f32, scal, iconst(c, nd->a.step_slot)), ""), dt, "t");
   LLVMValueRef one = LLVMConstReal(dt, 1.0);
   LLVMTypeRef powty = LLVMFunctionType(dt, (LLVMTypeRef[]){dt, dt}, 2, 0);
   LLVMValueRef powfn = LLVMGetNamedFunction(c->mod, "pow");
@@ -1231,12 +1231,12 @@ static const char *kernel_key(gr_cg *c, const gr_node *nd) {
   const gr_attrs *a = &nd->a;
   if (k < (int)sizeof buf)
     snprintf(buf + k, sizeof buf - (size_t)k,
-             " | %d %d %s %.9g %.9g %d %.17g %.17g %.17g %d %d %lld %lld %lld %lld %lld %lld %lld %lld %lld %d %lld %lld %d %.17g %.17g %.17g %.17g %d %d %lld",
+             " | %d %d %s %.9g %.9g %d %.17g %.17g %.17g %d %d %lld %lld %lld %lld %lld %lld %lld %lld %lld %d %lld %lld %d %.17g %.17g %.17g %.17g %d %d %lld %d",
              a->trans_a, a->trans_b, gr_shape_str(&a->shape, sb, sizeof sb), a->momentum, a->weight_decay, a->nesterov, a->beta1,
              a->beta2, a->eps, a->decoupled, a->lr_slot, (long long)a->kernel[0], (long long)a->kernel[1], (long long)a->stride[0],
              (long long)a->stride[1], (long long)a->pad[0], (long long)a->pad[1], (long long)a->dilation[0],
              (long long)a->dilation[1], (long long)a->groups, a->axis, (long long)a->start, (long long)a->len, a->training,
-             a->bn_eps, a->bn_momentum, a->smoothing, a->drop_p, a->salt, a->has_pad, (long long)a->pad_idx);
+             a->bn_eps, a->bn_momentum, a->smoothing, a->drop_p, a->salt, a->has_pad, (long long)a->pad_idx, a->step_slot);
   return gr_strdup(c->g->arena, buf);
 }
 

@@ -26,7 +26,7 @@ bool gr_autodiff(gr_graph *g, gr_value *y, gr_value *dy);
 
 /* freeze.c: the plan's freeze/unfreeze patterns, batchnorm policy and parameter groups, applied to
  * the forward graph before autodiff; false after reporting patterns that match nothing or conflict. */
-bool gr_apply_transfer(gr_graph *g, const gr_transfer *t, gr_diag *d);
+bool gr_apply_transfer(gr_graph *g, const gr_transfer *t, int phase, gr_diag *d);
 /* optimizer.c: appends update nodes for every trainable parameter that has a gradient. */
 typedef struct gr_opt_cfg {
   gr_opt_kind kind;
@@ -73,6 +73,7 @@ typedef struct gr_compile_opts {
   FILE *dump;
   bool stop_before_codegen;
   bool no_transfer;       /* skip the freeze pass: everything trainable, batchnorm in train mode */
+  int phase;              /* gradual unfreezing: compile this phase (0-based) of the plan's phases */
   gr_codegen_opts cg;
 } gr_compile_opts;
 

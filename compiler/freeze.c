@@ -10,6 +10,7 @@
  * Every pattern must match something, and no name may get two different settings from two groups
  * or batchnorm rules: each problem is an error at the pattern's place in the plan. */
 #include "compiler/compiler.h"
+#include <stdio.h>
 #include <string.h>
 
 /* An example name from the model, for messages: the first trainable parameter's. */
@@ -22,8 +23,8 @@ static const char *example_name(const gr_graph *g) {
 static bool is_weight(const gr_value *v) { return v->role == GR_ROLE_PARAM && !v->buffer; }
 
 /* Sets trainable on every parameter a pattern of `pats` matches (among those with trainable ==
- * from); a pattern that matches none of them is an error. */
-static bool mark(gr_graph *g, const gr_patterns *pats, bool from, const char *key, gr_diag *d) {
+ * from; made trainable, its phase becomes `phase`); a pattern that matches none of them is an error. */
+static bool mark(gr_graph *g, const gr_patterns *pats, bool from, const char *key, int phase, gr_diag *d) {
   bool ok = true;
   for (int k = 0; k < pats->n; k++) {
     int hits = 0;
@@ -40,7 +41,10 @@ static bool mark(gr_graph *g, const gr_patterns *pats, bool from, const char *ke
   for (int i = 0; ok && i < g->n_values; i++) {
     gr_value *v = g->values[i];
     for (int k = 0; is_weight(v) && v->trainable == from && k < pats->n; k++)
-      if (gr_glob_match(pats->v[k].glob, v->name)) v->trainable = !from;
+      if (gr_glob_match(pats->v[k].glob, v->name)) {
+        v->trainable = !from;
+        v->phase = phase;
+      }
   }
   return ok;
 }
@@ -165,9 +169,18 @@ static bool check_exclude(gr_graph *g, const gr_transfer *t, gr_diag *d) {
   return ok;
 }
 
-bool gr_apply_transfer(gr_graph *g, const gr_transfer *t, gr_diag *d) {
+bool gr_apply_transfer(gr_graph *g, const gr_transfer *t, int phase, gr_diag *d) {
   bool ok = check_exclude(g, t, d);
-  ok = ok && mark(g, &t->freeze, true, "freeze", d) && mark(g, &t->unfreeze, false, "unfreeze", d);
+  ok = ok && mark(g, &t->freeze, true, "freeze", 0, d) && mark(g, &t->unfreeze, false, "unfreeze", 0, d);
+  /* gradual unfreezing: every phase's patterns are checked (each must match a parameter still
+   * frozen when it starts), then the parameters of phases after `phase` are frozen again */
+  for (int i = 0; ok && i < t->n_phases; i++) {
+    char key[48];
+    snprintf(key, sizeof key, "phase %d unfreeze", i + 1);
+    ok = mark(g, &t->phases[i].unfreeze, false, key, i, d);
+  }
+  for (int i = 0; ok && i < g->n_values; i++)
+    if (is_weight(g->values[i]) && g->values[i]->phase > phase) g->values[i]->trainable = false;
   ok = ok && apply_batchnorm(g, t, d) && apply_groups(g, t, d);
   return ok;
 }

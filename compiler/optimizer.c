@@ -15,11 +15,13 @@ void gr_add_optimizer(gr_graph *g, const gr_opt_cfg *cfg) {
   int n0 = g->n_nodes;
   gr_attrs a = {.momentum = cfg->momentum, .weight_decay = cfg->weight_decay, .nesterov = cfg->nesterov,
                 .beta1 = cfg->beta1, .beta2 = cfg->beta2, .eps = cfg->eps, .decoupled = cfg->kind == GR_OPT_ADAMW,
-                .lr_slot = GR_SCALAR_LR};
+                .lr_slot = GR_SCALAR_LR, .step_slot = GR_SCALAR_STEP};
   for (int i = 0; i < n0; i++) {
     gr_value *p = g->nodes[i]->out;
     if (!p || g->nodes[i]->op != GR_OP_PARAM || !p->trainable || !p->grad) continue;
     g->layer = g->nodes[i]->layer;
+    /* a parameter first trained in a later phase counts Adam's steps from that phase's start */
+    a.step_slot = p->phase > 0 ? GR_SCALAR_PHASE_STEP + p->phase - 1 : GR_SCALAR_STEP;
     if (p->group > 0) { /* a parameter group: its own learning-rate slot and weight decay */
       GR_CHECK(p->group <= cfg->n_groups, "parameter %s in group %d of %d", p->name, p->group, cfg->n_groups);
       a.lr_slot = GR_SCALAR_COUNT + p->group - 1;

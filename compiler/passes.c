@@ -160,7 +160,16 @@ static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
     gr_value *v = g->values[i];
     if (v->role != GR_ROLE_PARAM) continue;
     rt->params[rt->n_params++] = (gr_rt_param){v->name, v->slab_offset, v->shape, gr_shape_inner(&v->shape), v->init_bound,
-                                               v->init_value, v->init_std, v->zero_row, v->trainable};
+                                               v->init_value, v->init_std, v->zero_row, v->trainable, v->buffer};
+  }
+  int ns = 0;
+  for (int i = 0; i < g->n_values; i++) ns += g->values[i]->role == GR_ROLE_STATE;
+  rt->states = gr_alloc(&c->arena, sizeof(gr_rt_param) * (size_t)(ns + 1));
+  for (int i = 0; i < g->n_values; i++) {
+    gr_value *v = g->values[i];
+    if (v->role == GR_ROLE_STATE)
+      rt->states[rt->n_states++] = (gr_rt_param){.name = v->name, .offset = v->slab_offset, .shape = v->shape,
+                                                 .numel = gr_shape_inner(&v->shape), .zero_row = -1};
   }
   gr_program *ps[2] = {&c->train, &c->eval};
   gr_rt_program *rs[2] = {&rt->train, &rt->eval};
@@ -203,7 +212,7 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
     gr_error(d, c->plan.tl.groups[GR_MAX_GROUPS].loc, "at most %d parameter groups", GR_MAX_GROUPS);
     return false;
   }
-  if (!(o && o->no_transfer) && !gr_apply_transfer(g, &c->plan.tl, d)) return false;
+  if (!(o && o->no_transfer) && !gr_apply_transfer(g, &c->plan.tl, o ? o->phase : 0, d)) return false;
   if (dump_here(o, "freeze")) return gr_graph_dump(g, dump, NULL), true;
   /* loss */
   /* cross-entropy takes class labels [N]; the other losses float targets of the output's shape */

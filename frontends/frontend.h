@@ -73,6 +73,15 @@ typedef struct gr_param_group {
   gr_loc loc;
 } gr_param_group;
 
+/* Gradual unfreezing: a phase trains for `epochs` with the parameters its `unfreeze` patterns (and
+ * those of the phases before it) added to the trainable set, at lr_mult times the scheduled rate. */
+typedef struct gr_phase_spec {
+  int64_t epochs;
+  gr_patterns unfreeze;
+  double lr_mult;
+  gr_loc loc;
+} gr_phase_spec;
+
 typedef struct gr_transfer {
   int n_rename; /* init rename: file-name prefix -> model-name prefix, first match applies */
   const char **rename_from, **rename_to;
@@ -82,6 +91,8 @@ typedef struct gr_transfer {
   int n_bn;
   gr_param_group *groups;
   int n_groups;
+  gr_phase_spec *phases; /* NULL: one phase, the plan's epochs */
+  int n_phases;
 } gr_transfer;
 
 typedef struct gr_plan {

@@ -46,7 +46,7 @@
 const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", "bce_with_logits", "mse", NULL};
 const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL};
 
-static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb",
+static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb", "phases",
                                         "freeze", "unfreeze", "batchnorm", "param_groups", NULL};
 static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", "classes", "per_class", NULL};
 static const char *const split_keys[] = {"images", "labels", NULL};
@@ -288,8 +288,13 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
     if (sched) parse_schedule(&y, sched, p);
     gr_ynode *bs = gr_yreq(&y, root, "batch_size", "the plan");
     if (bs && gr_yint(&y, bs, "'batch_size'", 1, 65536, &p->batch_size)) p->batch_loc = gr_yloc(&y, bs);
-    gr_ynode *ep = gr_yreq(&y, root, "epochs", "the plan");
-    if (ep) gr_yint(&y, ep, "'epochs'", 1, 100000, &p->epochs);
+    int64_t phased = 0; /* with phases, the epochs are theirs */
+    for (int i = 0; i < p->tl.n_phases; i++) phased += p->tl.phases[i].epochs;
+    gr_ynode *ep = phased ? gr_yget(&y, root, "epochs") : gr_yreq(&y, root, "epochs", "the plan");
+    if (ep && gr_yint(&y, ep, "'epochs'", 1, 100000, &p->epochs) && phased && p->epochs != phased)
+      gr_error(d, gr_yloc(&y, ep), "'epochs' is %lld but the phases add up to %lld epochs (leave 'epochs' out)", (long long)p->epochs,
+               (long long)phased);
+    if (phased) p->epochs = phased;
     int64_t seed = 0;
     if (gr_yopt_int(&y, root, "seed", 0, INT64_MAX, &seed)) p->seed = (uint64_t)seed;
     gr_yopt_int(&y, root, "log_every", 1, 1 << 30, &p->log_every);

@@ -17,6 +17,7 @@
  * pass (compiler/freeze.c), which knows the model; here only the form is checked. */
 #include "frontends/frontend.h"
 #include "frontends/yamldoc.h"
+#include "runtime/model.h"
 #include <string.h>
 
 const char *const gr_bn_mode_names[GR_BN_MODE_COUNT + 1] = {"auto", "train", "frozen", "adapt", NULL};
@@ -80,6 +81,7 @@ bool gr_parse_init(gr_ydoc *y, gr_ynode *init, gr_plan *p) {
 }
 
 static const char *const bn_keys[] = {"match", "mode", NULL};
+static const char *const phase_keys[] = {"epochs", "unfreeze", "lr_mult", NULL};
 static const char *const group_keys[] = {"match", "lr_mult", "weight_decay_mult", NULL};
 
 bool gr_parse_transfer(gr_ydoc *y, gr_ynode *root, gr_plan *p) {
@@ -138,6 +140,24 @@ bool gr_parse_transfer(gr_ydoc *y, gr_ynode *root, gr_plan *p) {
         gr_error(y->diag, gr_yloc(y, gr_yget(y, r, "lr_mult")), "'lr_mult' must be greater than 0; to keep parameters fixed, freeze them");
         return false;
       }
+    }
+  }
+  gr_ynode *ph = gr_yget(y, root, "phases");
+  if (ph) {
+    int n = gr_ylist_len(ph);
+    if (n < 1 || n > GR_MAX_PHASES) {
+      gr_error(y->diag, gr_yloc(y, ph), "'phases' must be a list of 1 to %d phases {epochs, unfreeze, lr_mult}, got %s", GR_MAX_PHASES,
+               gr_ydescribe(y, ph));
+      return false;
+    }
+    t->phases = gr_alloc(y->arena, sizeof(gr_phase_spec) * (size_t)n);
+    for (int i = 0; i < n; i++) {
+      gr_ynode *r = gr_ylist_at(y, ph, i), *e, *u;
+      if (!gr_ymap_check(y, r, "a phase", phase_keys) || !(e = gr_yreq(y, r, "epochs", "a phase"))) return false;
+      gr_phase_spec *s = &t->phases[t->n_phases++];
+      *s = (gr_phase_spec){.lr_mult = 1, .loc = gr_yloc(y, r)};
+      if (!gr_yint(y, e, "'epochs'", 1, 100000, &s->epochs) || !gr_yopt_float(y, r, "lr_mult", 1e-12, 1e6, &s->lr_mult)) return false;
+      if ((u = gr_yget(y, r, "unfreeze")) && !parse_patterns(y, u, "'unfreeze'", &s->unfreeze)) return false;
     }
   }
   return ok;

@@ -42,8 +42,8 @@ void gr_node_dump(const gr_node *n, FILE *out) {
   if (n->op == GR_OP_CONCAT) fprintf(out, " {axis=%d}", n->a.axis);
   if (n->op == GR_OP_SLICE) fprintf(out, " {axis=%d, start=%lld, len=%lld}", n->a.axis, (long long)n->a.start, (long long)n->a.len);
   if (n->op == GR_OP_ADAM_UPDATE)
-    fprintf(out, " {lr=scalars[%d], betas=(%g, %g), eps=%g, weight_decay=%g%s}", n->a.lr_slot, n->a.beta1, n->a.beta2,
-            n->a.eps, n->a.weight_decay, n->a.decoupled ? ", decoupled" : "");
+    fprintf(out, " {lr=scalars[%d], step=scalars[%d], betas=(%g, %g), eps=%g, weight_decay=%g%s}", n->a.lr_slot, n->a.step_slot,
+            n->a.beta1, n->a.beta2, n->a.eps, n->a.weight_decay, n->a.decoupled ? ", decoupled" : "");
   if (n->out) {
     fprintf(out, " : %s%s", gr_dtype_name[n->out->dtype], gr_shape_str(&n->out->shape, sb, sizeof sb));
     if (n->out->role == GR_ROLE_PARAM) fputs(n->out->trainable ? " trainable" : " frozen", out);

@@ -73,6 +73,7 @@ typedef struct gr_value {
   float init_value;   /* params: the constant start value when init_bound is 0 (batchnorm: weight 1, running_var 1) */
   float init_std;     /* params: if > 0, N(0, std^2) instead (embeddings) */
   int group;          /* params: 1 + the index of the plan's parameter group (learning-rate slot), 0: none */
+  int phase;          /* params: the first phase (gradual unfreezing) in which it is trained */
   int64_t zero_row;   /* params: this row (index along dimension 0) starts at 0 (an embedding's padding); -1: none */
   struct gr_value *grad; /* set by autodiff: d(loss)/d(this) */
   int64_t slab_offset;   /* params and state: byte offset in the persistent slab (-1 before planning) */
@@ -86,6 +87,7 @@ typedef struct gr_attrs {
   double beta1, beta2, eps;     /* adam_update (double: bias corrections as PyTorch computes them) */
   int decoupled;                /* adam_update: AdamW's decoupled weight decay */
   int lr_slot;                  /* updates: index of the learning rate in the step's scalars */
+  int step_slot;                /* adam_update: index of its step count in the scalars (GR_SCALAR_STEP or a phase's) */
   int64_t kernel[2], stride[2], pad[2], dilation[2], groups; /* conv2d, pooling (kernel: pooling only) */
   int axis;                     /* concat, slice, mean: the dimension (>= 1) */
   int training;                 /* batchnorm: batch statistics (and update the running ones), else running */

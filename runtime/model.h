@@ -18,8 +18,12 @@ typedef void (*gr_step_fn)(uint8_t *slab, uint8_t *arena, int64_t n, const float
 /* scalars[]: the learning rate, the 1-based number of the optimizer step being taken (Adam's bias
  * correction), and a fresh random seed below 2^24 for the step (dropout masks) */
 enum { GR_SCALAR_LR, GR_SCALAR_STEP, GR_SCALAR_SEED, GR_SCALAR_COUNT };
-/* then one learning rate per parameter group k: scalars[GR_SCALAR_COUNT + k] = lr * lr_mult[k] */
-enum { GR_MAX_GROUPS = 32 };
+/* then one learning rate per parameter group k: scalars[GR_SCALAR_COUNT + k] = lr * lr_mult[k];
+ * then, for gradual unfreezing, the 1-based step count since phase j began, for j = 1 .. phases - 1:
+ * scalars[GR_SCALAR_PHASE_STEP + j - 1] (Adam's bias correction of a parameter first trained in phase
+ * j counts its own steps, as torch.optim's per-parameter state does) */
+enum { GR_MAX_GROUPS = 32, GR_MAX_PHASES = 16 };
+enum { GR_SCALAR_PHASE_STEP = GR_SCALAR_COUNT + GR_MAX_GROUPS, GR_SCALAR_TOTAL = GR_SCALAR_PHASE_STEP + GR_MAX_PHASES };
 
 /* Accuracy: the output's arg-max equals the class label (cross-entropy); the sign of each logit
  * agrees with its target being >= 0.5, counted per element (binary cross-entropy); none (regression). */
@@ -34,7 +38,8 @@ typedef struct gr_rt_param {
   float init_value;
   float init_std;   /* > 0: N(0, std^2) instead (embeddings) */
   int64_t zero_row; /* this row (along dimension 0) starts at 0 (an embedding's padding row); -1: none */
-  bool trainable;   /* false: a buffer (batchnorm running statistics), saved and loaded but not trained */
+  bool trainable;   /* trained by this model's program (false: frozen, or a buffer) */
+  bool buffer;      /* model state that is never trained (batchnorm running statistics): saved and loaded */
 } gr_rt_param;
 
 typedef struct gr_rt_program {
@@ -60,6 +65,8 @@ typedef struct gr_rt_model {
   int64_t n_classes;    /* output values per sample (the classes of a classifier) */
   int64_t target_numel; /* 0: targets are class labels (I32 [N], each below n_classes); else F32 values per sample */
   gr_accuracy accuracy; /* how accuracy counts a sample (or an element) as correct */
+  int n_states;         /* optimizer state (momentum buffers, Adam moments), by name: carried across phases */
+  gr_rt_param *states;
   int n_groups;         /* parameter groups with their own learning rate (discriminative fine-tuning) */
   double lr_mult[GR_MAX_GROUPS];
   gr_rt_program train, eval;

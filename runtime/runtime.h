@@ -128,5 +128,15 @@ bool gr_session_load(gr_session *s, const char *path, const gr_load_opts *o, FIL
 bool gr_session_save(gr_session *s, const char *path, gr_diag *d);
 /* Trains (and evaluates after each epoch); false after reporting an error. */
 bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_train_result *res);
+/* Gradual unfreezing: the phases run in order on one data set, each with its own compiled model (the
+ * same parameters, another trainable set); parameters and optimizer state carry over by name. The
+ * learning rate of a phase is the schedule's (over all phases' epochs) times its lr_mult.
+ * cfg->epochs is ignored: the phases' epochs add up to the run. */
+typedef struct gr_train_phase {
+  const gr_rt_model *m;
+  int64_t epochs;
+  double lr_mult;
+} gr_train_phase;
+bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_cfg *cfg, gr_diag *d, gr_train_result *res);
 
 #endif

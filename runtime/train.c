@@ -186,7 +186,44 @@ static bool can_create(const char *path, gr_diag *d) {
   return false;
 }
 
+/* The session of the next phase: the previous one's parameters and optimizer state copied by name
+ * (state a parameter did not have yet starts at zero); the previous session is freed. */
+static gr_session *next_phase(gr_session *old, const gr_rt_model *m, uint64_t seed, gr_diag *d) {
+  gr_session *s = gr_session_new(m, seed, d);
+  if (!s) {
+    gr_session_free(old);
+    return NULL;
+  }
+  const gr_rt_model *o = old->m;
+  for (int i = 0; i < m->n_params; i++) {
+    GR_CHECK(i < o->n_params && !strcmp(o->params[i].name, m->params[i].name), "phases differ in their parameters");
+    memcpy(s->slab + m->params[i].offset, old->slab + o->params[i].offset, sizeof(float) * (size_t)m->params[i].numel);
+  }
+  for (int i = 0; i < m->n_states; i++)
+    for (int j = 0; j < o->n_states; j++)
+      if (!strcmp(o->states[j].name, m->states[i].name))
+        memcpy(s->slab + m->states[i].offset, old->slab + o->states[j].offset, sizeof(float) * (size_t)m->states[i].numel);
+  gr_session_free(old);
+  return s;
+}
+
+static int64_t trainable_count(const gr_rt_model *m) {
+  int64_t n = 0;
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i].trainable) n += m->params[i].numel;
+  return n;
+}
+
 bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_train_result *res) {
+  gr_train_phase one = {m, cfg->epochs, 1.0};
+  return gr_train_phases(&one, 1, cfg, d, res);
+}
+
+bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_cfg *cfg, gr_diag *d, gr_train_result *res) {
+  GR_CHECK(n_phases >= 1 && n_phases <= GR_MAX_PHASES, "%d training phases", n_phases);
+  const gr_rt_model *m = phases[0].m;
+  int64_t epochs = 0;
+  for (int i = 0; i < n_phases; i++) epochs += phases[i].epochs;
   memset(res, 0, sizeof *res);
   if (cfg->save_path && !can_create(cfg->save_path, d)) return false;
   res->test_loss = res->test_accuracy = NAN;
@@ -218,100 +255,117 @@ bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_trai
   }
   fprintf(log, "training on %lld samples", (long long)train.n);
   if (test.n) fprintf(log, ", evaluating on %lld", (long long)test.n);
-  fprintf(log, ", batch %lld, %lld epochs\n", (long long)m->max_batch, (long long)cfg->epochs);
+  fprintf(log, ", batch %lld, %lld epoch%s\n", (long long)m->max_batch, (long long)epochs, epochs == 1 ? "" : "s");
   gr_rng rng, drop_rng;
   gr_rng_seed(&rng, cfg->seed ^ 0x5DEECE66DULL);
   gr_rng_seed(&drop_rng, cfg->seed ^ 0xD50D50D5ULL);
   int64_t *perm = malloc(sizeof(int64_t) * (size_t)train.n);
   GR_CHECK(perm != NULL, "out of memory");
   for (int64_t i = 0; i < train.n; i++) perm[i] = i;
-  const gr_rt_program *p = &m->train;
   int64_t B = m->max_batch, steps_per_epoch = (train.n + B - 1) / B, step = 0;
-  float scal[GR_SCALAR_COUNT + GR_MAX_GROUPS] = {0};
-  int64_t sched_total = cfg->schedule.per_step ? steps_per_epoch * cfg->epochs : cfg->epochs;
+  float scal[GR_SCALAR_TOTAL] = {0};
+  int64_t sched_total = cfg->schedule.per_step ? steps_per_epoch * epochs : epochs;
+  int64_t phase_start[GR_MAX_PHASES] = {0}; /* the step at which each phase began */
   double lr = cfg->lr;
   gr_progress prog;
   gr_progress_init(&prog, log);
   double train_time = 0;
-  int64_t samples = 0;
+  int64_t samples = 0, epoch = 0;
   bool ok = true;
-  gr_dataset cache = {0}; /* the feature cache, when the model has one that fits */
-  const gr_dataset *src = &train;
-  uint8_t *arena = s->train_arena;
-  for (int64_t epoch = 1; epoch <= cfg->epochs && ok; epoch++) {
-    if (cfg->shuffle) gr_rng_shuffle(&rng, perm, train.n);
-    double t_epoch = gr_now(), win_loss = 0, ep_loss = 0;
-    if (epoch == 1 && build_cache(s, &train, &cache, log, d)) { /* part of the first epoch's time */
-      p = &m->train_cached;
-      src = &cache;
-      arena = s->cached_arena;
+  gr_dataset cache = {0}; /* the feature cache, when the phase's model has one that fits */
+  for (int ph = 0; ph < n_phases && ok; ph++) {
+    m = phases[ph].m;
+    if (ph > 0 && !(s = next_phase(s, m, cfg->seed, d))) {
+      ok = false;
+      break;
     }
-    int64_t win_n = 0, win_correct = 0, win_counted = 0, ep_n = 0;
-    double t_win = t_epoch;
-    for (int64_t b = 0; b < train.n; b += B) {
-      int64_t n = train.n - b < B ? train.n - b : B;
-      lr = gr_schedule_lr(&cfg->schedule, cfg->lr, cfg->schedule.per_step ? step : epoch - 1, sched_total);
-      scal[GR_SCALAR_LR] = (float)lr;
-      for (int k = 0; k < m->n_groups; k++) scal[GR_SCALAR_COUNT + k] = (float)(lr * m->lr_mult[k]);
-      scal[GR_SCALAR_STEP] = (float)(step + 1);
-      scal[GR_SCALAR_SEED] = (float)(gr_rng_next(&drop_rng) >> 40); /* < 2^24: exact in a float */
-      gather(p, arena, src, perm + b, n);
-      *(float *)(arena + p->dloss_off) = 1.0f;
-      p->fn(s->slab, arena, n, scal);
-      step++;
-      float loss = *(float *)(arena + p->loss_off);
-      if (!isfinite(loss)) {
-        gr_error(d, (gr_loc){0}, "the training loss became %s at epoch %lld, step %lld; lower the learning rate (now %g)",
-                 isnan(loss) ? "NaN" : "infinite", (long long)epoch, (long long)step, lr);
-        ok = false;
-        break;
+    phase_start[ph] = step;
+    if (n_phases > 1)
+      fprintf(log, "phase %d/%d: epochs %lld-%lld, %lld trainable parameters, learning rate x%g\n", ph + 1, n_phases,
+              (long long)epoch + 1, (long long)(epoch + phases[ph].epochs), (long long)trainable_count(m), phases[ph].lr_mult);
+    const gr_rt_program *p = &m->train;
+    const gr_dataset *src = &train;
+    uint8_t *arena = s->train_arena;
+    free(cache.x);
+    cache.x = NULL;
+    for (int64_t pe = 1; pe <= phases[ph].epochs && ok; pe++) {
+      epoch++;
+      if (cfg->shuffle) gr_rng_shuffle(&rng, perm, train.n);
+      double t_epoch = gr_now(), win_loss = 0, ep_loss = 0;
+      if (pe == 1 && build_cache(s, &train, &cache, log, d)) { /* part of the phase's first epoch's time */
+        p = &m->train_cached;
+        src = &cache;
+        arena = s->cached_arena;
       }
-      win_loss += (double)loss * (double)n;
-      ep_loss += (double)loss * (double)n;
-      win_n += n;
-      ep_n += n;
-      if (p->out_off >= 0) {
-        int64_t k;
-        win_correct += count_correct(m, (float *)(arena + p->out_off), arena + p->y_off, n, &k);
-        win_counted += k;
+      int64_t win_n = 0, win_correct = 0, win_counted = 0, ep_n = 0;
+      double t_win = t_epoch;
+      for (int64_t b = 0; b < train.n; b += B) {
+        int64_t n = train.n - b < B ? train.n - b : B;
+        lr = gr_schedule_lr(&cfg->schedule, cfg->lr, cfg->schedule.per_step ? step : epoch - 1, sched_total) * phases[ph].lr_mult;
+        scal[GR_SCALAR_LR] = (float)lr;
+        for (int k = 0; k < m->n_groups; k++) scal[GR_SCALAR_COUNT + k] = (float)(lr * m->lr_mult[k]);
+        scal[GR_SCALAR_STEP] = (float)(step + 1);
+        for (int j = 1; j <= ph; j++) scal[GR_SCALAR_PHASE_STEP + j - 1] = (float)(step - phase_start[j] + 1);
+        scal[GR_SCALAR_SEED] = (float)(gr_rng_next(&drop_rng) >> 40); /* < 2^24: exact in a float */
+        gather(p, arena, src, perm + b, n);
+        *(float *)(arena + p->dloss_off) = 1.0f;
+        p->fn(s->slab, arena, n, scal);
+        step++;
+        float loss = *(float *)(arena + p->loss_off);
+        if (!isfinite(loss)) {
+          gr_error(d, (gr_loc){0}, "the training loss became %s at epoch %lld, step %lld; lower the learning rate (now %g)",
+                   isnan(loss) ? "NaN" : "infinite", (long long)epoch, (long long)step, lr);
+          ok = false;
+          break;
+        }
+        win_loss += (double)loss * (double)n;
+        ep_loss += (double)loss * (double)n;
+        win_n += n;
+        ep_n += n;
+        if (p->out_off >= 0) {
+          int64_t k;
+          win_correct += count_correct(m, (float *)(arena + p->out_off), arena + p->y_off, n, &k);
+          win_counted += k;
+        }
+        int64_t in_epoch = b / B + 1;
+        double now = gr_now(), rate = (double)ep_n / (now - t_epoch + 1e-12);
+        double eta = ((double)(steps_per_epoch - in_epoch) * (double)B + (double)(epochs - epoch) * (double)train.n) / rate;
+        bool log_now = step % cfg->log_every == 0;
+        if (!cfg->quiet && (prog.tty || log_now))
+          gr_progress_step(&prog, epoch, epochs, in_epoch, steps_per_epoch, ep_loss / (double)ep_n, rate, eta, false);
+        if (log_now) {
+          gr_metrics_record(metrics, "train", "epoch#", (double)epoch, "step#", (double)step, "loss", win_loss / (double)win_n,
+                            "accuracy", ratio(m, win_correct, win_counted), "samples_per_s", (double)win_n / (now - t_win + 1e-12),
+                            "lr", lr, NULL);
+          win_loss = 0;
+          win_n = win_correct = win_counted = 0;
+          t_win = now;
+        }
       }
-      int64_t in_epoch = b / B + 1;
-      double now = gr_now(), rate = (double)ep_n / (now - t_epoch + 1e-12);
-      double eta = ((double)(steps_per_epoch - in_epoch) * (double)B + (double)(cfg->epochs - epoch) * (double)train.n) / rate;
-      bool log_now = step % cfg->log_every == 0;
-      if (!cfg->quiet && (prog.tty || log_now)) gr_progress_step(&prog, epoch, cfg->epochs, in_epoch, steps_per_epoch, ep_loss / (double)ep_n, rate, eta, false);
-      if (log_now) {
+      if (!ok) break;
+      if (win_n) { /* the steps since the last record: every step is in exactly one training record */
+        double now = gr_now();
         gr_metrics_record(metrics, "train", "epoch#", (double)epoch, "step#", (double)step, "loss", win_loss / (double)win_n,
                           "accuracy", ratio(m, win_correct, win_counted), "samples_per_s", (double)win_n / (now - t_win + 1e-12),
                           "lr", lr, NULL);
-        win_loss = 0;
-        win_n = win_correct = win_counted = 0;
-        t_win = now;
       }
+      double ep_time = gr_now() - t_epoch;
+      train_time += ep_time;
+      samples += ep_n;
+      gr_progress_clear(&prog);
+      res->final_train_loss = ep_loss / (double)ep_n;
+      fprintf(log, "epoch %lld/%lld: train loss %.4f (%.1f s, %.0f samples/s)", (long long)epoch, (long long)epochs,
+              res->final_train_loss, ep_time, (double)ep_n / ep_time);
+      if (test.n && (cfg->eval_every <= 1 || epoch % cfg->eval_every == 0 || epoch == epochs)) {
+        gr_session_evaluate(s, &test, &res->test_loss, &res->test_accuracy, NULL);
+        fprintf(log, ", test loss %.4f", res->test_loss);
+        if (!isnan(res->test_accuracy)) fprintf(log, ", test accuracy %.4f", res->test_accuracy);
+        gr_metrics_record(metrics, "test", "epoch#", (double)epoch, "step#", (double)step, "loss", res->test_loss, "accuracy",
+                          res->test_accuracy, NULL);
+      }
+      fputc('\n', log);
+      fflush(log);
     }
-    if (!ok) break;
-    if (win_n) { /* the steps since the last record: every step is in exactly one training record */
-      double now = gr_now();
-      gr_metrics_record(metrics, "train", "epoch#", (double)epoch, "step#", (double)step, "loss", win_loss / (double)win_n,
-                        "accuracy", ratio(m, win_correct, win_counted), "samples_per_s", (double)win_n / (now - t_win + 1e-12),
-                        "lr", lr, NULL);
-    }
-    double ep_time = gr_now() - t_epoch;
-    train_time += ep_time;
-    samples += ep_n;
-    gr_progress_clear(&prog);
-    res->final_train_loss = ep_loss / (double)ep_n;
-    fprintf(log, "epoch %lld/%lld: train loss %.4f (%.1f s, %.0f samples/s)", (long long)epoch, (long long)cfg->epochs,
-            res->final_train_loss, ep_time, (double)ep_n / ep_time);
-    if (test.n && (cfg->eval_every <= 1 || epoch % cfg->eval_every == 0 || epoch == cfg->epochs)) {
-      gr_session_evaluate(s, &test, &res->test_loss, &res->test_accuracy, NULL);
-      fprintf(log, ", test loss %.4f", res->test_loss);
-      if (!isnan(res->test_accuracy)) fprintf(log, ", test accuracy %.4f", res->test_accuracy);
-      gr_metrics_record(metrics, "test", "epoch#", (double)epoch, "step#", (double)step, "loss", res->test_loss, "accuracy",
-                        res->test_accuracy, NULL);
-    }
-    fputc('\n', log);
-    fflush(log);
   }
   res->steps = step;
   res->samples_per_s = train_time > 0 ? (double)samples / train_time : 0;

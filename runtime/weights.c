@@ -79,7 +79,7 @@ bool gr_session_load(gr_session *s, const char *path, const gr_load_opts *o, FIL
     if (!same)
       gr_error(d, at, "tensor '%s'%s has shape %s, the model's parameter has %s", p->name, from,
                shape_text(a, sizeof a, t->rank, t->shape), shape_text(b, sizeof b, p->shape.rank, p->shape.dim));
-    else if (t->dtype != GR_ST_F32 && !(t->dtype == GR_ST_I64 && !p->trainable))
+    else if (t->dtype != GR_ST_F32 && !(t->dtype == GR_ST_I64 && p->buffer))
       gr_error(d, at, "tensor '%s'%s is %s; graft loads F32 weights (convert with tensor.float())", p->name, from, t->dtype_name);
     src[i] = t;
     loaded++;

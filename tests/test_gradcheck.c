@@ -591,7 +591,7 @@ static void check_update(const upd_case *u) {
   gr_value *gin = gr_input(g, "g", GR_F32, S(1, D(K)), (gr_loc){0});
   gr_value *s1 = gr_state(g, "s1", S(1, D(K))), *s2 = gr_state(g, "s2", S(1, D(K)));
   gr_attrs a = {.momentum = u->mu, .weight_decay = u->wd, .nesterov = u->nesterov, .beta1 = u->b1, .beta2 = u->b2,
-                .eps = u->eps, .decoupled = u->decoupled, .lr_slot = GR_SCALAR_LR};
+                .eps = u->eps, .decoupled = u->decoupled, .lr_slot = GR_SCALAR_LR, .step_slot = GR_SCALAR_STEP};
   gr_value *in[4] = {p, gin, s1, s2};
   gr_apply_update(g, u->op, in, gr_ops[u->op].arity, &a, (gr_loc){0});
   covered[u->op] = true;

@@ -187,6 +187,17 @@ static void print_summary(const gr_compiled *c, const gr_compiled *base, FILE *f
   fprintf(f, "epochs %lld, seed %llu\n", (long long)c->plan.epochs, (unsigned long long)c->plan.seed);
 }
 
+/* One later phase of a gradually unfrozen plan, for `graft check`. */
+static void print_phase(const gr_compiled *c, int k, int64_t epochs, FILE *f) {
+  step_cost z = cost_of(c);
+  char b1[32], b2[32];
+  human_bytes(b1, sizeof b1, (double)z.slab);
+  human_bytes(b2, sizeof b2, (double)z.train_arena);
+  fprintf(f, "phase %d: %lld epochs, %lld trainable, %lld frozen; backward + update %.1f MFLOP; parameters + optimizer state %s, "
+             "train arena %s\n",
+          k + 1, (long long)epochs, (long long)z.trainable, (long long)z.frozen, z.bwd / 1e6, b1, b2);
+}
+
 /* The plan's init mapping as the runtime's load options. */
 static gr_load_opts init_opts(gr_compiled *c) {
   const gr_transfer *t = &c->plan.tl;
@@ -327,7 +338,21 @@ int main(int argc, char **argv) {
     bool frozen = t->freeze.n || t->n_bn;
     bool have_base = frozen && gr_compile_plan(plan, &diag, &bo, &base);
     print_summary(&c, have_base ? &base : NULL, stdout);
+    for (int k = 1; k < t->n_phases; k++) { /* gradual unfreezing: what each later phase costs */
+      gr_compiled ph;
+      gr_compile_opts po = o;
+      po.phase = k;
+      if (!gr_compile_plan(plan, &diag, &po, &ph)) {
+        rc = 1;
+        break;
+      }
+      if (k == 1) printf("phase 1: %lld epochs, as above\n", (long long)t->phases[0].epochs);
+      print_phase(&ph, k, t->phases[k].epochs, stdout);
+      gr_compiled_free(&ph);
+    }
     if (have_base) gr_compiled_free(&base);
+  } else if (ok && !strcmp(cmd, "train") && epochs && c.plan.tl.n_phases) {
+    rc = usage_error("--epochs cannot change a plan with phases (%s): its epochs are the phases'", plan);
   } else if (ok && !strcmp(cmd, "train")) {
     const gr_plan *p = &c.plan;
     gr_train_cfg cfg = {.data_format = (int)p->data_format, .shuffle = p->shuffle, .init_path = p->init_path,
@@ -343,7 +368,20 @@ int main(int argc, char **argv) {
                         .metrics_path = metrics,
                         .threads = (int)threads, .log = stdout, .quiet = quiet};
     gr_train_result res;
-    rc = gr_train(&c.rt, &cfg, &diag, &res) ? 0 : 1;
+    int n_ph = p->tl.n_phases > 0 ? p->tl.n_phases : 1;
+    gr_compiled *later = calloc((size_t)n_ph, sizeof *later); /* phases 2..n: each compiled on its own */
+    gr_train_phase phases[GR_MAX_PHASES] = {{&c.rt, cfg.epochs, p->tl.n_phases ? p->tl.phases[0].lr_mult : 1.0}};
+    if (p->tl.n_phases) phases[0].epochs = p->tl.phases[0].epochs;
+    GR_CHECK(later != NULL, "out of memory");
+    for (int k = 1; k < n_ph && rc == 0; k++) {
+      gr_compile_opts po = o;
+      po.phase = k;
+      if (!gr_compile_plan(plan, &diag, &po, &later[k])) rc = 1;
+      phases[k] = (gr_train_phase){&later[k].rt, p->tl.phases[k].epochs, p->tl.phases[k].lr_mult};
+    }
+    if (rc == 0) rc = gr_train_phases(phases, n_ph, &cfg, &diag, &res) ? 0 : 1;
+    for (int k = 1; k < n_ph; k++) gr_compiled_free(&later[k]);
+    free(later);
   } else if (ok && eval) {
     rc = run_eval(&c, &diag, weights, split, output, metrics, (int)threads) ? 0 : 1;
   }

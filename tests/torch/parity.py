@@ -358,26 +358,59 @@ epochs: 1
     for k, p in model.named_parameters():
         compare(f"{name} gradient of {k}", w0[k].astype(np.float64) - w1[k], p.grad.numpy(), relative=True)
 
+def setup_case(name, d, w0_file="w0.safetensors", rename=""):
+    """Writes the case's model YAML, its PyTorch model's weights (batchnorm parameters and statistics
+    made non-trivial; ResNet-18 keeps torchvision's initialisation) and a batch of data into d."""
+    yaml, build, shape, classes = CASES[name]
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/model.yaml", "w") as f:
+        f.write(yaml)
+    model = build()
+    with torch.no_grad():
+        for k, v in (model.state_dict().items() if name != "resnet18" else []):
+            if k.endswith("running_mean") or (".weight" in k and v.dim() == 1) or (".bias" in k and "bn" in k):
+                v.copy_(torch.randn_like(v) * 0.5 + (1.0 if ".weight" in k else 0.0))
+            if k.endswith("running_var"):
+                v.copy_(torch.rand_like(v) + 0.5)
+    w0 = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    write_safetensors(f"{d}/{w0_file}", {rename + k: v for k, v in w0.items()})
+    x, y = make_data(name, shape, classes, B * STEPS)
+    write_safetensors(f"{d}/data.safetensors", {"x": x.numpy(), "y": y.numpy()})
+    return model, w0, x, y
+
+
+def torch_steps(name, model, opt, x, y, frozen_bn=()):
+    """STEPS optimizer steps of batch B in PyTorch; the batchnorm modules in frozen_bn run on their
+    running statistics. Returns the loss of each step."""
+    losses = []
+    for st in range(STEPS):
+        model.train()
+        for bn in frozen_bn:
+            bn.eval()
+        opt.zero_grad(set_to_none=True)
+        loss = torch_loss(name, model(x[st * B:(st + 1) * B]), y[st * B:(st + 1) * B])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def graft_train(d, plan_name):
+    """graft train d/PLAN.plan.yaml, saving d/PLAN.w1.safetensors; its result and training records
+    (None if it failed)."""
+    metrics = f"{d}/{plan_name}.jsonl"
+    r = graft("train", f"{d}/{plan_name}.plan.yaml", "-q", "--metrics", metrics, "--save", f"{d}/{plan_name}.w1.safetensors")
+    recs = [json.loads(l) for l in open(metrics) if '"train"' in l] if r.returncode == 0 else None
+    return r, recs
+
+
 torch.manual_seed(0)
 for name, (yaml, build, shape, classes) in CASES.items():
     if ONLY and name not in ONLY:
         continue
     print(f"{name}:")
     d = os.path.join(WORK, name)
-    os.makedirs(d, exist_ok=True)
-    with open(f"{d}/model.yaml", "w") as f:
-        f.write(yaml)
-    model = build()
-    with torch.no_grad():
-        for k, v in (model.state_dict().items() if name != "resnet18" else []):  # resnet18: torchvision's own init
-            if k.endswith("running_mean") or (".weight" in k and v.dim() == 1) or (".bias" in k and "bn" in k):
-                v.copy_(torch.randn_like(v) * 0.5 + (1.0 if ".weight" in k else 0.0))
-            if k.endswith("running_var"):
-                v.copy_(torch.rand_like(v) + 0.5)
-    w0 = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-    write_safetensors(f"{d}/w0.safetensors", w0)
-    x, y = make_data(name, shape, classes, B * STEPS)
-    write_safetensors(f"{d}/data.safetensors", {"x": x.numpy(), "y": y.numpy()})
+    model, w0, x, y = setup_case(name, d)
 
     # forward
     OPTIMIZERS = optimizers(LR_SCALE.get(name, 1.0))
@@ -409,18 +442,10 @@ log_every: 1
     for opt_name, (opt_yaml, make_opt) in OPTIMIZERS.items():
         model.load_state_dict({k: torch.tensor(v) for k, v in w0.items()})
         opt = make_opt(model.parameters())
-        losses = []
-        for s in range(STEPS):
-            opt.zero_grad()
-            loss = torch_loss(name, model(x[s * B:(s + 1) * B]), y[s * B:(s + 1) * B])
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        metrics = f"{d}/{opt_name}.jsonl"
-        r = graft("train", f"{d}/{opt_name}.plan.yaml", "-q", "--metrics", metrics, "--save", f"{d}/{opt_name}.w1.safetensors")
-        if r.returncode != 0:
+        losses = torch_steps(name, model, opt, x, y)
+        r, recs = graft_train(d, opt_name)
+        if recs is None:
             continue
-        recs = [json.loads(l) for l in open(metrics) if '"train"' in l]
         if name in DEEP:  # the loss after each step, relative; parameters were compared through their gradients
             tol = 1e-4 if opt_name == "sgd" else 1e-3
             compare(f"{name} {opt_name} loss per step (relative {tol:g})", [r["loss"] for r in recs], losses, tol=tol, relative=True)
@@ -453,23 +478,9 @@ FROZEN = ("conv.", "bn1.", "bn2.weight", "bn2.bias")
 
 def transfer_case():
     name = "bn"
-    yaml, build, shape, classes = CASES[name]
     d = os.path.join(WORK, "transfer")
-    os.makedirs(d, exist_ok=True)
-    with open(f"{d}/model.yaml", "w") as f:
-        f.write(yaml)
     torch.manual_seed(1)
-    model = build()
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            if k.endswith("running_mean") or (".weight" in k and v.dim() == 1) or (".bias" in k and "bn" in k):
-                v.copy_(torch.randn_like(v) * 0.5 + (1.0 if ".weight" in k else 0.0))
-            if k.endswith("running_var"):
-                v.copy_(torch.rand_like(v) + 0.5)
-    w0 = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-    write_safetensors(f"{d}/w0.renamed.safetensors", {"backbone." + k: v for k, v in w0.items()})
-    x, y = make_data(name, shape, classes, B * STEPS)
-    write_safetensors(f"{d}/data.safetensors", {"x": x.numpy(), "y": y.numpy()})
+    model, w0, x, y = setup_case(name, d, "w0.renamed.safetensors", "backbone.")
     print("transfer:")
     for opt_name in ("sgd", "adamw"):
         opt_yaml, _ = optimizers(1.0)[opt_name]
@@ -487,25 +498,15 @@ def transfer_case():
         else:
             opt = torch.optim.AdamW([{"params": fc1, "lr": lr * 0.1, "weight_decay": 0}, {"params": rest}], lr=lr, weight_decay=wd,
                                     betas=(0.8, 0.99), eps=1e-6)
-        losses = []
-        for st in range(STEPS):
-            model.train()
-            model.bn1.eval()  # frozen batchnorm: running statistics, no update
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x[st * B:(st + 1) * B]), y[st * B:(st + 1) * B])
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        metrics = f"{d}/{opt_name}.jsonl"
-        r = graft("train", f"{d}/{opt_name}.plan.yaml", "-q", "--metrics", metrics, "--save", f"{d}/{opt_name}.w1.safetensors")
-        if r.returncode != 0:
+        losses = torch_steps(name, model, opt, x, y, [model.bn1])  # bn1 frozen: running statistics, no update
+        r, recs = graft_train(d, opt_name)
+        if recs is None:
             continue
         if "init: 14 tensors loaded from" not in r.stdout:
             failures.append(f"transfer {opt_name}: no init report line in: {r.stdout!r}")
         # the frozen prefix (conv, bn1 on running statistics, relu, pools) is computed once per sample
         if "feature cache: the frozen prefix computed once for 12 samples" not in r.stdout:
             failures.append(f"transfer {opt_name}: the feature cache was not used: {r.stdout!r}")
-        recs = [json.loads(l) for l in open(metrics) if '"train"' in l]
         compare(f"transfer {opt_name} loss per step", [q["loss"] for q in recs], losses)
         w1 = read_safetensors(f"{d}/{opt_name}.w1.safetensors")
         for k, v in model.state_dict().items():
@@ -559,8 +560,78 @@ epochs: 1
             failures.append(f"transfer head surgery {'with' if exclude else 'without'} exclude")
 
 
+# Gradual unfreezing on the batchnorm model: phase 1 trains fc2 (every batchnorm on its running
+# statistics), phase 2 adds fc1 and bn2 (bn2 back to batch statistics), phase 3 everything at half
+# the rate. PyTorch: one optimizer over all parameters, requires_grad switched per phase (a parameter
+# gets optimizer state, and Adam its step count, when it is first trained), group lr scaled.
+PHASES_PLAN = """model: model.yaml
+init: w0.safetensors
+data: {{format: tensors, train: {{file: data.safetensors}}, shuffle: false}}
+loss: cross_entropy
+optimizer: {opt}
+freeze: ["*"]
+unfreeze: [{first}]
+phases:
+{phases}
+batch_size: {B}
+log_every: 1
+"""
+# per model: the parameter prefixes trained in each phase and its learning-rate multiplier
+PHASES = {
+    "bn": [(("fc2.",), 1.0), (("fc2.", "fc1.", "bn2."), 1.0), (("fc2.", "fc1.", "bn2.", "conv.", "bn1."), 0.5)],
+    "resnet18": [(("fc.",), 1.0), (("fc.", "layer4."), 1.0), (("",), 0.5)],
+}
+
+
+def phases_case(name):
+    spec = PHASES[name]
+    d = os.path.join(WORK, f"phases-{name}")
+    torch.manual_seed(2)
+    model, w0, x, y = setup_case(name, d)
+    bn_layers = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    lines = []
+    for i, (trained, mult) in enumerate(spec):
+        new = [t.rstrip(".") or "*" for t in trained if i == 0 or t not in spec[i - 1][0]]
+        pats = ", ".join(f'"{p}"' for p in new)
+        lines.append(f"  - {{epochs: 1{', unfreeze: [' + pats + ']' if i else ''}, lr_mult: {mult}}}")
+    print(f"phases ({name}):")
+    lr_scale = LR_SCALE.get(name, 1.0)
+    for opt_name in ("sgd", "adam"):
+        opt_yaml, make_opt = optimizers(lr_scale)[opt_name]
+        with open(f"{d}/{opt_name}.plan.yaml", "w") as f:
+            f.write(PHASES_PLAN.format(opt=opt_yaml, B=B, first=spec[0][0][0].rstrip("."), phases="\n".join(lines)))
+        model.load_state_dict({k: torch.tensor(v) for k, v in w0.items()})
+        opt = make_opt(model.parameters())
+        base_lr = opt.param_groups[0]["lr"]
+        losses = []
+        for trained, mult in spec:
+            for k, prm in model.named_parameters():
+                prm.requires_grad = k.startswith(trained)
+            for g in opt.param_groups:
+                g["lr"] = base_lr * mult
+            # batchnorm: running statistics while its weight is frozen
+            losses += torch_steps(name, model, opt, x, y, [bn for bn in bn_layers if not bn.weight.requires_grad])
+        r, recs = graft_train(d, opt_name)
+        if recs is None:
+            continue
+        if "phase 3/3: epochs 3-3" not in r.stdout:
+            failures.append(f"phases {name} {opt_name}: no phase lines in {r.stdout!r}")
+        if name in DEEP:  # as for the other deep cases: the losses, relatively
+            tol = 1e-4 if opt_name == "sgd" else 1e-3
+            compare(f"phases {name} {opt_name} loss per step ({len(losses)} steps, relative {tol:g})", [q["loss"] for q in recs],
+                    losses, tol=tol, relative=True)
+            continue
+        compare(f"phases {name} {opt_name} loss per step ({len(losses)} steps)", [q["loss"] for q in recs], losses)
+        w1 = read_safetensors(f"{d}/{opt_name}.w1.safetensors")
+        for k, v in model.state_dict().items():
+            compare(f"phases {name} {opt_name} {k} after 3 phases", w1[k], v.numpy())
+
+
 if not ONLY or "transfer" in ONLY:
     transfer_case()
+for case in PHASES:
+    if case in CASES and (not ONLY or "phases" in ONLY):
+        phases_case(case)
 
 # Op coverage: every op of ir/ops.def must appear in the compiled programs of the cases above (each
 # compared with PyTorch), except leaves and dropout, whose masks cannot match PyTorch's generator (it
