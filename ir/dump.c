@@ -66,3 +66,52 @@ void gr_graph_dump(const gr_graph *g, FILE *out, const int64_t *plan_offsets) {
     fputc('\n', out);
   }
 }
+
+/* Graphviz: the nodes of one program, coloured by region: the frozen forward pass (grey), the part of
+ * it computed once by the feature cache (in a blue cluster), the trained forward pass (white),
+ * backward nodes (orange, dashed), updates (red); parameters as ellipses, trainable ones green. */
+static const char *dot_colour(const gr_node *n) {
+  if (gr_ops[n->op].flags & GR_OPF_UPD) return "#f4a6a6";
+  if (n->backward) return "#ffd8a8";
+  if (n->op == GR_OP_PARAM) return n->out->buffer ? "#e9ecef" : n->out->trainable ? "#b2f2bb" : "#ced4da";
+  if (n->op == GR_OP_INPUT) return "#d0ebff";
+  return NULL;
+}
+
+void gr_graph_dot(const gr_graph *g, gr_node *const *nodes, int n_nodes, const bool *frozen, const bool *cached, FILE *out) {
+  char sb[96];
+  fprintf(out, "digraph graft {\n  rankdir=TB;\n  node [shape=box, style=filled, fillcolor=white, fontname=\"Helvetica\", fontsize=10];\n");
+  bool any_cached = false;
+  for (int pass = 0; pass < 2; pass++) { /* cached nodes inside a cluster, then the rest */
+    if (pass == 0) {
+      for (int i = 0; i < n_nodes; i++) any_cached |= cached && cached[nodes[i]->id];
+      if (!any_cached) continue;
+      fprintf(out, "  subgraph cluster_cache {\n    label=\"feature cache: computed once per sample\"; style=filled; color=\"#e7f5ff\";\n");
+    }
+    for (int i = 0; i < n_nodes; i++) {
+      const gr_node *n = nodes[i];
+      bool in_cache = cached && cached[n->id];
+      if (in_cache != (pass == 0)) continue;
+      const char *fill = dot_colour(n);
+      if (!fill) fill = frozen && frozen[n->id] ? "#dee2e6" : "white";
+      fprintf(out, "  %sn%d [label=\"", pass == 0 ? "  " : "", n->id);
+      if (n->out && n->out->name && n->op != GR_OP_PARAM && n->op != GR_OP_INPUT) fprintf(out, "%s\\n", n->out->name);
+      if (n->op == GR_OP_PARAM || n->op == GR_OP_INPUT)
+        fprintf(out, "%s", n->out->name ? n->out->name : "?");
+      else
+        fprintf(out, "%s", gr_ops[n->op].name);
+      if (n->out) fprintf(out, "\\n%s", gr_shape_str(&n->out->shape, sb, sizeof sb));
+      if (n->layer && n->op != GR_OP_PARAM) fprintf(out, "\\n(%s)", n->layer);
+      fprintf(out, "\", fillcolor=\"%s\"%s%s];\n", fill, n->op == GR_OP_PARAM || n->op == GR_OP_INPUT ? ", shape=ellipse" : "",
+              n->backward ? ", style=\"filled,dashed\"" : "");
+    }
+    if (pass == 0) fputs("  }\n", out);
+  }
+  for (int i = 0; i < n_nodes; i++) {
+    const gr_node *n = nodes[i];
+    for (int k = 0; k < n->n_in; k++)
+      if (n->in[k]->def) fprintf(out, "  n%d -> n%d;\n", n->in[k]->def->id, n->id);
+  }
+  fputs("}\n", out);
+  (void)g;
+}

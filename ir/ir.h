@@ -171,5 +171,8 @@ bool gr_glob_match(const char *pattern, const char *name);
  * each value's arena offset. */
 void gr_graph_dump(const gr_graph *g, FILE *out, const int64_t *plan_offsets);
 void gr_node_dump(const gr_node *n, FILE *out);
+/* Graphviz of a program's nodes; frozen and cached (may be NULL) are indexed by node id: nodes of the
+ * frozen forward region, and those the feature cache computes once. */
+void gr_graph_dot(const gr_graph *g, gr_node *const *nodes, int n_nodes, const bool *frozen, const bool *cached, FILE *out);
 
 #endif

@@ -20,6 +20,8 @@ static void usage(FILE *f) {
         "  ir PLAN              print the IR (default: after memplan)\n"
         "      --after=PASS     print it after PASS: frontend, freeze, loss, autodiff, optimizer, memplan,\n"
         "                       codegen (the optimised LLVM IR)\n"
+        "      --dot            write the training program as Graphviz: frozen, trained, cached, backward\n"
+        "                       and update nodes drawn differently (graft ir PLAN --dot | dot -Tsvg)\n"
         "  train PLAN           train, evaluating on the test data after every epoch\n"
         "      --epochs N       override the plan's epochs\n"
         "      --seed N         override the plan's seed\n"
@@ -187,6 +189,19 @@ static void print_summary(const gr_compiled *c, const gr_compiled *base, FILE *f
   fprintf(f, "epochs %lld, seed %llu\n", (long long)c->plan.epochs, (unsigned long long)c->plan.seed);
 }
 
+/* `graft ir --dot`: the training program, its frozen forward region (no value in it gets a gradient)
+ * and what the feature cache computes once. */
+static void write_dot(const gr_compiled *c, FILE *f) {
+  const gr_graph *g = c->g;
+  bool *frozen = gr_alloc(g->arena, (size_t)g->n_nodes), *cached = gr_alloc(g->arena, (size_t)g->n_nodes);
+  for (int i = 0; i < c->train.n_nodes; i++) {
+    const gr_node *n = c->train.nodes[i];
+    frozen[n->id] = n->out && !n->backward && !n->out->grad && !(gr_ops[n->op].flags & GR_OPF_LOSS) && n->op != GR_OP_INPUT;
+  }
+  for (int i = 0; c->cut && i < c->features.n_nodes; i++) cached[c->features.nodes[i]->id] = c->features.nodes[i]->op != GR_OP_PARAM;
+  gr_graph_dot(g, c->train.nodes, c->train.n_nodes, frozen, cached, f);
+}
+
 /* One later phase of a gradually unfrozen plan, for `graft check`. */
 static void print_phase(const gr_compiled *c, int k, int64_t epochs, FILE *f) {
   step_cost z = cost_of(c);
@@ -277,6 +292,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "check") && strcmp(cmd, "ir") && strcmp(cmd, "train") && strcmp(cmd, "eval"))
     return usage_error("unknown command '%s'; expected check, ir, train or eval", cmd);
   bool train = !strcmp(cmd, "train"), eval = !strcmp(cmd, "eval");
+  bool dot = false;
   const char *plan = NULL, *after = NULL, *metrics = NULL, *save = NULL, *weights = NULL, *output = NULL, *split = "test";
   long long epochs = 0, seed = -1, threads = 0;
   bool quiet = false;
@@ -289,6 +305,8 @@ int main(int argc, char **argv) {
       for (const char *const *p = gr_pass_names; *p; p++) known |= !strcmp(*p, v);
       if (!known) return usage_error("unknown pass '%s'; expected frontend, freeze, loss, autodiff, optimizer, memplan or codegen", v);
       after = v;
+    } else if (!strcmp(cmd, "ir") && !strcmp(a, "--dot")) {
+      dot = true;
     } else if (!strcmp(cmd, "train") && (v = opt_value(argc, argv, &i, "--epochs", &missing))) {
       if (!parse_int(v, 1, 100000, &epochs)) return usage_error("--epochs takes an integer from 1 to 100000, got '%s'", v);
     } else if (!strcmp(cmd, "train") && (v = opt_value(argc, argv, &i, "--seed", &missing))) {
@@ -325,12 +343,16 @@ int main(int argc, char **argv) {
   gr_diag diag;
   gr_diag_init(&diag);
   gr_compile_opts o = {.dump = stdout};
-  if (!strcmp(cmd, "ir")) o.dump_after = after ? after : "memplan";
+  if (dot && after) return usage_error("--dot draws the compiled training program; it takes no --after (%s)", after);
+  if (!strcmp(cmd, "ir") && !dot) o.dump_after = after ? after : "memplan";
+  if (dot) o.stop_before_codegen = true;
   if (!strcmp(cmd, "check")) o.stop_before_codegen = true;
   gr_compiled c;
   bool ok = gr_compile_plan(plan, &diag, &o, &c);
   int rc = ok ? 0 : 1;
-  if (ok && !strcmp(cmd, "check")) {
+  if (ok && dot) {
+    write_dot(&c, stdout);
+  } else if (ok && !strcmp(cmd, "check")) {
     const gr_transfer *t = &c.plan.tl;
     gr_compiled base; /* the same plan with nothing frozen, for comparison */
     gr_compile_opts bo = o;
