@@ -29,14 +29,19 @@ bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels,
     gr_error(d, gr_loc_file(images), "the model's input is integer indices, but IDX files hold pixel images; use 'format: tensors'");
     return false;
   }
-  if (m->target_numel > 1) {
+  if (labels && m->target_numel > 1) {
     gr_error(d, gr_loc_file(labels), "the loss needs %lld target values per sample, but an IDX label file has one; use 'format: tensors'",
              (long long)m->target_numel);
     return false;
   }
-  gr_idx im, lb;
+  gr_idx im, lb = {0};
   if (gr_idx_read(images, &im, d) != 0) return false;
-  if (gr_idx_read(labels, &lb, d) != 0) {
+  if (!labels) { /* inputs only (graft predict): zero targets */
+    lb.ndim = 1;
+    lb.dims[0] = im.dims[0];
+    lb.data = calloc((size_t)im.dims[0] + 1, 1);
+    GR_CHECK(lb.data != NULL, "out of memory");
+  } else if (gr_idx_read(labels, &lb, d) != 0) {
     gr_idx_free(&im);
     return false;
   }
@@ -61,14 +66,15 @@ bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels,
       }
     }
   }
-  if (ok && !alloc_sets(ds, im.dims[0], per, 1)) {
+  if (ok && !alloc_sets(ds, im.dims[0], per, labels ? 1 : target_numel(m))) {
     gr_error(d, gr_loc_file(images), "out of memory for %lld samples", (long long)im.dims[0]);
     gr_dataset_free(ds);
     ok = false;
   } else if (ok) {
     float scale = (float)(1.0 / (255.0 * std)), shift = (float)(mean / std), *x = ds->x;
     for (int64_t i = 0; i < ds->n * per; i++) x[i] = (float)im.data[i] * scale - shift;
-    for (int64_t i = 0; i < ds->n; i++) {
+    if (!labels) memset(ds->y, 0, 4 * (size_t)(ds->n * ds->target_numel));
+    for (int64_t i = 0; labels && i < ds->n; i++) {
       if (m->target_numel)
         ((float *)ds->y)[i] = lb.data[i];
       else
@@ -116,12 +122,18 @@ static bool copy_integers(const gr_st_tensor *t, int64_t n, void *out, bool as_f
   return true;
 }
 
-bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, const gr_rt_model *m, gr_diag *d) {
+/* x and y (or, without need_y, x alone: zero targets) */
+static bool load_tensors(gr_dataset *ds, const char *path, const gr_rt_model *m, bool need_y, gr_diag *d) {
   memset(ds, 0, sizeof *ds);
   gr_st_file f;
   if (gr_st_open(path, &f, d) != 0) return false;
   gr_loc at = gr_loc_file(path);
-  const gr_st_tensor *x = gr_st_find(&f, "x"), *y = gr_st_find(&f, "y");
+  const gr_st_tensor *x = gr_st_find(&f, "x"), *y = need_y ? gr_st_find(&f, "y") : NULL;
+  gr_st_tensor none = {.name = "y", .dtype = GR_ST_F32, .rank = 1};
+  if (!need_y && x) { /* stands for zero targets */
+    none.shape[0] = x->shape[0];
+    y = &none;
+  }
   bool ok = false, int_in = m->in_dtype == GR_I32;
   int64_t per = 1, tper = 1;
   if (x)
@@ -133,9 +145,9 @@ bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, const gr_rt_model
   } else if (x->rank < 1 || (int_in ? !is_integer(x) : x->dtype != GR_ST_F32)) {
     gr_error(d, at, "tensor 'x' must be %s [n, ...], it is %s of rank %d",
              int_in ? "integer indices (I64, I32 or U8), as the model's input is," : "F32", x->dtype_name, x->rank);
-  } else if (!m->target_numel && (y->rank != 1 || !is_integer(y))) {
+  } else if (y != &none && !m->target_numel && (y->rank != 1 || !is_integer(y))) {
     gr_error(d, at, "tensor 'y' must be integer class labels (I64, I32 or U8) of shape [n], it is %s of rank %d", y->dtype_name, y->rank);
-  } else if (m->target_numel && !(y->rank >= 1 && y->dtype == GR_ST_F32 && tper == m->target_numel) &&
+  } else if (y != &none && m->target_numel && !(y->rank >= 1 && y->dtype == GR_ST_F32 && tper == m->target_numel) &&
              !(m->target_numel == 1 && y->rank == 1 && is_integer(y))) {
     gr_error(d, at, "tensor 'y' must be F32 targets with %lld values per sample (the model's output), it is %s of rank %d with %lld",
              (long long)m->target_numel, y->dtype_name, y->rank, (long long)tper);
@@ -149,7 +161,9 @@ bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, const gr_rt_model
     GR_CHECK(alloc_sets(ds, x->shape[0], per, target_numel(m)), "out of memory");
     ok = int_in ? copy_integers(x, ds->n * per, ds->x, false, m->in_limit, "index", "the model's embedding tables have", "rows", at, d)
                 : (memcpy(ds->x, x->data, (size_t)x->nbytes), true);
-    if (ok && y->dtype == GR_ST_F32)
+    if (ok && y == &none)
+      memset(ds->y, 0, 4 * (size_t)(ds->n * ds->target_numel));
+    else if (ok && y->dtype == GR_ST_F32)
       memcpy(ds->y, y->data, (size_t)y->nbytes);
     else if (ok)
       ok = copy_integers(y, ds->n, ds->y, m->target_numel != 0, m->target_numel ? 0 : m->n_classes, "label", "the model has", "classes", at, d);
@@ -158,6 +172,14 @@ bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, const gr_rt_model
   gr_st_close(&f);
   if (!ok) gr_dataset_free(ds);
   return ok;
+}
+
+bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, const gr_rt_model *m, gr_diag *d) {
+  return load_tensors(ds, path, m, true, d);
+}
+
+bool gr_dataset_load_inputs(gr_dataset *ds, int format, const char *path, double mean, double std, const gr_rt_model *m, gr_diag *d) {
+  return format == 1 ? load_tensors(ds, path, m, false, d) : gr_dataset_load_idx(ds, path, NULL, mean, std, m, d);
 }
 
 /* Keeps the selected samples (in place, in order) and renumbers their labels. */

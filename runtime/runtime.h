@@ -48,6 +48,9 @@ typedef struct gr_data_select {
  * (NULL: everything). */
 bool gr_dataset_load(gr_dataset *ds, int format, const char *images, const char *labels, double mean, double std,
                      const gr_rt_model *m, const gr_data_select *sel, gr_diag *d);
+/* Samples without targets (graft predict): an IDX image file (format 0) or a tensors file's x
+ * (format 1); the targets are zeros. */
+bool gr_dataset_load_inputs(gr_dataset *ds, int format, const char *path, double mean, double std, const gr_rt_model *m, gr_diag *d);
 void gr_dataset_free(gr_dataset *ds);
 
 /* metrics.c — JSON lines, one object per record, flushed as written. */

@@ -35,6 +35,11 @@ static void usage(FILE *f) {
         "      --output FILE    write the model's outputs for every sample to FILE (safetensors 'output')\n"
         "      --metrics FILE   write the evaluation record to FILE\n"
         "      --threads N      BLAS threads (default: all cores)\n"
+        "  predict PLAN INPUT   the model's top classes for every sample of INPUT (an IDX image file, or a\n"
+        "                       tensors file with x, as the plan's data format)\n"
+        "      --weights FILE   parameters to use (default: the plan's init)\n"
+        "      --top K          classes per sample (default 5)\n"
+        "      --threads N      BLAS threads (default: all cores)\n"
         "\n"
         "  graft --help | --version\n",
         f);
@@ -221,6 +226,74 @@ static gr_load_opts init_opts(gr_compiled *c) {
   return (gr_load_opts){t->n_rename, t->rename_from, t->rename_to, t->exclude.n, ex};
 }
 
+/* A session with the model's weights: --weights (graft's own files, loaded strictly), else the plan's
+ * init (with its mapping), else random with a warning. NULL after reporting. */
+static gr_session *weighted_session(gr_compiled *c, gr_diag *d, const char *weights, int threads) {
+  const gr_plan *p = &c->plan;
+  if (threads > 0) openblas_set_num_threads(threads);
+  const char *wpath = weights ? weights : p->init_path;
+  if (!wpath) gr_warning(d, (gr_loc){0}, "no --weights and no 'init' in the plan: using randomly initialised parameters");
+  gr_session *s = gr_session_new(&c->rt, p->seed, d); /* weights first: cheaper to check than data */
+  gr_load_opts lo = init_opts(c);
+  if (s && wpath && !gr_session_load(s, wpath, weights ? NULL : &lo, NULL, d)) {
+    if (!weights) gr_note(d, p->init_loc, "in the weights named here");
+    gr_session_free(s);
+    return NULL;
+  }
+  return s;
+}
+
+typedef struct scored {
+  int64_t k;
+  float p;
+} scored;
+static int by_score(const void *a, const void *b) {
+  float x = ((const scored *)a)->p, y = ((const scored *)b)->p;
+  return (x < y) - (x > y);
+}
+
+/* graft predict: the model's output for every sample of an input file, as the top classes with their
+ * probabilities (softmax for cross-entropy models, a sigmoid per output for bce_with_logits), or the
+ * output values (mse). */
+static bool run_predict(gr_compiled *c, gr_diag *d, const char *weights, const char *input, int top, int threads) {
+  const gr_plan *p = &c->plan;
+  const gr_rt_model *m = &c->rt;
+  gr_session *s = weighted_session(c, d, weights, threads);
+  gr_dataset ds = {0};
+  bool ok = s && gr_dataset_load_inputs(&ds, (int)p->data_format, input, p->norm_mean, p->norm_std, m, d);
+  int64_t C = m->n_classes;
+  float *out = ok ? malloc(sizeof(float) * (size_t)(ds.n * C) + 1) : NULL;
+  scored *row = ok ? malloc(sizeof(scored) * (size_t)C) : NULL;
+  GR_CHECK(!ok || (out && row), "out of memory");
+  if (ok) {
+    double loss, acc;
+    gr_session_evaluate(s, &ds, &loss, &acc, out);
+    if (top > C) top = (int)C;
+    for (int64_t i = 0; i < ds.n; i++) {
+      const float *o = out + i * C;
+      printf("%lld:", (long long)i);
+      if (m->accuracy == GR_ACC_NONE) { /* a regression: its values */
+        for (int64_t k = 0; k < C; k++) printf(" %.6g", o[k]);
+        putchar('\n');
+        continue;
+      }
+      float mx = o[0], sum = 0;
+      for (int64_t k = 1; k < C; k++) mx = o[k] > mx ? o[k] : mx;
+      for (int64_t k = 0; k < C; k++) sum += expf(o[k] - mx);
+      for (int64_t k = 0; k < C; k++)
+        row[k] = (scored){k, m->accuracy == GR_ACC_BINARY ? 1.0f / (1.0f + expf(-o[k])) : expf(o[k] - mx) / sum};
+      qsort(row, (size_t)C, sizeof *row, by_score);
+      for (int k = 0; k < top; k++) printf("%s %lld (%.4f)", k ? "," : "", (long long)row[k].k, row[k].p);
+      putchar('\n');
+    }
+  }
+  free(out);
+  free(row);
+  gr_dataset_free(&ds);
+  gr_session_free(s);
+  return ok;
+}
+
 /* graft eval: the eval program over one split of the plan's data, with the given (or the plan's) weights. */
 static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char *split, const char *output,
                      const char *metrics_path, int threads) {
@@ -230,13 +303,8 @@ static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char
     gr_error(d, p->data_loc, "the plan has no %s data to evaluate", split);
     return false;
   }
-  if (threads > 0) openblas_set_num_threads(threads);
-  const char *wpath = weights ? weights : p->init_path;
-  if (!wpath) gr_warning(d, (gr_loc){0}, "no --weights and no 'init' in the plan: evaluating randomly initialised parameters");
-  gr_session *s = gr_session_new(&c->rt, p->seed, d); /* weights first: cheaper to check than data */
-  gr_load_opts lo = init_opts(c); /* the plan's init mapping; --weights (graft's own files) load strictly */
-  bool ok = s && (!wpath || gr_session_load(s, wpath, weights ? NULL : &lo, NULL, d));
-  if (s && !ok && !weights) gr_note(d, p->init_loc, "in the weights named here");
+  gr_session *s = weighted_session(c, d, weights, threads);
+  bool ok = s != NULL;
   gr_dataset ds = {0};
   gr_data_select sel = {p->n_select, p->select, ds_spec == &p->train ? p->per_class : 0};
   if (ok && !gr_dataset_load(&ds, (int)p->data_format, ds_spec->images, ds_spec->labels, p->norm_mean, p->norm_std,
@@ -289,10 +357,12 @@ int main(int argc, char **argv) {
     printf("graft %s\n", GRAFT_VERSION);
     return 0;
   }
-  if (strcmp(cmd, "check") && strcmp(cmd, "ir") && strcmp(cmd, "train") && strcmp(cmd, "eval"))
-    return usage_error("unknown command '%s'; expected check, ir, train or eval", cmd);
-  bool train = !strcmp(cmd, "train"), eval = !strcmp(cmd, "eval");
+  if (strcmp(cmd, "check") && strcmp(cmd, "ir") && strcmp(cmd, "train") && strcmp(cmd, "eval") && strcmp(cmd, "predict"))
+    return usage_error("unknown command '%s'; expected check, ir, train, eval or predict", cmd);
+  bool train = !strcmp(cmd, "train"), eval = !strcmp(cmd, "eval"), predict = !strcmp(cmd, "predict");
   bool dot = false;
+  long long top = 5;
+  const char *input = NULL;
   const char *plan = NULL, *after = NULL, *metrics = NULL, *save = NULL, *weights = NULL, *output = NULL, *split = "test";
   long long epochs = 0, seed = -1, threads = 0;
   bool quiet = false;
@@ -315,14 +385,16 @@ int main(int argc, char **argv) {
       metrics = v;
     } else if (train && (v = opt_value(argc, argv, &i, "--save", &missing))) {
       save = v;
-    } else if (eval && (v = opt_value(argc, argv, &i, "--weights", &missing))) {
+    } else if ((eval || predict) && (v = opt_value(argc, argv, &i, "--weights", &missing))) {
       weights = v;
     } else if (eval && (v = opt_value(argc, argv, &i, "--output", &missing))) {
       output = v;
     } else if (eval && (v = opt_value(argc, argv, &i, "--split", &missing))) {
       if (strcmp(v, "test") && strcmp(v, "train")) return usage_error("--split takes test or train, got '%s'", v);
       split = v;
-    } else if ((train || eval) && (v = opt_value(argc, argv, &i, "--threads", &missing))) {
+    } else if (predict && (v = opt_value(argc, argv, &i, "--top", &missing))) {
+      if (!parse_int(v, 1, 1 << 24, &top)) return usage_error("--top takes a positive integer, got '%s'", v);
+    } else if ((train || eval || predict) && (v = opt_value(argc, argv, &i, "--threads", &missing))) {
       if (!parse_int(v, 1, 1024, &threads)) return usage_error("--threads takes an integer from 1 to 1024, got '%s'", v);
     } else if (!strcmp(cmd, "train") && (!strcmp(a, "-q") || !strcmp(a, "--quiet"))) {
       quiet = true;
@@ -330,13 +402,16 @@ int main(int argc, char **argv) {
       return usage_error("option '%s' needs a value", a);
     } else if (a[0] == '-' && a[1]) {
       return usage_error("unknown option '%s'", a);
+    } else if (plan && predict && !input) {
+      input = a;
     } else if (plan) {
-      return usage_error("more than one plan given ('%s')", a);
+      return usage_error(predict ? "predict takes one plan and one input file; '%s' is one too many" : "more than one plan given ('%s')", a);
     } else {
       plan = a;
     }
   }
   if (!plan) return usage_error("%s needs a plan file", cmd);
+  if (predict && !input) return usage_error("predict needs an input file after the plan (%s): images in the plan's data format", plan);
   if (eval && metrics && strcmp(split, "test"))
     return usage_error("--metrics writes test records; it cannot be used with --split %s", split);
 
@@ -404,6 +479,8 @@ int main(int argc, char **argv) {
     if (rc == 0) rc = gr_train_phases(phases, n_ph, &cfg, &diag, &res) ? 0 : 1;
     for (int k = 1; k < n_ph; k++) gr_compiled_free(&later[k]);
     free(later);
+  } else if (ok && predict) {
+    rc = run_predict(&c, &diag, weights, input, (int)top, (int)threads) ? 0 : 1;
   } else if (ok && eval) {
     rc = run_eval(&c, &diag, weights, split, output, metrics, (int)threads) ? 0 : 1;
   }

@@ -273,6 +273,7 @@ layers:
 # Losses other than cross-entropy (on class labels), per case: binary cross-entropy on logits against
 # 0/1 targets, mean squared error against float targets; and cases whose input is token indices.
 LOSS = {"multilabel": "bce_with_logits", "regression": "mse"}
+PREDICT = {"mlp", "text", "multilabel", "regression"}  # cases that also check graft predict
 TOKENS = {"text": 20}
 
 
@@ -434,6 +435,21 @@ log_every: 1
     model.train()
     if graft("eval", f"{d}/sgd.plan.yaml", "--output", f"{d}/out.safetensors").returncode == 0:
         compare(f"{name} forward output", read_safetensors(f"{d}/out.safetensors")["output"], want)
+    if name in PREDICT:  # graft predict on the same inputs: top classes and probabilities, or values
+        r = graft("predict", f"{d}/sgd.plan.yaml", f"{d}/data.safetensors", "--top", "2")
+        rows = [l.split(": ", 1)[1] for l in r.stdout.splitlines()]
+        if LOSS.get(name) == "mse":
+            got = [[float(v) for v in row.split()] for row in rows]
+            compare(f"{name} predict values", got, want)
+        else:
+            probs = torch.sigmoid(torch.tensor(want)) if LOSS.get(name) == "bce_with_logits" else torch.softmax(torch.tensor(want), 1)
+            top = torch.topk(probs, 2, dim=1)
+            got = [[(int(c), float(p)) for c, p in (e.strip().rstrip(")").split(" (") for e in row.split(","))] for row in rows]
+            same = len(got) == len(want) and all([c for c, _ in g] == t.tolist() for g, t in zip(got, top.indices))
+            print(f"  {'ok  ' if same else 'FAIL'} {name} predict: the top-2 classes of every sample")
+            if not same:
+                failures.append(f"{name} predict classes")
+            compare(f"{name} predict probabilities", [[p for _, p in g] for g in got], top.values.numpy(), tol=2e-4)
 
     if name in DEEP:  # every parameter's gradient: one SGD step at learning rate 1 gives w0 - w1 = g
         gradient_check(name, d, model, w0, x[:B], y[:B])
