@@ -44,6 +44,7 @@ static bool mark(gr_graph *g, const gr_patterns *pats, bool from, const char *ke
       if (gr_glob_match(pats->v[k].glob, v->name)) {
         v->trainable = !from;
         v->phase = phase;
+        if (!from) v->unfrozen_at = pats->v[k].loc;
       }
   }
   return ok;
@@ -100,6 +101,13 @@ static bool apply_batchnorm(gr_graph *g, const gr_transfer *t, gr_diag *d) {
       }
     }
     gr_value *gamma = n->in[1], *beta = n->in[2];
+    if (mode == GR_BN_ADAPT && (gamma->unfrozen_at.file || beta->unfrozen_at.file)) { /* adapt freezes what was unfrozen */
+      gr_error(d, gamma->unfrozen_at.file ? gamma->unfrozen_at : beta->unfrozen_at,
+               "this unfreeze pattern makes batchnorm layer '%s' trainable, but its batchnorm mode 'adapt' freezes its weight and bias",
+               layer);
+      gr_note(d, first->loc, "the batchnorm rule that puts it in adapt mode");
+      ok = false;
+    }
     if (mode == GR_BN_ADAPT) gamma->trainable = beta->trainable = false;
     if (mode == GR_BN_FROZEN || (mode == GR_BN_AUTO && !gamma->trainable && !beta->trainable)) n->a.training = 0;
   }
@@ -120,7 +128,7 @@ static bool apply_groups(gr_graph *g, const gr_transfer *t, gr_diag *d) {
         gr_value *v = g->values[i];
         if (!is_weight(v) || !gr_glob_match(grp->match.v[j].glob, v->name)) continue;
         hits++;
-        trainable += v->trainable;
+        trainable += v->trainable || v->phase > 0; /* or trained in a later phase */
       }
       if (!hits) {
         gr_error(d, grp->match.v[j].loc, "parameter group pattern '%s' matches no parameter of the model (parameters are named like '%s')",

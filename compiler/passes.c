@@ -68,7 +68,8 @@ static const gr_value *cache_cut(gr_compiled *c) {
     if (gr_ops[n->op].flags & GR_OPF_UPD) continue;
     for (int k = 0; k < n->n_in; k++) {
       const gr_value *v = n->in[k];
-      if (!stat[v->id] || v->role == GR_ROLE_PARAM || v == c->model.input) continue;
+      if (gr_storage_root(v) == c->model.input) return NULL; /* the trained part reads the input itself */
+      if (!stat[v->id] || v->role == GR_ROLE_PARAM) continue;
       if (cut && cut != v) return NULL; /* two hand-over values: not a single cut */
       cut = v;
     }
@@ -228,8 +229,9 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
     gr_note(d, c->model.output_loc, "the model's output comes from here");
     return false;
   }
-  if (c->plan.n_select && !labels) {
-    gr_error(d, c->plan.select_loc, "'classes' selects class labels, but the %s loss takes float targets", gr_loss_names[c->plan.loss]);
+  if ((c->plan.n_select || c->plan.per_class) && !labels) {
+    gr_error(d, c->plan.n_select ? c->plan.select_loc : c->plan.per_class_loc, "'%s' selects by class label, but the %s loss takes float targets",
+             c->plan.n_select ? "classes" : "per_class", gr_loss_names[c->plan.loss]);
     return false;
   }
   if (c->plan.n_select && c->plan.n_select != c->model.output->shape.dim[1]) {
@@ -266,6 +268,8 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
     gr_value *cut = (gr_value *)c->cut;
     select_program(g, &c->features, "graft_features", &cut, 1, false, NULL);
     select_program(g, &c->train_cached, "graft_train_cached", train_keep, 3, true, c->cut);
+    for (int i = 0; i < c->train_cached.n_nodes; i++) /* the runtime writes the cut, the labels and the loss seed */
+      GR_CHECK(c->train_cached.nodes[i]->out != c->model.input, "the cached training program reads the model input");
   }
   for (int i = 0; i < c->eval.n_nodes; i++) GR_CHECK(c->eval.nodes[i]->id < n_forward, "eval program reaches backward nodes");
   if (!check_blas_limits(c)) return false;

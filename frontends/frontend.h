@@ -110,6 +110,7 @@ typedef struct gr_plan {
   int32_t *select;
   gr_loc select_loc;
   int64_t per_class;        /* data per_class: the first this many training samples of each class (0: all) */
+  gr_loc per_class_loc;
   double norm_mean, norm_std; /* input = (pixel/255 - mean) / std */
   gr_loss_kind loss;
   double label_smoothing; /* cross_entropy: in [0, 1) */

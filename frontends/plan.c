@@ -117,6 +117,7 @@ static bool parse_data(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
     }
   }
   ok &= gr_yopt_int(y, n, "per_class", 1, INT32_MAX, &p->per_class);
+  if (p->per_class) p->per_class_loc = gr_yloc(y, gr_yget(y, n, "per_class"));
   gr_ynode *nm = gr_yget(y, n, "normalize");
   if (nm && p->data_format == GR_DATA_TENSORS) {
     gr_error(y->diag, gr_ykey_loc(y, n, "normalize"), "'normalize' applies to idx images; tensors data is used as it is");

@@ -83,6 +83,8 @@ static void report(gr_diag *d, gr_diag_kind kind, gr_loc loc, const char *fmt, v
   vsnprintf(msg, sizeof msg, fmt, ap);
   if (kind == GR_DIAG_ERROR) d->n_errors++;
   if (kind == GR_DIAG_WARNING) d->n_warnings++;
+  if (kind != GR_DIAG_NOTE) d->muting = kind == GR_DIAG_WARNING && d->mute_warnings;
+  if (d->muting) return;
   if (d->sink) {
     d->sink(d->user, kind, loc, msg);
     return;

@@ -8,6 +8,7 @@
  * Internal invariants: GR_ASSERT / GR_CHECK print __FILE__:__LINE__ and abort: a failed one is a graft bug. */
 #ifndef GRAFT_DIAG_H
 #define GRAFT_DIAG_H
+#include <stdbool.h>
 #include <stdio.h>
 
 typedef struct gr_loc {
@@ -28,6 +29,8 @@ typedef struct gr_diag {
   void *user;
   FILE *out;
   int color;         /* 1: ANSI colours in the default printer */
+  bool mute_warnings; /* count warnings (and their notes) but do not report them: a second compile of the same files */
+  bool muting;        /* the last warning was muted: so are the notes that follow it */
   gr_srcfile *files; /* registered sources, for quoting lines */
 } gr_diag;
 

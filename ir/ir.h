@@ -74,6 +74,7 @@ typedef struct gr_value {
   float init_std;     /* params: if > 0, N(0, std^2) instead (embeddings) */
   int group;          /* params: 1 + the index of the plan's parameter group (learning-rate slot), 0: none */
   int phase;          /* params: the first phase (gradual unfreezing) in which it is trained */
+  gr_loc unfrozen_at; /* params: the unfreeze pattern that made it trainable (file NULL: none) */
   int64_t zero_row;   /* params: this row (index along dimension 0) starts at 0 (an embedding's padding); -1: none */
   struct gr_value *grad; /* set by autodiff: d(loss)/d(this) */
   int64_t slab_offset;   /* params and state: byte offset in the persistent slab (-1 before planning) */

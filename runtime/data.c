@@ -182,33 +182,37 @@ bool gr_dataset_load_inputs(gr_dataset *ds, int format, const char *path, double
   return format == 1 ? load_tensors(ds, path, m, false, d) : gr_dataset_load_idx(ds, path, NULL, mean, std, m, d);
 }
 
-/* Keeps the selected samples (in place, in order) and renumbers their labels. */
+/* Keeps the selected samples (in place, in order) and renumbers their labels. Without a class list,
+ * every class is kept (per_class alone). */
 static bool select_rows(gr_dataset *ds, const gr_rt_model *m, const gr_data_select *sel, const char *path, gr_diag *d) {
   int32_t *y = ds->y;
-  int64_t *count = calloc((size_t)sel->n_classes + 1, sizeof *count), kept = 0;
+  int64_t nk = sel->n_classes ? sel->n_classes : m->n_classes;
+  int64_t *count = calloc((size_t)nk + 1, sizeof *count), kept = 0;
   GR_CHECK(count != NULL, "out of memory");
   size_t row = 4 * (size_t)ds->sample_numel;
   for (int64_t i = 0; i < ds->n; i++) {
-    int k = 0;
-    while (k < sel->n_classes && sel->classes[k] != y[i]) k++;
-    if (k == sel->n_classes || (sel->per_class && count[k] >= sel->per_class)) continue;
+    int64_t k = 0;
+    if (sel->n_classes)
+      while (k < nk && sel->classes[k] != y[i]) k++;
+    else
+      k = y[i]; /* already checked to be below the model's classes */
+    if (k == nk || (sel->per_class && count[k] >= sel->per_class)) continue;
     count[k]++;
     memmove((uint8_t *)ds->x + (size_t)kept * row, (uint8_t *)ds->x + (size_t)i * row, row);
-    y[kept++] = k;
+    y[kept++] = (int32_t)k;
   }
   free(count);
   ds->n = kept;
   if (kept) return true;
-  gr_error(d, gr_loc_file(path), "no sample has one of the plan's %d selected classes", sel->n_classes);
-  (void)m;
+  gr_error(d, gr_loc_file(path), "no sample has one of the plan's %lld selected classes", (long long)nk);
   return false;
 }
 
 bool gr_dataset_load(gr_dataset *ds, int format, const char *images, const char *labels, double mean, double std,
                      const gr_rt_model *m, const gr_data_select *sel, gr_diag *d) {
-  bool subset = sel && sel->n_classes > 0;
+  bool subset = sel && (sel->n_classes > 0 || sel->per_class > 0);
   gr_rt_model all = *m;
-  if (subset) all.n_classes = INT32_MAX; /* labels are checked against the selection instead */
+  if (sel && sel->n_classes > 0) all.n_classes = INT32_MAX; /* labels are checked against the selection instead */
   bool ok = format == 1 ? gr_dataset_load_tensors(ds, images, &all, d) : gr_dataset_load_idx(ds, images, labels, mean, std, &all, d);
   if (ok && subset) {
     GR_CHECK(!m->target_numel, "class selection needs class labels");

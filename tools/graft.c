@@ -433,6 +433,7 @@ int main(int argc, char **argv) {
     gr_compile_opts bo = o;
     bo.no_transfer = true;
     bool frozen = t->freeze.n || t->n_bn;
+    diag.mute_warnings = true; /* the other compiles read the same files: their warnings were reported */
     bool have_base = frozen && gr_compile_plan(plan, &diag, &bo, &base);
     print_summary(&c, have_base ? &base : NULL, stdout);
     for (int k = 1; k < t->n_phases; k++) { /* gradual unfreezing: what each later phase costs */
@@ -470,12 +471,14 @@ int main(int argc, char **argv) {
     gr_train_phase phases[GR_MAX_PHASES] = {{&c.rt, cfg.epochs, p->tl.n_phases ? p->tl.phases[0].lr_mult : 1.0}};
     if (p->tl.n_phases) phases[0].epochs = p->tl.phases[0].epochs;
     GR_CHECK(later != NULL, "out of memory");
+    diag.mute_warnings = true; /* the later phases' compiles read the same files: their warnings were reported */
     for (int k = 1; k < n_ph && rc == 0; k++) {
       gr_compile_opts po = o;
       po.phase = k;
       if (!gr_compile_plan(plan, &diag, &po, &later[k])) rc = 1;
       phases[k] = (gr_train_phase){&later[k].rt, p->tl.phases[k].epochs, p->tl.phases[k].lr_mult};
     }
+    diag.mute_warnings = false;
     if (rc == 0) rc = gr_train_phases(phases, n_ph, &cfg, &diag, &res) ? 0 : 1;
     for (int k = 1; k < n_ph; k++) gr_compiled_free(&later[k]);
     free(later);

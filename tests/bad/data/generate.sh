@@ -12,6 +12,7 @@
 #   images-truncated.idx.gz images-3.idx gzipped, then cut to its first 20 bytes (deflate stream cut short)
 #   bad-utf8.model.yaml     a model file with an invalid UTF-8 byte (0xFF) at line 5, column 14
 #   tiny-wrong.safetensors  weights that do not fit tiny.model.yaml (wrong shape, missing, unexpected)
+#   images-6.idx, labels-6.idx  valid: 6 blank images with labels 1 1 1 2 2 3 (class subsets, tests/data_select.sh)
 #   tokens-range.safetensors  tensors data: x I64 [2, 3] token indices 1 2 3 / 4 7 0, y I64 [2]; index 7 is out
 #                           of range for an embedding of 5 rows (x[4])
 set -eu
@@ -45,3 +46,7 @@ h='{"x":{"dtype":"I64","shape":[2,3],"data_offsets":[0,48]},"y":{"dtype":"I64","
 pad=$(( (8 - ${#h} % 8) % 8 ))
 h="$h$(printf '%*s' "$pad" '')"
 { printf "\\$(printf '%03o' ${#h})\\000\\000\\000\\000\\000\\000\\000"; printf '%s' "$h"; i64 1 2 3 4 7 0 1 2; } >tokens-range.safetensors
+
+# images-6.idx / labels-6.idx: 6 images (all 0) labelled 1 1 1 2 2 3.
+{ printf '\000\000\010\003\000\000\000\006\000\000\000\034\000\000\000\034'; zeros 4704; } >images-6.idx
+printf '\000\000\010\001\000\000\000\006\001\001\001\002\002\003' >labels-6.idx
