@@ -9,7 +9,8 @@ the same model, data subsets, optimizer and steps.
                scratch         random initialisation
                features        pre-trained conv1/conv2 frozen, new fc1 + fc2
                finetune        pre-trained everything but a new fc2, all trained
-               discriminative  as finetune, conv1, conv2 and fc1 at 0.1x the learning rate
+               gradual         as finetune, but in three phases of 10 epochs: fc2 alone, then fc1 too,
+                               then the convolutions; conv1, conv2 and fc1 at 0.1x the learning rate
 Prints one JSON line per way and seed with the test accuracy on the classes 5-9 test set.
 usage: transfer_torch.py [--seeds K] [--threads T]"""
 import argparse
@@ -47,8 +48,8 @@ def cnn():
                          nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 5))
 
 
-def train(model, groups, x, y, epochs, batch):
-    opt = torch.optim.SGD(groups, lr=0.01, momentum=0.9)
+def train(model, groups, x, y, epochs, batch, opt=None):
+    opt = opt or torch.optim.SGD(groups, lr=0.01, momentum=0.9)
     for _ in range(epochs):
         perm = torch.randperm(len(x))
         for b in range(0, len(x), batch):
@@ -77,7 +78,7 @@ train(pre, pre.parameters(), px, py, 2, 64)
 print(json.dumps({"way": "pretrain", "test_accuracy": accuracy(pre, *subset(xte, yte, [0, 1, 2, 3, 4]))}), flush=True)
 tx, ty = subset(xtr, ytr, [5, 6, 7, 8, 9], 100)
 ex, ey = subset(xte, yte, [5, 6, 7, 8, 9])
-for way in ("scratch", "features", "finetune", "discriminative"):
+for way in ("scratch", "features", "finetune", "gradual"):
     for seed in range(1, a.seeds + 1):
         torch.manual_seed(seed)
         model = cnn()
@@ -89,8 +90,13 @@ for way in ("scratch", "features", "finetune", "discriminative"):
             for k, p in model.named_parameters():
                 p.requires_grad = k.startswith(("7.", "9."))
             groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-        if way == "discriminative":
+        if way == "gradual":  # one optimizer; requires_grad switched on phase by phase
             slow = [p for k, p in model.named_parameters() if not k.startswith("9.")]
-            groups = [{"params": slow, "lr": 0.001}, {"params": list(model[9].parameters())}]
-        train(model, groups, tx, ty, 30, 50)
+            opt = torch.optim.SGD([{"params": slow, "lr": 0.001}, {"params": list(model[9].parameters())}], lr=0.01, momentum=0.9)
+            for trained in (("9.",), ("9.", "7."), ("9.", "7.", "0.", "3.")):
+                for k, p in model.named_parameters():
+                    p.requires_grad = k.startswith(trained)
+                train(model, None, tx, ty, 10, 50, opt)
+        else:
+            train(model, groups, tx, ty, 30, 50)
         print(json.dumps({"way": way, "seed": seed, "test_accuracy": accuracy(model, ex, ey)}), flush=True)

@@ -152,6 +152,21 @@ static void layer_params(const gr_graph *g, const char *layer, int64_t *trainabl
   }
 }
 
+/* The feature cache of a compiled plan (phase), if it has one: what it stores per sample and what a
+ * training step then computes. */
+static void print_cache(const gr_compiled *c, FILE *f) {
+  if (!c->cut) return;
+  char b1[32];
+  double fwd = 0, all = 0;
+  for (int i = 0; i < c->train_cached.n_nodes; i++) fwd += node_flops(c->train_cached.nodes[i], c->plan.batch_size);
+  for (int i = 0; i < c->train.n_nodes; i++) all += node_flops(c->train.nodes[i], c->plan.batch_size);
+  human_bytes(b1, sizeof b1, 4.0 * (double)gr_shape_inner(&c->cut->shape));
+  fprintf(f, "  feature cache: the frozen prefix up to '%s' (%lld values, %s per sample) is computed once; "
+             "a step from the cache %.1f MFLOP instead of %.1f (budget %lld MiB)\n",
+          c->cut->def->layer ? c->cut->def->layer : "?", (long long)gr_shape_inner(&c->cut->shape), b1, fwd / 1e6, all / 1e6,
+          (long long)c->plan.feature_cache_mb);
+}
+
 /* `graft check`: the layers, parameters, per-step FLOPs and memory; with `base` (the same plan with
  * nothing frozen), what the freezing saves. */
 static void print_summary(const gr_compiled *c, const gr_compiled *base, FILE *f) {
@@ -181,6 +196,7 @@ static void print_summary(const gr_compiled *c, const gr_compiled *base, FILE *f
   human_bytes(b2, sizeof b2, (double)k.train_arena);
   human_bytes(b3, sizeof b3, (double)k.eval_arena);
   fprintf(f, "memory: parameters + optimizer state %s, train arena %s, eval arena %s\n", b1, b2, b3);
+  print_cache(c, f);
   if (base) {
     step_cost z = cost_of(base);
     human_bytes(b1, sizeof b1, (double)z.slab);
@@ -213,9 +229,10 @@ static void print_phase(const gr_compiled *c, int k, int64_t epochs, FILE *f) {
   char b1[32], b2[32];
   human_bytes(b1, sizeof b1, (double)z.slab);
   human_bytes(b2, sizeof b2, (double)z.train_arena);
-  fprintf(f, "phase %d: %lld epochs, %lld trainable, %lld frozen; backward + update %.1f MFLOP; parameters + optimizer state %s, "
-             "train arena %s\n",
-          k + 1, (long long)epochs, (long long)z.trainable, (long long)z.frozen, z.bwd / 1e6, b1, b2);
+  fprintf(f, "phase %d: %lld epochs, %lld trainable, %lld frozen; per step forward %.1f MFLOP, backward + update %.1f MFLOP; "
+             "parameters + optimizer state %s, train arena %s\n",
+          k + 1, (long long)epochs, (long long)z.trainable, (long long)z.frozen, z.fwd / 1e6, z.bwd / 1e6, b1, b2);
+  print_cache(c, f);
 }
 
 /* The plan's init mapping as the runtime's load options. */

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The transfer-learning recipe, end to end: pre-train the CNN on Fashion-MNIST classes 0-4, then
 # learn classes 5-9 from 100 labelled images per class in four ways (from scratch, feature
-# extraction, full fine-tune, discriminative fine-tune), 3 seeds each; prints a results table
+# extraction, full fine-tune, gradual unfreezing with discriminative learning rates), 3 seeds each;
+# prints a results table
 # (test accuracy on the classes 5-9 test set, mean ± sd over the seeds; wall time per run).
 # usage: examples/transfer/run.sh [--check] [GRAFT] [SEEDS]   (default build/graft, 3 seeds)
 #   --check  exit 1 unless feature extraction and full fine-tuning beat training from scratch by at
@@ -28,7 +29,7 @@ echo "pre-training on classes 0-4: test accuracy $pre ($pre_t s)"
 echo
 echo "| classes 5-9, 100 images per class, 300 steps | test accuracy (mean ± sd, $seeds seeds) | seconds per run |"
 echo "|---|---|---|"
-for way in scratch features finetune discriminative; do
+for way in scratch features finetune gradual; do
   : > "$way.acc"
   : > "$way.time"
   for s in $(seq "$seeds"); do
@@ -41,7 +42,7 @@ for way in scratch features finetune discriminative; do
   scratch) what="from scratch" ;;
   features) what="feature extraction (convolutions frozen, new fc1 + fc2)" ;;
   finetune) what="full fine-tune (new fc2)" ;;
-  discriminative) what="discriminative fine-tune (pre-trained layers at 0.1x the rate)" ;;
+  gradual) what="gradual unfreezing (fc2, +fc1, +convolutions; pre-trained layers at 0.1x the rate)" ;;
   esac
   acc=$(awk '{s += $1; q += $1 * $1; n++} END {m = s / n; v = n > 1 ? (q - n * m * m) / (n - 1) : 0; if (v < 0) v = 0;
              printf "%.1f%% ± %.1f", 100 * m, 100 * sqrt(v)}' "$way.acc")
