@@ -1,7 +1,9 @@
 /* train.c — the training loop: a session owns the parameter slab and one arena per program, all
- * allocated and touched once before the first step; a step only gathers the batch into the arena
- * and calls the compiled function. Evaluation runs the eval program over the test set after each
- * epoch. Randomness (initialisation, shuffling) comes from the plan's seed. */
+ * allocated before the first step (zeroed mappings whose pages become resident when first used); a
+ * step only gathers the batch into the arena and calls the compiled function. Evaluation runs the
+ * eval program over the test set after each epoch (or every eval_every epochs). A gradually unfrozen
+ * plan runs its phases in order, switching sessions in between; a model with a feature cache trains
+ * from its cached prefix output. Randomness (initialisation, shuffling) comes from the plan's seed. */
 #include "runtime/runtime.h"
 #include <cblas.h>
 #include <errno.h>
