@@ -78,6 +78,23 @@ static const gr_value *cache_cut(gr_compiled *c) {
   return cut;
 }
 
+/* A training step must train a parameter or move batchnorm statistics (re-estimating them with
+ * everything frozen, batchnorm: adapt, is a use); otherwise the plan is an error at what froze it all. */
+static bool something_to_train(gr_compiled *c, int phase) {
+  gr_graph *g = c->g;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const gr_node *n = g->nodes[i];
+    if ((gr_ops[n->op].flags & GR_OPF_UPD) || (n->op == GR_OP_BATCHNORM && n->a.training)) return true;
+  }
+  const gr_transfer *t = &c->plan.tl;
+  gr_loc at = t->n_phases ? t->phases[phase].loc : t->freeze.n ? t->freeze.v[0].loc : c->plan.model_loc;
+  if (t->n_phases)
+    gr_error(c->diag, at, "phase %d trains nothing: every parameter is frozen and no batchnorm layer updates its statistics", phase + 1);
+  else
+    gr_error(c->diag, at, "the plan trains nothing: every parameter is frozen and no batchnorm layer updates its statistics");
+  return false;
+}
+
 /* Warns about layers whose output does not reach the model's output: they are not compiled. */
 static void warn_unused_layers(gr_compiled *c) {
   gr_graph *g = c->g;
@@ -255,6 +272,7 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
                    .beta1 = c->plan.opt.beta1, .beta2 = c->plan.opt.beta2, .eps = c->plan.opt.eps,
                    .groups = c->plan.tl.groups, .n_groups = c->plan.tl.n_groups};
   gr_add_optimizer(g, &oc);
+  if (!something_to_train(c, o ? o->phase : 0)) return false;
   if (dump_here(o, "optimizer")) return gr_graph_dump(g, dump, NULL), true;
   /* memplan */
   int64_t slab = gr_plan_slab(g);

@@ -291,7 +291,8 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
     if (bs && gr_yint(&y, bs, "'batch_size'", 1, 65536, &p->batch_size)) p->batch_loc = gr_yloc(&y, bs);
     int64_t phased = 0; /* with phases, the epochs are theirs */
     for (int i = 0; i < p->tl.n_phases; i++) phased += p->tl.phases[i].epochs;
-    gr_ynode *ep = phased ? gr_yget(&y, root, "epochs") : gr_yreq(&y, root, "epochs", "the plan");
+    bool has_phases = gr_yget(&y, root, "phases") != NULL;
+    gr_ynode *ep = has_phases ? gr_yget(&y, root, "epochs") : gr_yreq(&y, root, "epochs", "the plan");
     if (ep && gr_yint(&y, ep, "'epochs'", 1, 100000, &p->epochs) && phased && p->epochs != phased)
       gr_error(d, gr_yloc(&y, ep), "'epochs' is %lld but the phases add up to %lld epochs (leave 'epochs' out)", (long long)p->epochs,
                (long long)phased);

@@ -78,6 +78,14 @@ static const char *dot_colour(const gr_node *n) {
   return NULL;
 }
 
+/* A name inside a DOT string: quotes and backslashes escaped. */
+static void dot_str(const char *s, FILE *out) {
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') fputc('\\', out);
+    fputc(*s, out);
+  }
+}
+
 void gr_graph_dot(const gr_graph *g, gr_node *const *nodes, int n_nodes, const bool *frozen, const bool *cached, FILE *out) {
   char sb[96];
   fprintf(out, "digraph graft {\n  rankdir=TB;\n  node [shape=box, style=filled, fillcolor=white, fontname=\"Helvetica\", fontsize=10];\n");
@@ -95,13 +103,20 @@ void gr_graph_dot(const gr_graph *g, gr_node *const *nodes, int n_nodes, const b
       const char *fill = dot_colour(n);
       if (!fill) fill = frozen && frozen[n->id] ? "#dee2e6" : "white";
       fprintf(out, "  %sn%d [label=\"", pass == 0 ? "  " : "", n->id);
-      if (n->out && n->out->name && n->op != GR_OP_PARAM && n->op != GR_OP_INPUT) fprintf(out, "%s\\n", n->out->name);
+      if (n->out && n->out->name && n->op != GR_OP_PARAM && n->op != GR_OP_INPUT) {
+        dot_str(n->out->name, out);
+        fputs("\\n", out);
+      }
       if (n->op == GR_OP_PARAM || n->op == GR_OP_INPUT)
-        fprintf(out, "%s", n->out->name ? n->out->name : "?");
+        dot_str(n->out->name ? n->out->name : "?", out);
       else
-        fprintf(out, "%s", gr_ops[n->op].name);
+        fputs(gr_ops[n->op].name, out);
       if (n->out) fprintf(out, "\\n%s", gr_shape_str(&n->out->shape, sb, sizeof sb));
-      if (n->layer && n->op != GR_OP_PARAM) fprintf(out, "\\n(%s)", n->layer);
+      if (n->layer && n->op != GR_OP_PARAM) {
+        fputs("\\n(", out);
+        dot_str(n->layer, out);
+        fputc(')', out);
+      }
       fprintf(out, "\", fillcolor=\"%s\"%s%s];\n", fill, n->op == GR_OP_PARAM || n->op == GR_OP_INPUT ? ", shape=ellipse" : "",
               n->backward ? ", style=\"filled,dashed\"" : "");
     }

@@ -310,7 +310,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
         for (int j = 1; j <= ph; j++) scal[GR_SCALAR_PHASE_STEP + j - 1] = (float)(step - phase_start[j] + 1);
         scal[GR_SCALAR_SEED] = (float)(gr_rng_next(&drop_rng) >> 40); /* < 2^24: exact in a float */
         gather(p, arena, src, perm + b, n);
-        *(float *)(arena + p->dloss_off) = 1.0f;
+        if (p->dloss_off >= 0) *(float *)(arena + p->dloss_off) = 1.0f; /* absent when only batchnorm statistics move */
         p->fn(s->slab, arena, n, scal);
         step++;
         float loss = *(float *)(arena + p->loss_off);

@@ -250,6 +250,9 @@ static gr_session *weighted_session(gr_compiled *c, gr_diag *d, const char *weig
   if (threads > 0) openblas_set_num_threads(threads);
   const char *wpath = weights ? weights : p->init_path;
   if (!wpath) gr_warning(d, (gr_loc){0}, "no --weights and no 'init' in the plan: using randomly initialised parameters");
+  if (!weights && wpath && p->tl.exclude.n) /* head surgery: the excluded layers would be random */
+    gr_warning(d, p->init_loc, "the plan's init leaves the parameters matching 'exclude' at their random start: pass the trained "
+                               "weights with --weights");
   gr_session *s = gr_session_new(&c->rt, p->seed, d); /* weights first: cheaper to check than data */
   gr_load_opts lo = init_opts(c);
   if (s && wpath && !gr_session_load(s, wpath, weights ? NULL : &lo, NULL, d)) {
@@ -300,7 +303,8 @@ static bool run_predict(gr_compiled *c, gr_diag *d, const char *weights, const c
       for (int64_t k = 0; k < C; k++)
         row[k] = (scored){k, m->accuracy == GR_ACC_BINARY ? 1.0f / (1.0f + expf(-o[k])) : expf(o[k] - mx) / sum};
       qsort(row, (size_t)C, sizeof *row, by_score);
-      for (int k = 0; k < top; k++) printf("%s %lld (%.4f)", k ? "," : "", (long long)row[k].k, row[k].p);
+      for (int k = 0; k < top; k++) /* the data set's own labels, where the plan selects classes */
+        printf("%s %lld (%.4f)", k ? "," : "", (long long)(p->n_select ? p->select[row[k].k] : row[k].k), row[k].p);
       putchar('\n');
     }
   }
@@ -458,6 +462,7 @@ int main(int argc, char **argv) {
       gr_compile_opts po = o;
       po.phase = k;
       if (!gr_compile_plan(plan, &diag, &po, &ph)) {
+        gr_compiled_free(&ph);
         rc = 1;
         break;
       }
