@@ -4,15 +4,21 @@
 # extraction, full fine-tune, gradual unfreezing with discriminative learning rates), 3 seeds each;
 # prints a results table
 # (test accuracy on the classes 5-9 test set, mean ± sd over the seeds; wall time per run).
-# usage: examples/transfer/run.sh [--check] [GRAFT] [SEEDS]   (default build/graft, 3 seeds)
-#   --check  exit 1 unless feature extraction and full fine-tuning beat training from scratch by at
-#            least one point of mean test accuracy (the ctest transfer_recipe)
+# usage: examples/transfer/run.sh [--check] [--resnet] [GRAFT] [SEEDS]   (default build/graft, 3 seeds)
+#   --check   exit 1 unless feature extraction and full fine-tuning beat training from scratch by at
+#             least one point of mean test accuracy (the ctest transfer_recipe)
+#   --resnet  the same with a small ResNet (resnet.model.yaml, batchnorm) instead of the CNN
 set -eu
 check=0
-if [ "${1:-}" = --check ]; then
-  check=1
+net=
+while [ $# -gt 0 ]; do
+  case $1 in
+  --check) check=1 ;;
+  --resnet) net=resnet_ ;;
+  *) break ;;
+  esac
   shift
-fi
+done
 here=$(cd "$(dirname "$0")" && pwd)
 graft=$(cd "$(dirname "${1:-build/graft}")" && pwd)/$(basename "${1:-build/graft}")
 seeds=${2:-3}
@@ -22,7 +28,7 @@ cp "$here"/*.yaml "$work"/
 cd "$work"
 now() { date +%s.%N; }
 t0=$(now)
-"$graft" train pretrain.yaml -q --save pretrained.safetensors > pretrain.log
+"$graft" train "${net}pretrain.yaml" -q --save "${net}pretrained.safetensors" > pretrain.log
 pre=$(sed -n 's/^final test accuracy: //p' pretrain.log)
 pre_t=$(echo "$(now) $t0" | awk '{printf "%.1f", $1 - $2}')
 echo "pre-training on classes 0-4: test accuracy $pre ($pre_t s)"
@@ -34,12 +40,17 @@ for way in scratch features finetune gradual; do
   : > "$way.time"
   for s in $(seq "$seeds"); do
     t0=$(now)
-    "$graft" train "$way.yaml" -q --seed "$s" > "$way.$s.log"
+    "$graft" train "$net$way.yaml" -q --seed "$s" > "$way.$s.log"
     echo "$(now) $t0" | awk '{print $1 - $2}' >> "$way.time"
     sed -n 's/^final test accuracy: //p' "$way.$s.log" >> "$way.acc"
   done
   case $way in
   scratch) what="from scratch" ;;
+  features) what=${net:+"feature extraction (all frozen, new fc)"} ;;
+  finetune) what=${net:+"full fine-tune (new fc)"} ;;
+  gradual) what=${net:+"gradual unfreezing (fc, +layer3, +all; pre-trained layers at 0.1x the rate)"} ;;
+  esac
+  case $net$way in
   features) what="feature extraction (convolutions frozen, new fc1 + fc2)" ;;
   finetune) what="full fine-tune (new fc2)" ;;
   gradual) what="gradual unfreezing (fc2, +fc1, +convolutions; pre-trained layers at 0.1x the rate)" ;;
