@@ -21,24 +21,32 @@ static const char *example_name(const gr_graph *g) {
 }
 
 static bool is_weight(const gr_value *v) { return v->role == GR_ROLE_PARAM && !v->buffer; }
+static bool any_param(const gr_value *v) { return v->role == GR_ROLE_PARAM; }
+static bool trainable_weight(const gr_value *v) { return is_weight(v) && v->trainable; }
+static bool frozen_weight(const gr_value *v) { return is_weight(v) && !v->trainable; }
+
+/* Every pattern of `pats` must match a parameter that `accept` takes; each that matches none is an
+ * error: "<key> pattern 'p' matches no <qualifier>parameter of the model (...)". */
+static bool all_match(const gr_graph *g, const gr_patterns *pats, bool (*accept)(const gr_value *), const char *key,
+                      const char *qualifier, gr_diag *d) {
+  bool ok = true;
+  for (int k = 0; k < pats->n; k++) {
+    bool hit = false;
+    for (int i = 0; i < g->n_values && !hit; i++) hit = accept(g->values[i]) && gr_glob_match(pats->v[k].glob, g->values[i]->name);
+    if (!hit) {
+      gr_error(d, pats->v[k].loc, "%s pattern '%s' matches no %sparameter of the model (parameters are named like '%s')", key,
+               pats->v[k].glob, qualifier, example_name(g));
+      ok = false;
+    }
+  }
+  return ok;
+}
 
 /* Sets trainable on every parameter a pattern of `pats` matches (among those with trainable ==
  * from; made trainable, its phase becomes `phase`); a pattern that matches none of them is an error. */
 static bool mark(gr_graph *g, const gr_patterns *pats, bool from, const char *key, int phase, gr_diag *d) {
-  bool ok = true;
-  for (int k = 0; k < pats->n; k++) {
-    int hits = 0;
-    for (int i = 0; i < g->n_values; i++) {
-      gr_value *v = g->values[i];
-      if (is_weight(v) && v->trainable == from && gr_glob_match(pats->v[k].glob, v->name)) hits++;
-    }
-    if (!hits) {
-      gr_error(d, pats->v[k].loc, "%s pattern '%s' matches no %sparameter of the model (parameters are named like '%s')", key,
-               pats->v[k].glob, from ? "" : "frozen ", example_name(g));
-      ok = false;
-    }
-  }
-  for (int i = 0; ok && i < g->n_values; i++) {
+  if (!all_match(g, pats, from ? trainable_weight : frozen_weight, key, from ? "" : "frozen ", d)) return false;
+  for (int i = 0; i < g->n_values; i++) {
     gr_value *v = g->values[i];
     for (int k = 0; is_weight(v) && v->trainable == from && k < pats->n; k++)
       if (gr_glob_match(pats->v[k].glob, v->name)) {
@@ -47,7 +55,7 @@ static bool mark(gr_graph *g, const gr_patterns *pats, bool from, const char *ke
         if (!from) v->unfrozen_at = pats->v[k].loc;
       }
   }
-  return ok;
+  return true;
 }
 
 /* The first pattern of `pats` that matches name, or NULL. */
@@ -121,22 +129,16 @@ static bool apply_groups(gr_graph *g, const gr_transfer *t, gr_diag *d) {
   bool ok = true;
   for (int k = 0; k < t->n_groups; k++) {
     const gr_param_group *grp = &t->groups[k];
-    int trainable = 0;
-    for (int j = 0; j < grp->match.n; j++) {
-      int hits = 0;
-      for (int i = 0; i < g->n_values; i++) {
-        gr_value *v = g->values[i];
-        if (!is_weight(v) || !gr_glob_match(grp->match.v[j].glob, v->name)) continue;
-        hits++;
-        trainable += v->trainable || v->phase > 0; /* or trained in a later phase */
-      }
-      if (!hits) {
-        gr_error(d, grp->match.v[j].loc, "parameter group pattern '%s' matches no parameter of the model (parameters are named like '%s')",
-                 grp->match.v[j].glob, example_name(g));
-        ok = false;
-      }
+    if (!all_match(g, &grp->match, is_weight, "parameter group", "", d)) {
+      ok = false;
+      continue;
     }
-    if (ok && !trainable) gr_warning(d, grp->loc, "this parameter group matches only frozen parameters; its settings have no effect");
+    int trained = 0; /* now or in a later phase */
+    for (int i = 0; i < g->n_values; i++) {
+      const gr_value *v = g->values[i];
+      trained += is_weight(v) && (v->trainable || v->phase > 0) && matching(&grp->match, v->name);
+    }
+    if (!trained) gr_warning(d, grp->loc, "this parameter group matches only frozen parameters; its settings have no effect");
   }
   for (int i = 0; ok && i < g->n_values; i++) {
     gr_value *v = g->values[i];
@@ -161,24 +163,8 @@ static bool apply_groups(gr_graph *g, const gr_transfer *t, gr_diag *d) {
   return ok;
 }
 
-/* init exclude: each pattern must name parameters (or buffers) of the model. */
-static bool check_exclude(gr_graph *g, const gr_transfer *t, gr_diag *d) {
-  bool ok = true;
-  for (int k = 0; k < t->exclude.n; k++) {
-    bool hit = false;
-    for (int i = 0; i < g->n_values && !hit; i++)
-      hit = g->values[i]->role == GR_ROLE_PARAM && gr_glob_match(t->exclude.v[k].glob, g->values[i]->name);
-    if (!hit) {
-      gr_error(d, t->exclude.v[k].loc, "init exclude pattern '%s' matches no parameter of the model (parameters are named like '%s')",
-               t->exclude.v[k].glob, example_name(g));
-      ok = false;
-    }
-  }
-  return ok;
-}
-
 bool gr_apply_transfer(gr_graph *g, const gr_transfer *t, int phase, gr_diag *d) {
-  bool ok = check_exclude(g, t, d);
+  bool ok = all_match(g, &t->exclude, any_param, "init exclude", "", d); /* parameters or buffers */
   ok = ok && mark(g, &t->freeze, true, "freeze", 0, d) && mark(g, &t->unfreeze, false, "unfreeze", 0, d);
   /* gradual unfreezing: every phase's patterns are checked (each must match a parameter still
    * frozen when it starts), then the parameters of phases after `phase` are frozen again */
