@@ -80,6 +80,14 @@ bool gr_parse_init(gr_ydoc *y, gr_ynode *init, gr_plan *p) {
   return true;
 }
 
+/* The length of a list of rules (1 .. max items), or 0 after reporting `expected` (what it must be). */
+static int rule_list(gr_ydoc *y, gr_ynode *n, int max, const char *expected) {
+  int k = gr_ylist_len(n);
+  if (k >= 1 && k <= max) return k;
+  gr_error(y->diag, gr_yloc(y, n), "%s, got %s", expected, gr_ydescribe(y, n));
+  return 0;
+}
+
 static const char *const bn_keys[] = {"match", "mode", NULL};
 static const char *const phase_keys[] = {"epochs", "unfreeze", "lr_mult", NULL};
 static const char *const group_keys[] = {"match", "lr_mult", "weight_decay_mult", NULL};
@@ -101,12 +109,8 @@ bool gr_parse_transfer(gr_ydoc *y, gr_ynode *root, gr_plan *p) {
     *all = (gr_pattern){"*", gr_yloc(y, bn)};
     t->bn[t->n_bn++] = (gr_bn_rule){{all, 1}, (gr_bn_mode)mode, gr_yloc(y, bn)};
   } else if (bn) {
-    int n = gr_ylist_len(bn);
-    if (n < 1) {
-      gr_error(y->diag, gr_yloc(y, bn), "'batchnorm' must be a mode (train, frozen, adapt, auto) or a list of {match, mode}, got %s",
-               gr_ydescribe(y, bn));
-      return false;
-    }
+    int n = rule_list(y, bn, 1 << 20, "'batchnorm' must be a mode (train, frozen, adapt, auto) or a list of {match, mode}");
+    if (!n) return false;
     t->bn = gr_alloc(y->arena, sizeof(gr_bn_rule) * (size_t)n);
     for (int i = 0; i < n; i++) {
       gr_ynode *r = gr_ylist_at(y, bn, i), *m, *md;
@@ -121,12 +125,8 @@ bool gr_parse_transfer(gr_ydoc *y, gr_ynode *root, gr_plan *p) {
     }
   }
   if (pg) {
-    int n = gr_ylist_len(pg);
-    if (n < 1) {
-      gr_error(y->diag, gr_yloc(y, pg), "'param_groups' must be a non-empty list of {match, lr_mult, weight_decay_mult}, got %s",
-               gr_ydescribe(y, pg));
-      return false;
-    }
+    int n = rule_list(y, pg, 1 << 20, "'param_groups' must be a non-empty list of {match, lr_mult, weight_decay_mult}");
+    if (!n) return false;
     t->groups = gr_alloc(y->arena, sizeof(gr_param_group) * (size_t)n);
     for (int i = 0; i < n; i++) {
       gr_ynode *r = gr_ylist_at(y, pg, i), *m;
@@ -144,12 +144,9 @@ bool gr_parse_transfer(gr_ydoc *y, gr_ynode *root, gr_plan *p) {
   }
   gr_ynode *ph = gr_yget(y, root, "phases");
   if (ph) {
-    int n = gr_ylist_len(ph);
-    if (n < 1 || n > GR_MAX_PHASES) {
-      gr_error(y->diag, gr_yloc(y, ph), "'phases' must be a list of 1 to %d phases {epochs, unfreeze, lr_mult}, got %s", GR_MAX_PHASES,
-               gr_ydescribe(y, ph));
-      return false;
-    }
+    _Static_assert(GR_MAX_PHASES == 16, "the message below names the limit");
+    int n = rule_list(y, ph, GR_MAX_PHASES, "'phases' must be a list of 1 to 16 phases {epochs, unfreeze, lr_mult}");
+    if (!n) return false;
     t->phases = gr_alloc(y->arena, sizeof(gr_phase_spec) * (size_t)n);
     for (int i = 0; i < n; i++) {
       gr_ynode *r = gr_ylist_at(y, ph, i), *e, *u;
