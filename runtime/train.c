@@ -124,7 +124,7 @@ void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, doub
   GR_CHECK(idx != NULL, "out of memory");
   double total = 0;
   int64_t correct = 0, counted = 0, k;
-  float scal[GR_SCALAR_COUNT + GR_MAX_GROUPS] = {0};
+  float scal[GR_SCALAR_TOTAL] = {0};
   for (int64_t b = 0; b < ds->n; b += m->max_batch) {
     int64_t n = ds->n - b < m->max_batch ? ds->n - b : m->max_batch;
     for (int64_t i = 0; i < n; i++) idx[i] = b + i;
@@ -163,12 +163,12 @@ static bool build_cache(gr_session *s, const gr_dataset *train, gr_dataset *cach
     return false;
   }
   const gr_rt_program *p = &m->features;
-  float scal[GR_SCALAR_COUNT + GR_MAX_GROUPS] = {0};
+  float scal[GR_SCALAR_TOTAL] = {0};
   size_t row = 4 * (size_t)m->feat_numel;
   for (int64_t b = 0; b < train->n; b += m->max_batch) {
     int64_t n = train->n - b < m->max_batch ? train->n - b : m->max_batch;
-    size_t xrow = 4 * (size_t)train->sample_numel;
-    for (int64_t i = 0; i < n; i++) memcpy(s->features_arena + p->x_off + (size_t)i * xrow, (const uint8_t *)train->x + (size_t)(b + i) * xrow, xrow);
+    size_t xrow = 4 * (size_t)train->sample_numel; /* samples b .. b+n-1 are contiguous: one copy */
+    memcpy(s->features_arena + p->x_off, (const uint8_t *)train->x + (size_t)b * xrow, xrow * (size_t)n);
     p->fn(s->slab, s->features_arena, n, scal);
     memcpy((uint8_t *)cache->x + (size_t)b * row, s->features_arena + p->out_off, row * (size_t)n);
   }
