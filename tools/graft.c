@@ -223,6 +223,20 @@ static void write_dot(const gr_compiled *c, FILE *f) {
   gr_graph_dot(g, c->train.nodes, c->train.n_nodes, frozen, cached, f);
 }
 
+/* The plan compiled once more: one of its later phases, or (no_transfer) with nothing frozen. Its
+ * warnings were reported by the first compile of the same files, so they are not repeated. On
+ * failure *out is freed. */
+static bool compile_again(const char *plan, gr_diag *d, const gr_compile_opts *o, int phase, bool no_transfer, gr_compiled *out) {
+  gr_compile_opts again = *o;
+  again.phase = phase;
+  again.no_transfer = no_transfer;
+  d->mute_warnings = true;
+  bool ok = gr_compile_plan(plan, d, &again, out);
+  d->mute_warnings = false;
+  if (!ok) gr_compiled_free(out);
+  return ok;
+}
+
 /* One later phase of a gradually unfrozen plan, for `graft check`. */
 static void print_phase(const gr_compiled *c, int k, int64_t epochs, FILE *f) {
   step_cost z = cost_of(c);
@@ -451,18 +465,11 @@ int main(int argc, char **argv) {
   } else if (ok && !strcmp(cmd, "check")) {
     const gr_transfer *t = &c.plan.tl;
     gr_compiled base; /* the same plan with nothing frozen, for comparison */
-    gr_compile_opts bo = o;
-    bo.no_transfer = true;
-    bool frozen = t->freeze.n || t->n_bn;
-    diag.mute_warnings = true; /* the other compiles read the same files: their warnings were reported */
-    bool have_base = frozen && gr_compile_plan(plan, &diag, &bo, &base);
+    bool have_base = (t->freeze.n || t->n_bn) && compile_again(plan, &diag, &o, 0, true, &base);
     print_summary(&c, have_base ? &base : NULL, stdout);
     for (int k = 1; k < t->n_phases; k++) { /* gradual unfreezing: what each later phase costs */
       gr_compiled ph;
-      gr_compile_opts po = o;
-      po.phase = k;
-      if (!gr_compile_plan(plan, &diag, &po, &ph)) {
-        gr_compiled_free(&ph);
+      if (!compile_again(plan, &diag, &o, k, false, &ph)) {
         rc = 1;
         break;
       }
@@ -493,14 +500,10 @@ int main(int argc, char **argv) {
     gr_train_phase phases[GR_MAX_PHASES] = {{&c.rt, cfg.epochs, p->tl.n_phases ? p->tl.phases[0].lr_mult : 1.0}};
     if (p->tl.n_phases) phases[0].epochs = p->tl.phases[0].epochs;
     GR_CHECK(later != NULL, "out of memory");
-    diag.mute_warnings = true; /* the later phases' compiles read the same files: their warnings were reported */
     for (int k = 1; k < n_ph && rc == 0; k++) {
-      gr_compile_opts po = o;
-      po.phase = k;
-      if (!gr_compile_plan(plan, &diag, &po, &later[k])) rc = 1;
+      if (!compile_again(plan, &diag, &o, k, false, &later[k])) rc = 1;
       phases[k] = (gr_train_phase){&later[k].rt, p->tl.phases[k].epochs, p->tl.phases[k].lr_mult};
     }
-    diag.mute_warnings = false;
     if (rc == 0) rc = gr_train_phases(phases, n_ph, &cfg, &diag, &res) ? 0 : 1;
     for (int k = 1; k < n_ph; k++) gr_compiled_free(&later[k]);
     free(later);
