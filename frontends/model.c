@@ -484,6 +484,18 @@ static gr_value *build_flatten(mctx *m, gr_ynode *item, const char *name, gr_val
   return gr_reshape(m->g, x, s, loc);
 }
 
+/* The layers that are one elementwise or row-wise IR op with no keys; GR_OP_COUNT for other names. */
+static gr_op unary_op(const char *op) {
+  static const struct {
+    const char *name;
+    gr_op op;
+  } table[] = {{"relu", GR_OP_RELU}, {"sigmoid", GR_OP_SIGMOID}, {"tanh", GR_OP_TANH},
+               {"gelu", GR_OP_GELU}, {"softmax", GR_OP_SOFTMAX}, {"log_softmax", GR_OP_LOG_SOFTMAX}};
+  for (size_t i = 0; i < sizeof table / sizeof *table; i++)
+    if (!strcmp(table[i].name, op)) return table[i].op;
+  return GR_OP_COUNT;
+}
+
 /* One layer item: a scalar op name, or a mapping. Returns false after reporting. */
 static bool build_sequence(mctx *m, gr_ynode *layers, gr_value *x, const char *what, gr_value **out);
 static gr_value *build_block(mctx *m, gr_ynode *item, gr_ynode *block, const char *op, const char *full, gr_value *x, gr_loc loc);
@@ -652,12 +664,8 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
       gr_value *pair[2] = {out, xs[k]};
       out = gr_apply(m->g, GR_OP_CONCAT, pair, 2, &a, loc);
     }
-  } else if (!strcmp(op, "relu")) {
-    out = gr_unary(m->g, GR_OP_RELU, x, loc);
-  } else if (!strcmp(op, "sigmoid")) {
-    out = gr_unary(m->g, GR_OP_SIGMOID, x, loc);
-  } else if (!strcmp(op, "tanh")) {
-    out = gr_unary(m->g, GR_OP_TANH, x, loc);
+  } else if (unary_op(op) != GR_OP_COUNT) {
+    out = gr_unary(m->g, unary_op(op), x, loc);
   } else if (!strcmp(op, "dropout")) { /* training: zero with probability p, scale by 1/(1-p); evaluation: identity */
     double p = 0.5;
     if (map && !gr_yopt_float(y, map, "p", 0, 0.999, &p)) return false;
@@ -668,12 +676,6 @@ static bool build_layer(mctx *m, gr_ynode *item, int index, gr_value *prev, cons
       gr_attrs a = {.drop_p = p, .salt = m->g->n_nodes};
       out = gr_apply(m->g, GR_OP_DROPOUT, &x, 1, &a, loc);
     }
-  } else if (!strcmp(op, "gelu")) {
-    out = gr_unary(m->g, GR_OP_GELU, x, loc);
-  } else if (!strcmp(op, "softmax")) {
-    out = gr_unary(m->g, GR_OP_SOFTMAX, x, loc);
-  } else if (!strcmp(op, "log_softmax")) {
-    out = gr_unary(m->g, GR_OP_LOG_SOFTMAX, x, loc);
   } else if (!strcmp(op, "identity")) {
     out = x;
   } else {
