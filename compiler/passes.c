@@ -63,8 +63,7 @@ static const gr_value *cache_cut(gr_compiled *c) {
   const gr_value *cut = NULL;
   for (int i = 0; i < p->n_nodes; i++) {
     const gr_node *n = p->nodes[i];
-    if (n->out && stat[n->out->id] && (n->op == GR_OP_PARAM || n->op == GR_OP_INPUT)) continue;
-    if (n->out && stat[n->out->id]) continue; /* a static node: its inputs are inside the prefix */
+    if (n->out && stat[n->out->id]) continue; /* a static node (or leaf): its inputs are inside the prefix */
     if (gr_ops[n->op].flags & GR_OPF_UPD) continue;
     for (int k = 0; k < n->n_in; k++) {
       const gr_value *v = n->in[k];
