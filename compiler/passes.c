@@ -210,6 +210,31 @@ static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
   }
 }
 
+/* Whether the model takes what the plan's data gives: image folders give [C, H, W] pictures with C 1
+ * or 3 and class labels; per-channel normalisation has one mean per channel. */
+static bool check_data_fits(gr_compiled *c) {
+  const gr_plan *p = &c->plan;
+  const gr_value *in = c->model.input;
+  if (p->data_format != GR_DATA_IMAGES) return true;
+  if (in->dtype != GR_F32 || in->shape.rank != 4 || (in->shape.dim[1] != 1 && in->shape.dim[1] != 3)) {
+    gr_error(c->diag, p->data_loc, "image folders give pictures of 1 or 3 channels, but the model's input is not [N, C, H, W] with C 1 or 3");
+    gr_note(c->diag, c->model.input_loc, "the model's input is declared here");
+    return false;
+  }
+  if (p->loss != GR_LOSS_CROSS_ENTROPY) {
+    gr_error(c->diag, p->loss_loc, "image folders give class labels (their sub-folders), so the loss must be cross_entropy, not %s",
+             gr_loss_names[p->loss]);
+    return false;
+  }
+  if (p->n_norm > 1 && p->n_norm != in->shape.dim[1]) {
+    gr_error(c->diag, p->norm_loc, "'normalize' has %d values per channel but the model's input has %lld channel%s", p->n_norm,
+             (long long)in->shape.dim[1], in->shape.dim[1] == 1 ? "" : "s");
+    gr_note(c->diag, c->model.input_loc, "the model's input is declared here");
+    return false;
+  }
+  return true;
+}
+
 bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o, gr_compiled *c) {
   memset(c, 0, sizeof *c);
   gr_arena_init(&c->arena);
@@ -221,6 +246,7 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   gr_graph *g = c->g;
   if (!gr_model_load(c->plan.model_path, c->plan.model_loc, g, GR_MODE_TRAIN, &c->model)) return false;
   warn_unused_layers(c);
+  if (!check_data_fits(c)) return false;
   c->eval_model = c->model;
   if (c->model.mode_dependent && !gr_model_load(c->plan.model_path, c->plan.model_loc, g, GR_MODE_EVAL, &c->eval_model)) return false;
   if (dump_here(o, "frontend")) return gr_graph_dump(g, dump, NULL), true;

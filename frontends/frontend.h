@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "ir/ir.h"
+#include "runtime/image.h"
 #include "runtime/schedule.h"
 
 typedef struct gr_model {
@@ -31,11 +32,11 @@ bool gr_model_load(const char *path, gr_loc from, gr_graph *g, gr_model_mode mod
 
 typedef struct gr_data_split {
   bool present;
-  const char *images, *labels; /* resolved paths (tensors format: the file is `images`) */
+  const char *images, *labels; /* resolved paths (tensors format: the file is `images`; images: the folder) */
   gr_loc loc, images_loc, labels_loc;
 } gr_data_split;
 
-typedef enum { GR_DATA_IDX, GR_DATA_TENSORS, GR_DATA_FORMAT_COUNT } gr_data_format;
+typedef enum { GR_DATA_IDX, GR_DATA_TENSORS, GR_DATA_IMAGES, GR_DATA_FORMAT_COUNT } gr_data_format; /* = GR_FORMAT_* */
 extern const char *const gr_data_format_names[GR_DATA_FORMAT_COUNT + 1];
 
 typedef enum { GR_LOSS_CROSS_ENTROPY, GR_LOSS_BCE_LOGITS, GR_LOSS_MSE, GR_LOSS_COUNT } gr_loss_kind;
@@ -111,7 +112,9 @@ typedef struct gr_plan {
   gr_loc select_loc;
   int64_t per_class;        /* data per_class: the first this many training samples of each class (0: all) */
   gr_loc per_class_loc;
-  double norm_mean, norm_std; /* input = (pixel/255 - mean) / std */
+  gr_pixels pixels;  /* input = (pixel/255 - mean[c]) / std[c]; image folders: resize, random_crop, flip */
+  int n_norm;        /* normalize: how many means (and stds) were given: 1 (all channels) or one per channel */
+  gr_loc norm_loc;
   gr_loss_kind loss;
   double label_smoothing; /* cross_entropy: in [0, 1) */
   gr_loc loss_loc;

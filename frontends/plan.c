@@ -6,11 +6,16 @@
  *                                     {file, rename, exclude}: see transfer.c, with freeze, unfreeze,
  *                                     batchnorm and param_groups
  *   data:                             required
- *     format: idx                     idx (default) or tensors
+ *     format: idx                     idx (default), tensors or images
  *     train: {images: F, labels: F}   required; idx: IDX files, plain or .gz; tensors: {file: F}, a
  *     test:  {images: F, labels: F}   safetensors file with x (F32 [n, ...]) and y (integer [n]);
+ *                                     images: {dir: D}, one sub-folder of PNG/JPEG files per class;
  *                                     test is optional, evaluated after every epoch
- *     normalize: {mean: 0, std: 1}    optional (idx); input = (pixel/255 - mean) / std
+ *     normalize: {mean: 0, std: 1}    optional (idx, images); input = (pixel/255 - mean) / std; for
+ *                                     images also per channel: {mean: [0.485, 0.456, 0.406], std: [...]}
+ *     resize: 36                      images: the shorter side to 36 (or [h, w]), before the crop to
+ *                                     the model's input size (centred; random in training with:)
+ *     random_crop: false, flip: false images: training augmentation
  *     shuffle: true                   optional; reshuffle the training set every epoch
  *     classes: [5, 6, 7, 8, 9]        optional; only these labels, renumbered 0, 1, ... as listed
  *     per_class: 100                  optional; the first 100 training samples of each class
@@ -48,23 +53,27 @@ const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL
 
 static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb", "phases",
                                         "freeze", "unfreeze", "batchnorm", "param_groups", NULL};
-static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", "classes", "per_class", NULL};
+static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", "classes", "per_class", "resize", "random_crop",
+                                        "flip", NULL};
 static const char *const split_keys[] = {"images", "labels", NULL};
 static const char *const tensor_split_keys[] = {"file", NULL};
+static const char *const image_split_keys[] = {"dir", NULL};
 static const char *const norm_keys[] = {"mean", "std", NULL};
 static const char *const opt_keys[] = {"type", "learning_rate", "momentum", "weight_decay", "nesterov", "betas", "eps", NULL};
 static const char *const sched_keys[] = {"type", "unit", "step_size", "gamma", "milestones", "min_lr", "warmup", "warmup_factor", NULL};
 static const char *const sched_units[] = {"epoch", "step", NULL};
-const char *const gr_data_format_names[GR_DATA_FORMAT_COUNT + 1] = {"idx", "tensors", NULL};
+const char *const gr_data_format_names[GR_DATA_FORMAT_COUNT + 1] = {"idx", "tensors", "images", NULL};
 
-/* idx: {images: F, labels: F}; tensors: {file: F} */
+/* idx: {images: F, labels: F}; tensors: {file: F}; images: {dir: D} */
 static bool parse_split(gr_ydoc *y, gr_ynode *n, const char *what, gr_data_format fmt, gr_data_split *s) {
-  if (!gr_ymap_check(y, n, what, fmt == GR_DATA_TENSORS ? tensor_split_keys : split_keys)) return false;
+  const char *const *keys = fmt == GR_DATA_TENSORS ? tensor_split_keys : fmt == GR_DATA_IMAGES ? image_split_keys : split_keys;
+  if (!gr_ymap_check(y, n, what, keys)) return false;
   s->loc = gr_yloc(y, n);
-  if (fmt == GR_DATA_TENSORS) {
-    gr_ynode *f = gr_yreq(y, n, "file", what);
+  if (fmt != GR_DATA_IDX) {
+    const char *key = fmt == GR_DATA_TENSORS ? "file" : "dir";
+    gr_ynode *f = gr_yreq(y, n, key, what);
     const char *a;
-    if (!f || !gr_ystr(y, f, "'file'", &a)) return false;
+    if (!f || !gr_ystr(y, f, fmt == GR_DATA_TENSORS ? "'file'" : "'dir'", &a)) return false;
     s->images = gr_ypath(y, a);
     s->images_loc = gr_yloc(y, f);
     s->present = true;
@@ -120,12 +129,62 @@ static bool parse_data(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
   if (p->per_class) p->per_class_loc = gr_yloc(y, gr_yget(y, n, "per_class"));
   gr_ynode *nm = gr_yget(y, n, "normalize");
   if (nm && p->data_format == GR_DATA_TENSORS) {
-    gr_error(y->diag, gr_ykey_loc(y, n, "normalize"), "'normalize' applies to idx images; tensors data is used as it is");
+    gr_error(y->diag, gr_ykey_loc(y, n, "normalize"), "'normalize' applies to idx images and image folders; tensors data is used as it is");
     return false;
   }
+  static const char *const image_only[] = {"resize", "random_crop", "flip", NULL};
+  for (int i = 0; image_only[i]; i++)
+    if (gr_yget(y, n, image_only[i]) && p->data_format != GR_DATA_IMAGES) {
+      gr_error(y->diag, gr_ykey_loc(y, n, image_only[i]), "'%s' applies to image folders ('format: images'), not %s data", image_only[i],
+               gr_data_format_names[p->data_format]);
+      return false;
+    }
+  ok &= gr_yopt_bool(y, n, "random_crop", &p->pixels.random_crop) && gr_yopt_bool(y, n, "flip", &p->pixels.flip);
+  gr_ynode *rs = gr_yget(y, n, "resize");
+  if (rs && rs->type == YAML_SEQUENCE_NODE) { /* [h, w] */
+    int64_t h = 0, w = 0;
+    if (gr_ylist_len(rs) != 2) {
+      gr_error(y->diag, gr_yloc(y, rs), "'resize' is a size (the shorter side) or [height, width], got a list of %d", gr_ylist_len(rs));
+      return false;
+    }
+    ok &= gr_yint(y, gr_ylist_at(y, rs, 0), "a height", 1, GR_IMAGE_MAX_SIDE, &h) && gr_yint(y, gr_ylist_at(y, rs, 1), "a width", 1, GR_IMAGE_MAX_SIDE, &w);
+    p->pixels.resize_h = (int)h;
+    p->pixels.resize_w = (int)w;
+  } else if (rs) {
+    int64_t side = 0;
+    ok &= gr_yint(y, rs, "'resize' (the shorter side, or [height, width])", 1, GR_IMAGE_MAX_SIDE, &side);
+    p->pixels.resize_h = (int)side;
+  }
+  p->n_norm = 1;
   if (nm) {
-    ok &= gr_ymap_check(y, nm, "'normalize'", norm_keys) && gr_yopt_float(y, nm, "mean", -1e6, 1e6, &p->norm_mean) &&
-          gr_yopt_float(y, nm, "std", 1e-12, 1e6, &p->norm_std);
+    p->norm_loc = gr_yloc(y, nm);
+    if (!gr_ymap_check(y, nm, "'normalize'", norm_keys)) return false;
+    static const char *const keys[2] = {"mean", "std"};
+    int len[2] = {0, 0};
+    for (int k = 0; k < 2; k++) { /* a number for every channel, or one per channel */
+      gr_ynode *v = gr_yget(y, nm, keys[k]);
+      double *out = k ? p->pixels.std : p->pixels.mean, lo = k ? 1e-12 : -1e6;
+      if (!v) continue;
+      if (v->type != YAML_SEQUENCE_NODE) {
+        ok &= gr_yfloat(y, v, k ? "'std'" : "'mean'", lo, 1e6, &out[0]);
+        out[1] = out[2] = out[0];
+        continue;
+      }
+      len[k] = gr_ylist_len(v);
+      if (p->data_format != GR_DATA_IMAGES || (len[k] != 1 && len[k] != 3)) {
+        gr_error(y->diag, gr_yloc(y, v), p->data_format == GR_DATA_IMAGES ? "'%s' takes one number, or a list of one per channel (1 or 3)"
+                                                                          : "'%s' takes one number for idx images (they have one channel)",
+                 keys[k]);
+        return false;
+      }
+      for (int i = 0; i < len[k]; i++) ok &= gr_yfloat(y, gr_ylist_at(y, v, i), k ? "a std" : "a mean", lo, 1e6, &out[i]);
+      for (int i = len[k]; i < 3; i++) out[i] = out[0];
+    }
+    if (len[0] && len[1] && len[0] != len[1]) {
+      gr_error(y->diag, p->norm_loc, "'normalize' has %d means but %d stds", len[0], len[1]);
+      return false;
+    }
+    p->n_norm = len[0] > len[1] ? len[0] : len[1] ? len[1] : 1;
   }
   return ok;
 }
@@ -240,7 +299,7 @@ static bool parse_schedule(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
 
 bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
   memset(p, 0, sizeof *p);
-  p->norm_std = 1.0;
+  p->pixels.std[0] = p->pixels.std[1] = p->pixels.std[2] = 1.0;
   p->log_every = 100;
   p->eval_every = 1;
   p->feature_cache = true;

@@ -22,8 +22,9 @@ static bool alloc_sets(gr_dataset *ds, int64_t n, int64_t per, int64_t tper) {
 /* The values of one model: per-sample target count (1 for a class label). */
 static int64_t target_numel(const gr_rt_model *m) { return m->target_numel ? m->target_numel : 1; }
 
-bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels, double mean, double std, const gr_rt_model *m,
+bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels, const gr_pixels *px, const gr_rt_model *m,
                          gr_diag *d) {
+  double mean = px->mean[0], std = px->std[0];
   memset(ds, 0, sizeof *ds);
   if (m->in_dtype != GR_F32) {
     gr_error(d, gr_loc_file(images), "the model's input is integer indices, but IDX files hold pixel images; use 'format: tensors'");
@@ -178,8 +179,9 @@ bool gr_dataset_load_tensors(gr_dataset *ds, const char *path, const gr_rt_model
   return load_tensors(ds, path, m, true, d);
 }
 
-bool gr_dataset_load_inputs(gr_dataset *ds, int format, const char *path, double mean, double std, const gr_rt_model *m, gr_diag *d) {
-  return format == 1 ? load_tensors(ds, path, m, false, d) : gr_dataset_load_idx(ds, path, NULL, mean, std, m, d);
+bool gr_dataset_load_inputs(gr_dataset *ds, int format, const char *path, const gr_pixels *px, const gr_rt_model *m, gr_diag *d) {
+  if (format == GR_FORMAT_IMAGES) return gr_dataset_load_image_files(ds, &path, 1, px, m, d);
+  return format == GR_FORMAT_TENSORS ? load_tensors(ds, path, m, false, d) : gr_dataset_load_idx(ds, path, NULL, px, m, d);
 }
 
 /* Keeps the selected samples (in place, in order) and renumbers their labels. Without a class list,
@@ -188,7 +190,8 @@ static bool select_rows(gr_dataset *ds, const gr_rt_model *m, const gr_data_sele
   int32_t *y = ds->y;
   int64_t nk = sel->n_classes ? sel->n_classes : m->n_classes;
   int64_t *count = calloc((size_t)nk + 1, sizeof *count), kept = 0;
-  GR_CHECK(count != NULL, "out of memory");
+  int64_t *keep = ds->img ? malloc(sizeof(int64_t) * (size_t)(ds->n + 1)) : NULL; /* image files: which stay */
+  GR_CHECK(count != NULL && (keep || !ds->img), "out of memory");
   size_t row = 4 * (size_t)ds->sample_numel;
   for (int64_t i = 0; i < ds->n; i++) {
     int64_t k = 0;
@@ -198,9 +201,14 @@ static bool select_rows(gr_dataset *ds, const gr_rt_model *m, const gr_data_sele
       k = y[i]; /* already checked to be below the model's classes */
     if (k == nk || (sel->per_class && count[k] >= sel->per_class)) continue;
     count[k]++;
-    memmove((uint8_t *)ds->x + (size_t)kept * row, (uint8_t *)ds->x + (size_t)i * row, row);
+    if (keep)
+      keep[kept] = i;
+    else
+      memmove((uint8_t *)ds->x + (size_t)kept * row, (uint8_t *)ds->x + (size_t)i * row, row);
     y[kept++] = (int32_t)k;
   }
+  if (keep) gr_dataset_keep_images(ds, keep, kept);
+  free(keep);
   free(count);
   ds->n = kept;
   if (kept) return true;
@@ -208,21 +216,31 @@ static bool select_rows(gr_dataset *ds, const gr_rt_model *m, const gr_data_sele
   return false;
 }
 
-bool gr_dataset_load(gr_dataset *ds, int format, const char *images, const char *labels, double mean, double std,
+bool gr_dataset_load(gr_dataset *ds, int format, const char *images, const char *labels, const gr_pixels *px,
                      const gr_rt_model *m, const gr_data_select *sel, gr_diag *d) {
   bool subset = sel && (sel->n_classes > 0 || sel->per_class > 0);
   gr_rt_model all = *m;
   if (sel && sel->n_classes > 0) all.n_classes = INT32_MAX; /* labels are checked against the selection instead */
-  bool ok = format == 1 ? gr_dataset_load_tensors(ds, images, &all, d) : gr_dataset_load_idx(ds, images, labels, mean, std, &all, d);
+  bool ok = format == GR_FORMAT_TENSORS ? gr_dataset_load_tensors(ds, images, &all, d)
+            : format == GR_FORMAT_IMAGES ? gr_dataset_load_images(ds, images, px, &all, d)
+                                         : gr_dataset_load_idx(ds, images, labels, px, &all, d);
   if (ok && subset) {
     GR_CHECK(!m->target_numel, "class selection needs class labels");
-    ok = select_rows(ds, m, sel, format == 1 ? images : labels, d);
+    ok = select_rows(ds, m, sel, format == GR_FORMAT_IDX ? labels : images, d);
     if (!ok) gr_dataset_free(ds);
   }
   return ok;
 }
 
+bool gr_dataset_samples(const gr_dataset *ds, const int64_t *idx, int64_t n, bool augment, uint64_t seed, void *x, gr_diag *d) {
+  if (ds->img) return gr_dataset_images_batch(ds, idx, n, augment, seed, x, d);
+  size_t row = 4 * (size_t)ds->sample_numel;
+  for (int64_t i = 0; i < n; i++) memcpy((uint8_t *)x + (size_t)i * row, (const uint8_t *)ds->x + (size_t)idx[i] * row, row);
+  return true;
+}
+
 void gr_dataset_free(gr_dataset *ds) {
+  gr_images_free(ds->img);
   free(ds->x);
   free(ds->y);
   memset(ds, 0, sizeof *ds);

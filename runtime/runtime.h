@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "ir/diag.h"
+#include "runtime/image.h"
 #include "runtime/model.h"
 #include "runtime/schedule.h"
 
@@ -21,18 +22,21 @@ uint64_t gr_rng_below(gr_rng *r, uint64_t bound); /* [0, bound), unbiased */
 void gr_rng_shuffle(gr_rng *r, int64_t *a, int64_t n);
 
 /* data.c — a data set in memory, decoded once so that a step only gathers rows: samples (floats,
- * already normalised, or int32 indices) and targets (int32 class labels, or floats), all 4 bytes wide. */
+ * already normalised, or int32 indices) and targets (int32 class labels, or floats), all 4 bytes wide.
+ * An image folder (imageset.c) is the exception: its samples are files, decoded batch by batch. */
+typedef struct gr_images gr_images;
 typedef struct gr_dataset {
   int64_t n, sample_numel, target_numel;
-  void *x; /* [n, sample_numel] float or int32, as the model's input */
+  void *x; /* [n, sample_numel] float or int32, as the model's input (NULL for image files) */
   void *y; /* [n, target_numel] int32 labels (target_numel 1) or float targets, as the model's loss */
+  gr_images *img; /* image files, when the samples are those */
   const char *images_path, *labels_path;
 } gr_dataset;
-/* Loads an IDX image file and its IDX label file; input = (pixel/255 - mean) / std. Checks that
+/* Loads an IDX image file and its IDX label file; input = (pixel/255 - mean) / std (px's channel 0). Checks that
  * the counts agree, that a sample has the model's input size, and that every label is one of its
  * classes (or, for a loss on float targets of one value, used as that value); each problem is
  * reported naming the file (and byte offset). */
-bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels, double mean, double std, const gr_rt_model *m,
+bool gr_dataset_load_idx(gr_dataset *ds, const char *images, const char *labels, const gr_pixels *px, const gr_rt_model *m,
                          gr_diag *d);
 /* Loads a safetensors file holding x (F32 [n, ...] samples, or integer indices for a model whose
  * input is integer) and y (integer class labels [n], or F32 targets [n, ...] for losses on values). */
@@ -44,14 +48,36 @@ typedef struct gr_data_select {
   const int32_t *classes;
   int64_t per_class;
 } gr_data_select;
-/* Either, by format: 0 idx (images, labels), 1 tensors (images is the file); then the selection
- * (NULL: everything). */
-bool gr_dataset_load(gr_dataset *ds, int format, const char *images, const char *labels, double mean, double std,
+/* Either, by format: 0 idx (images, labels), 1 tensors (images is the file), 2 an image folder
+ * (images is the folder); then the selection (NULL: everything). */
+enum { GR_FORMAT_IDX, GR_FORMAT_TENSORS, GR_FORMAT_IMAGES };
+bool gr_dataset_load(gr_dataset *ds, int format, const char *images, const char *labels, const gr_pixels *px,
                      const gr_rt_model *m, const gr_data_select *sel, gr_diag *d);
 /* Samples without targets (graft predict): an IDX image file (format 0) or a tensors file's x
  * (format 1); the targets are zeros. */
-bool gr_dataset_load_inputs(gr_dataset *ds, int format, const char *path, double mean, double std, const gr_rt_model *m, gr_diag *d);
+bool gr_dataset_load_inputs(gr_dataset *ds, int format, const char *path, const gr_pixels *px, const gr_rt_model *m, gr_diag *d);
 void gr_dataset_free(gr_dataset *ds);
+/* Fills x (n samples of ds->sample_numel 4-byte values) with samples idx[0..n): rows of memory, or
+ * decoded images (augmented, with random crops and flips from seed, when `augment`). False after
+ * reporting a file that cannot be decoded. */
+bool gr_dataset_samples(const gr_dataset *ds, const int64_t *idx, int64_t n, bool augment, uint64_t seed, void *x, gr_diag *d);
+/* Starts preparing the batch a later gr_dataset_samples with the same arguments will ask for (image
+ * folders: on the worker thread; otherwise nothing). */
+void gr_dataset_prefetch(const gr_dataset *ds, const int64_t *idx, int64_t n, bool augment, uint64_t seed);
+
+/* imageset.c — an image folder: the sorted sub-folders of dir are the classes 0, 1, ... and their
+ * PNG and JPEG files (sorted by name) the samples. The model input must be [N, C, H, W] with C 1 or
+ * 3; images are converted to C channels, resized as px says and cropped to H x W. */
+bool gr_dataset_load_images(gr_dataset *ds, const char *dir, const gr_pixels *px, const gr_rt_model *m, gr_diag *d);
+/* Loose image files without labels (graft predict). */
+bool gr_dataset_load_image_files(gr_dataset *ds, const char *const *paths, int64_t n, const gr_pixels *px, const gr_rt_model *m,
+                                 gr_diag *d);
+int gr_dataset_class_count(const gr_dataset *ds);                /* an image folder's classes (0 otherwise) */
+const char *gr_dataset_class_name(const gr_dataset *ds, int k);  /* class k's folder name, or NULL */
+const char *gr_dataset_sample_path(const gr_dataset *ds, int64_t i); /* the file of an image sample, or NULL */
+void gr_dataset_keep_images(gr_dataset *ds, const int64_t *keep, int64_t n); /* only these files, in this order */
+bool gr_dataset_images_batch(const gr_dataset *ds, const int64_t *idx, int64_t n, bool augment, uint64_t seed, float *x, gr_diag *d);
+void gr_images_free(gr_images *im);
 
 /* metrics.c — JSON lines, one object per record, flushed as written. */
 typedef struct gr_metrics gr_metrics;
@@ -86,7 +112,7 @@ typedef struct gr_load_opts {
 
 /* train.c — the training loop. */
 typedef struct gr_train_cfg {
-  int data_format; /* 0 idx, 1 tensors (the file in *_images) */
+  int data_format; /* GR_FORMAT_*: idx, tensors (the file in *_images), images (the folder in *_images) */
   bool shuffle;
   const char *init_path; /* weights to start from (NULL: random initialisation) */
   gr_load_opts init_opts; /* how to map them */
@@ -94,7 +120,7 @@ typedef struct gr_train_cfg {
   const char *train_images, *train_labels;
   const char *test_images, *test_labels; /* NULL: no evaluation */
   gr_loc train_loc, test_loc, init_loc;  /* where the plan names them, for notes (may be empty) */
-  double norm_mean, norm_std;
+  gr_pixels pixels; /* normalisation (and, for image folders, resizing, cropping, flipping) */
   gr_data_select train_select, test_select; /* subsets of the data sets (zero: all) */
   int64_t batch_size, epochs, log_every;
   int64_t eval_every; /* evaluate after every this many epochs and after the last (0 or 1: every epoch) */
@@ -119,8 +145,9 @@ typedef struct gr_session gr_session; /* parameters + arenas of one model */
 gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d);
 void gr_session_free(gr_session *s);
 /* Runs the eval program over a data set: mean loss and accuracy; with `outputs` (ds->n x classes
- * floats), also the model's output for every sample. */
-void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy, float *outputs);
+ * floats), also the model's output for every sample. False after reporting an image that cannot be
+ * decoded. */
+bool gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy, float *outputs, gr_diag *d);
 const gr_rt_model *gr_session_model(const gr_session *s);
 float *gr_session_param(gr_session *s, int i); /* the i-th parameter's values in the slab */
 /* weights.c — parameters from/to safetensors by name (strict); false after reporting. The options

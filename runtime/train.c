@@ -82,13 +82,19 @@ void gr_session_free(gr_session *s) {
   free(s);
 }
 
-/* Copies samples idx[0..n) into the program's input slots (4-byte values: floats or int32s). */
-static void gather(const gr_rt_program *p, uint8_t *arena, const gr_dataset *ds, const int64_t *idx, int64_t n) {
-  size_t xrow = 4 * (size_t)ds->sample_numel, yrow = 4 * (size_t)ds->target_numel;
-  for (int64_t i = 0; i < n; i++) {
-    memcpy(arena + p->x_off + (size_t)i * xrow, (const uint8_t *)ds->x + (size_t)idx[i] * xrow, xrow);
-    memcpy(arena + p->y_off + (size_t)i * yrow, (const uint8_t *)ds->y + (size_t)idx[i] * yrow, yrow);
-  }
+/* Puts samples idx[0..n) into the program's input slots and their targets into its target slots
+ * (4-byte values: floats or int32s); image samples are decoded, augmented with `augment`. False after
+ * reporting a sample that cannot be decoded. */
+static bool gather(const gr_rt_program *p, uint8_t *arena, const gr_dataset *ds, const int64_t *idx, int64_t n, bool augment,
+                   uint64_t seed, gr_diag *d) {
+  size_t yrow = 4 * (size_t)ds->target_numel;
+  for (int64_t i = 0; i < n; i++) memcpy(arena + p->y_off + (size_t)i * yrow, (const uint8_t *)ds->y + (size_t)idx[i] * yrow, yrow);
+  return gr_dataset_samples(ds, idx, n, augment, seed, arena + p->x_off, d);
+}
+
+/* The indices b .. b+n-1, for walking a data set in order. */
+static void iota(int64_t *idx, int64_t b, int64_t n) {
+  for (int64_t i = 0; i < n; i++) idx[i] = b + i;
 }
 
 /* What accuracy counts in a batch of n: rows whose arg-max of out[n, classes] equals the label, or
@@ -117,18 +123,21 @@ static double ratio(const gr_rt_model *m, int64_t correct, int64_t total) {
   return m->accuracy == GR_ACC_NONE || total == 0 ? NAN : (double)correct / (double)total;
 }
 
-void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy, float *outputs) {
+bool gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy, float *outputs, gr_diag *d) {
   const gr_rt_model *m = s->m;
   const gr_rt_program *p = &m->eval;
-  int64_t *idx = malloc(sizeof(int64_t) * (size_t)m->max_batch);
+  int64_t B = m->max_batch, *idx = malloc(sizeof(int64_t) * 2 * (size_t)B), *next = idx + B;
   GR_CHECK(idx != NULL, "out of memory");
   double total = 0;
   int64_t correct = 0, counted = 0, k;
   float scal[GR_SCALAR_TOTAL] = {0};
-  for (int64_t b = 0; b < ds->n; b += m->max_batch) {
-    int64_t n = ds->n - b < m->max_batch ? ds->n - b : m->max_batch;
-    for (int64_t i = 0; i < n; i++) idx[i] = b + i;
-    gather(p, s->eval_arena, ds, idx, n);
+  bool ok = true;
+  for (int64_t b = 0; b < ds->n && ok; b += B) {
+    int64_t n = ds->n - b < B ? ds->n - b : B, nb = b + B, nn = ds->n - nb < B ? ds->n - nb : B;
+    iota(idx, b, n);
+    if (!(ok = gather(p, s->eval_arena, ds, idx, n, false, 0, d))) break;
+    iota(next, nb, nn); /* decoded while this batch runs */
+    gr_dataset_prefetch(ds, next, nn, false, 0);
     p->fn(s->slab, s->eval_arena, n, scal);
     total += (double)*(float *)(s->eval_arena + p->loss_off) * (double)n;
     correct += count_correct(m, (float *)(s->eval_arena + p->out_off), s->eval_arena + p->y_off, n, &k);
@@ -138,19 +147,25 @@ void gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, doub
   free(idx);
   *loss = ds->n ? total / (double)ds->n : NAN;
   *accuracy = ratio(m, correct, counted);
+  return ok;
 }
 
 /* The feature cache: the frozen prefix's output for every training sample (cache->x), computed once
- * with the features program; the labels are the data set's. Returns false (training goes on without
- * it) when the model has no cache or it does not fit the budget, saying why on the log. */
-static bool build_cache(gr_session *s, const gr_dataset *train, gr_dataset *cache, FILE *log, gr_diag *d) {
+ * with the features program; the labels are the data set's. Returns 1 when built; 0 (training goes
+ * on without it) when the model has no cache, or it does not fit the budget, or the training images
+ * are augmented, saying why on the log; -1 after reporting an image that cannot be decoded. */
+static int build_cache(gr_session *s, const gr_dataset *train, bool augment, gr_dataset *cache, FILE *log, gr_diag *d) {
   const gr_rt_model *m = s->m;
-  if (m->feat_numel <= 0) return false;
+  if (m->feat_numel <= 0) return 0;
+  if (train->img && augment) {
+    fprintf(log, "feature cache: off, as the training images are augmented (random_crop, flip): the frozen prefix's output differs every epoch\n");
+    return false;
+  }
   double mib = (double)train->n * (double)m->feat_numel * 4.0 / (1 << 20);
   if (mib > (double)m->cache_budget / (1 << 20)) {
     fprintf(log, "feature cache: %.0f MiB for %lld samples is over its budget of %lld MiB (feature_cache_mb); training without it\n", mib,
             (long long)train->n, (long long)(m->cache_budget >> 20));
-    return false;
+    return 0;
   }
   double t0 = gr_now();
   *cache = (gr_dataset){.n = train->n, .sample_numel = m->feat_numel, .target_numel = train->target_numel, .y = train->y};
@@ -160,21 +175,36 @@ static bool build_cache(gr_session *s, const gr_dataset *train, gr_dataset *cach
     free(cache->x);
     cache->x = NULL;
     fprintf(log, "feature cache: out of memory; training without it\n");
-    return false;
+    return 0;
   }
   const gr_rt_program *p = &m->features;
   float scal[GR_SCALAR_TOTAL] = {0};
   size_t row = 4 * (size_t)m->feat_numel;
-  for (int64_t b = 0; b < train->n; b += m->max_batch) {
-    int64_t n = train->n - b < m->max_batch ? train->n - b : m->max_batch;
-    size_t xrow = 4 * (size_t)train->sample_numel; /* samples b .. b+n-1 are contiguous: one copy */
-    memcpy(s->features_arena + p->x_off, (const uint8_t *)train->x + (size_t)b * xrow, xrow * (size_t)n);
+  int64_t B = m->max_batch, *idx = malloc(sizeof(int64_t) * 2 * (size_t)B), *next = idx + B;
+  GR_CHECK(idx != NULL, "out of memory");
+  for (int64_t b = 0; b < train->n; b += B) {
+    int64_t n = train->n - b < B ? train->n - b : B, nb = b + B, nn = train->n - nb < B ? train->n - nb : B;
+    if (!train->img) { /* samples b .. b+n-1 are contiguous: one copy */
+      size_t xrow = 4 * (size_t)train->sample_numel;
+      memcpy(s->features_arena + p->x_off, (const uint8_t *)train->x + (size_t)b * xrow, xrow * (size_t)n);
+    } else {
+      iota(idx, b, n);
+      if (!gr_dataset_samples(train, idx, n, false, 0, s->features_arena + p->x_off, d)) {
+        free(idx);
+        free(cache->x);
+        cache->x = NULL;
+        return -1;
+      }
+      iota(next, nb, nn);
+      gr_dataset_prefetch(train, next, nn, false, 0);
+    }
     p->fn(s->slab, s->features_arena, n, scal);
     memcpy((uint8_t *)cache->x + (size_t)b * row, s->features_arena + p->out_off, row * (size_t)n);
   }
+  free(idx);
   fprintf(log, "feature cache: the frozen prefix computed once for %lld samples (%lld values each, %.1f MiB) in %.1f s\n",
           (long long)train->n, (long long)m->feat_numel, mib, gr_now() - t0);
-  return true;
+  return 1;
 }
 
 /* Whether a file can be created at path (its directory exists and is writable): checked before a
@@ -209,6 +239,21 @@ static gr_session *next_phase(gr_session *old, const gr_rt_model *m, uint64_t se
   return s;
 }
 
+/* Image folders: the test folder's classes must be the training folder's, in the same order, or the
+ * labels would mean different things. */
+static bool same_classes(const gr_dataset *train, const gr_dataset *test, gr_diag *d) {
+  int n = gr_dataset_class_count(train);
+  for (int k = 0; k < n || k < gr_dataset_class_count(test); k++) {
+    const char *a = gr_dataset_class_name(train, k), *b = gr_dataset_class_name(test, k);
+    if (!a || !b || strcmp(a, b)) {
+      gr_error(d, gr_loc_file(test->images_path), "the test folder's class sub-folders differ from the training folder's (%s): class %d is '%s' here but '%s' there",
+               train->images_path, k, b ? b : "(none)", a ? a : "(none)");
+      return false;
+    }
+  }
+  return true;
+}
+
 static int64_t trainable_count(const gr_rt_model *m) {
   int64_t n = 0;
   for (int i = 0; i < m->n_params; i++)
@@ -241,12 +286,11 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   if (!s) return false;
   gr_dataset train = {0}, test = {0};
   gr_metrics *metrics = NULL;
-  bool loaded = gr_dataset_load(&train, cfg->data_format, cfg->train_images, cfg->train_labels, cfg->norm_mean, cfg->norm_std,
-                                m, &cfg->train_select, d);
+  bool loaded = gr_dataset_load(&train, cfg->data_format, cfg->train_images, cfg->train_labels, &cfg->pixels, m, &cfg->train_select, d);
   if (!loaded && cfg->train_loc.file) gr_note(d, cfg->train_loc, "in the training data named here");
   if (loaded && cfg->test_images) {
-    loaded = gr_dataset_load(&test, cfg->data_format, cfg->test_images, cfg->test_labels, cfg->norm_mean, cfg->norm_std,
-                             m, &cfg->test_select, d);
+    loaded = gr_dataset_load(&test, cfg->data_format, cfg->test_images, cfg->test_labels, &cfg->pixels, m, &cfg->test_select, d) &&
+             same_classes(&train, &test, d);
     if (!loaded && cfg->test_loc.file) gr_note(d, cfg->test_loc, "in the test data named here");
   }
   if (!loaded || (cfg->metrics_path && !(metrics = gr_metrics_open(cfg->metrics_path, d)))) {
@@ -258,6 +302,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   fprintf(log, "training on %lld samples", (long long)train.n);
   if (test.n) fprintf(log, ", evaluating on %lld", (long long)test.n);
   fprintf(log, ", batch %lld, %lld epoch%s\n", (long long)m->max_batch, (long long)epochs, epochs == 1 ? "" : "s");
+  bool augment = train.img && (cfg->pixels.random_crop || cfg->pixels.flip);
   gr_rng rng, drop_rng;
   gr_rng_seed(&rng, cfg->seed ^ 0x5DEECE66DULL);
   gr_rng_seed(&drop_rng, cfg->seed ^ 0xD50D50D5ULL);
@@ -294,7 +339,12 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       epoch++;
       if (cfg->shuffle) gr_rng_shuffle(&rng, perm, train.n);
       double t_epoch = gr_now(), win_loss = 0, ep_loss = 0;
-      if (pe == 1 && build_cache(s, &train, &cache, log, d)) { /* part of the phase's first epoch's time */
+      int cached = pe == 1 ? build_cache(s, &train, augment, &cache, log, d) : 0; /* part of the phase's first epoch's time */
+      if (cached < 0) {
+        ok = false;
+        break;
+      }
+      if (cached) {
         p = &m->train_cached;
         src = &cache;
         arena = s->cached_arena;
@@ -309,7 +359,14 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
         scal[GR_SCALAR_STEP] = (float)(step + 1);
         for (int j = 1; j <= ph; j++) scal[GR_SCALAR_PHASE_STEP + j - 1] = (float)(step - phase_start[j] + 1);
         scal[GR_SCALAR_SEED] = (float)(gr_rng_next(&drop_rng) >> 40); /* < 2^24: exact in a float */
-        gather(p, arena, src, perm + b, n);
+        uint64_t aug_seed = cfg->seed ^ ((uint64_t)step << 20) ^ 0xA5A5F00DULL; /* a training image's crop and flip */
+        if (!gather(p, arena, src, perm + b, n, augment, aug_seed, d)) {
+          ok = false;
+          break;
+        }
+        if (b + B < train.n) /* the next batch is decoded while this one trains */
+          gr_dataset_prefetch(src, perm + b + B, train.n - b - B < B ? train.n - b - B : B, augment,
+                              cfg->seed ^ ((uint64_t)(step + 1) << 20) ^ 0xA5A5F00DULL);
         if (p->dloss_off >= 0) *(float *)(arena + p->dloss_off) = 1.0f; /* absent when only batchnorm statistics move */
         p->fn(s->slab, arena, n, scal);
         step++;
@@ -359,7 +416,10 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       fprintf(log, "epoch %lld/%lld: train loss %.4f (%.1f s, %.0f samples/s)", (long long)epoch, (long long)epochs,
               res->final_train_loss, ep_time, (double)ep_n / ep_time);
       if (test.n && (cfg->eval_every <= 1 || epoch % cfg->eval_every == 0 || epoch == epochs)) {
-        gr_session_evaluate(s, &test, &res->test_loss, &res->test_accuracy, NULL);
+        if (!gr_session_evaluate(s, &test, &res->test_loss, &res->test_accuracy, NULL, d)) {
+          ok = false;
+          break;
+        }
         fprintf(log, ", test loss %.4f", res->test_loss);
         if (!isnan(res->test_accuracy)) fprintf(log, ", test accuracy %.4f", res->test_accuracy);
         gr_metrics_record(metrics, "test", "epoch#", (double)epoch, "step#", (double)step, "loss", res->test_loss, "accuracy",

@@ -5,6 +5,7 @@
 # Needs root (or sudo) when something is missing.
 set -eu
 PKGS="build-essential cmake pkg-config llvm-19-dev libopenblas-dev libyaml-dev libcmocka-dev zlib1g-dev
+      libpng-dev libjpeg62-turbo-dev
       dataset-fashion-mnist python3"
 [ "${1:-}" = "--test" ] && PKGS="$PKGS python3-torch python3-torchvision"
 missing=""

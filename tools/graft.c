@@ -35,8 +35,9 @@ static void usage(FILE *f) {
         "      --output FILE    write the model's outputs for every sample to FILE (safetensors 'output')\n"
         "      --metrics FILE   write the evaluation record to FILE\n"
         "      --threads N      BLAS threads (default: all cores)\n"
-        "  predict PLAN INPUT   the model's top classes for every sample of INPUT (an IDX image file, or a\n"
-        "                       tensors file with x, as the plan's data format)\n"
+        "  predict PLAN INPUT...  the model's top classes for every sample of INPUT (an IDX image file, or a\n"
+        "                       tensors file with x, as the plan's data format; for image folders, any\n"
+        "                       number of PNG/JPEG files or folders of them)\n"
         "      --weights FILE   parameters to use (default: the plan's init)\n"
         "      --top K          classes per sample (default 5)\n"
         "      --threads N      BLAS threads (default: all cores)\n"
@@ -286,26 +287,47 @@ static int by_score(const void *a, const void *b) {
   return (x < y) - (x > y);
 }
 
-/* graft predict: the model's output for every sample of an input file, as the top classes with their
- * probabilities (softmax for cross-entropy models, a sigmoid per output for bce_with_logits), or the
- * output values (mse). */
-static bool run_predict(gr_compiled *c, gr_diag *d, const char *weights, const char *input, int top, int threads) {
+/* The name of the model's class k: an image folder's sub-folder (through the plan's class selection),
+ * else its number in the data set's labels. */
+static void class_label(const gr_plan *p, const gr_dataset *names, int64_t k, char *buf, size_t size) {
+  int64_t label = p->n_select ? p->select[k] : k;
+  const char *name = names ? gr_dataset_class_name(names, (int)label) : NULL;
+  if (name)
+    snprintf(buf, size, "%s", name);
+  else
+    snprintf(buf, size, "%lld", (long long)label);
+}
+
+/* graft predict: the model's output for every sample of the input files, as the top classes with
+ * their probabilities (softmax for cross-entropy models, a sigmoid per output for bce_with_logits),
+ * or the output values (mse). A line per sample: its number (or, for image files, its path). */
+static bool run_predict(gr_compiled *c, gr_diag *d, const char *weights, const char *const *inputs, int n_inputs, int top, int threads) {
   const gr_plan *p = &c->plan;
   const gr_rt_model *m = &c->rt;
   gr_session *s = weighted_session(c, d, weights, threads);
-  gr_dataset ds = {0};
-  bool ok = s && gr_dataset_load_inputs(&ds, (int)p->data_format, input, p->norm_mean, p->norm_std, m, d);
+  gr_dataset ds = {0}, names = {0};
+  bool images = p->data_format == GR_DATA_IMAGES;
+  bool ok = s && (images ? gr_dataset_load_image_files(&ds, inputs, n_inputs, &p->pixels, m, d)
+                         : gr_dataset_load_inputs(&ds, (int)p->data_format, inputs[0], &p->pixels, m, d));
+  gr_rt_model any = *m; /* the training folder, for its class names only */
+  any.n_classes = INT32_MAX;
+  bool named = ok && images && p->train.present && gr_dataset_load_images(&names, p->train.images, &p->pixels, &any, d);
+  if (ok && images && !named) gr_note(d, p->train.loc, "the class names are the sub-folders of the training data named here");
+  ok = ok && (!images || named);
   int64_t C = m->n_classes;
   float *out = ok ? malloc(sizeof(float) * (size_t)(ds.n * C) + 1) : NULL;
   scored *row = ok ? malloc(sizeof(scored) * (size_t)C) : NULL;
   GR_CHECK(!ok || (out && row), "out of memory");
-  if (ok) {
-    double loss, acc;
-    gr_session_evaluate(s, &ds, &loss, &acc, out);
+  double loss, acc;
+  if (ok && gr_session_evaluate(s, &ds, &loss, &acc, out, d)) {
     if (top > C) top = (int)C;
     for (int64_t i = 0; i < ds.n; i++) {
       const float *o = out + i * C;
-      printf("%lld:", (long long)i);
+      const char *path = gr_dataset_sample_path(&ds, i);
+      if (path)
+        printf("%s:", path);
+      else
+        printf("%lld:", (long long)i);
       if (m->accuracy == GR_ACC_NONE) { /* a regression: its values */
         for (int64_t k = 0; k < C; k++) printf(" %.6g", o[k]);
         putchar('\n');
@@ -317,14 +339,20 @@ static bool run_predict(gr_compiled *c, gr_diag *d, const char *weights, const c
       for (int64_t k = 0; k < C; k++)
         row[k] = (scored){k, m->accuracy == GR_ACC_BINARY ? 1.0f / (1.0f + expf(-o[k])) : expf(o[k] - mx) / sum};
       qsort(row, (size_t)C, sizeof *row, by_score);
-      for (int k = 0; k < top; k++) /* the data set's own labels, where the plan selects classes */
-        printf("%s %lld (%.4f)", k ? "," : "", (long long)(p->n_select ? p->select[row[k].k] : row[k].k), row[k].p);
+      for (int k = 0; k < top; k++) { /* the data set's own labels, where the plan selects classes */
+        char label[256];
+        class_label(p, named ? &names : NULL, row[k].k, label, sizeof label);
+        printf("%s %s (%.4f)", k ? "," : "", label, row[k].p);
+      }
       putchar('\n');
     }
+  } else {
+    ok = false;
   }
   free(out);
   free(row);
   gr_dataset_free(&ds);
+  gr_dataset_free(&names);
   gr_session_free(s);
   return ok;
 }
@@ -342,8 +370,7 @@ static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char
   bool ok = s != NULL;
   gr_dataset ds = {0};
   gr_data_select sel = {p->n_select, p->select, ds_spec == &p->train ? p->per_class : 0};
-  if (ok && !gr_dataset_load(&ds, (int)p->data_format, ds_spec->images, ds_spec->labels, p->norm_mean, p->norm_std,
-                             &c->rt, &sel, d)) {
+  if (ok && !gr_dataset_load(&ds, (int)p->data_format, ds_spec->images, ds_spec->labels, &p->pixels, &c->rt, &sel, d)) {
     gr_note(d, ds_spec->loc, "in the %s data named here", split);
     ok = false;
   }
@@ -352,9 +379,9 @@ static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char
     out = malloc(sizeof(float) * (size_t)(ds.n * c->rt.n_classes) + 1);
     GR_CHECK(out != NULL, "out of memory");
   }
+  double loss, acc;
+  if (ok && !gr_session_evaluate(s, &ds, &loss, &acc, out, d)) ok = false;
   if (ok) {
-    double loss, acc;
-    gr_session_evaluate(s, &ds, &loss, &acc, out);
     printf("%s loss %.6f", split, loss);
     if (!isnan(acc)) printf(", %s accuracy %.4f", split, acc);
     printf(" (%lld samples)\n", (long long)ds.n);
@@ -397,7 +424,8 @@ int main(int argc, char **argv) {
   bool train = !strcmp(cmd, "train"), eval = !strcmp(cmd, "eval"), predict = !strcmp(cmd, "predict");
   bool dot = false;
   long long top = 5;
-  const char *input = NULL;
+  const char *inputs[argc]; /* predict's input files */
+  int n_inputs = 0;
   const char *plan = NULL, *after = NULL, *metrics = NULL, *save = NULL, *weights = NULL, *output = NULL, *split = "test";
   long long epochs = 0, seed = -1, threads = 0;
   bool quiet = false;
@@ -437,16 +465,16 @@ int main(int argc, char **argv) {
       return usage_error("option '%s' needs a value", a);
     } else if (a[0] == '-' && a[1]) {
       return usage_error("unknown option '%s'", a);
-    } else if (plan && predict && !input) {
-      input = a;
+    } else if (plan && predict) {
+      inputs[n_inputs++] = a;
     } else if (plan) {
-      return usage_error(predict ? "predict takes one plan and one input file; '%s' is one too many" : "more than one plan given ('%s')", a);
+      return usage_error("more than one plan given ('%s')", a);
     } else {
       plan = a;
     }
   }
   if (!plan) return usage_error("%s needs a plan file", cmd);
-  if (predict && !input) return usage_error("predict needs an input file after the plan (%s): images in the plan's data format", plan);
+  if (predict && !n_inputs) return usage_error("predict needs an input file after the plan (%s): images in the plan's data format", plan);
   if (eval && metrics && strcmp(split, "test"))
     return usage_error("--metrics writes test records; it cannot be used with --split %s", split);
 
@@ -488,7 +516,7 @@ int main(int argc, char **argv) {
                         .test_images = p->test.present ? p->test.images : NULL,
                         .test_labels = p->test.present ? p->test.labels : NULL,
                         .train_loc = p->train.loc, .test_loc = p->test.loc,
-                        .norm_mean = p->norm_mean, .norm_std = p->norm_std, .batch_size = p->batch_size,
+                        .pixels = p->pixels, .batch_size = p->batch_size,
                         .train_select = {p->n_select, p->select, p->per_class}, .test_select = {p->n_select, p->select, 0},
                         .epochs = epochs ? epochs : p->epochs, .log_every = p->log_every, .eval_every = p->eval_every,
                         .seed = seed >= 0 ? (uint64_t)seed : p->seed, .lr = p->opt.lr, .schedule = p->schedule,
@@ -508,7 +536,10 @@ int main(int argc, char **argv) {
     for (int k = 1; k < n_ph; k++) gr_compiled_free(&later[k]);
     free(later);
   } else if (ok && predict) {
-    rc = run_predict(&c, &diag, weights, input, (int)top, (int)threads) ? 0 : 1;
+    if (n_inputs > 1 && c.plan.data_format != GR_DATA_IMAGES)
+      rc = usage_error("predict takes one input file for a plan whose data is not an image folder; '%s' is one too many", inputs[1]);
+    else
+      rc = run_predict(&c, &diag, weights, inputs, n_inputs, (int)top, (int)threads) ? 0 : 1;
   } else if (ok && eval) {
     rc = run_eval(&c, &diag, weights, split, output, metrics, (int)threads) ? 0 : 1;
   }

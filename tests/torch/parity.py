@@ -643,6 +643,81 @@ def phases_case(name):
             compare(f"phases {name} {opt_name} {k} after 3 phases", w1[k], v.numpy())
 
 
+def images_case():
+    """Image folders (format: images) against torchvision's transforms on PIL images: PNG and JPEG
+    files, grey and colour, of several sizes, each decoded, converted to the model's channels, resized
+    (shorter side, or [h, w]), centre-cropped and normalised per channel. graft's preprocessed input is
+    read back through a model whose output is its input (flatten, then a linear layer with identity
+    weights) with `graft eval --output`. Agreement: the same pixels (graft resizes in PIL's fixed point),
+    so within 0.01 of an 8-bit level, float rounding of the normalisation."""
+    global passed
+    try:
+        from PIL import Image
+        from torchvision import transforms
+    except ImportError:
+        print("parity: python3-torchvision (PIL) is not installed; the images case is skipped")
+        return
+    rng = np.random.default_rng(7)
+    for channels, resize, size in ((3, 20, 16), (1, [18, 24], 12), (3, None, 10)):
+        d = os.path.join(WORK, f"images_c{channels}")
+        os.makedirs(d, exist_ok=True)
+        files = []  # (class, path): smooth random pictures, so JPEG's loss stays small
+        for k, cls in enumerate(("ant", "bee")):
+            os.makedirs(f"{d}/test/{cls}", exist_ok=True)
+            for i, (w, h, mode, ext) in enumerate(((23, 17, "RGB", "png"), (40, 33, "L", "png"), (10, 10, "RGB", "jpg"),
+                                                     (31, 45, "RGBA", "png"), (16, 12, "L", "jpg"))):
+                if resize is None and (w < size or h < size):
+                    continue
+                base = rng.integers(0, 256, size=(h // 4 + 2, w // 4 + 2, 4), dtype=np.uint8)
+                pic = Image.fromarray(base, "RGBA").resize((w, h), Image.BICUBIC).convert(mode)
+                path = f"{d}/test/{cls}/{i}.{ext}"
+                pic.save(path, quality=95) if ext == "jpg" else pic.save(path)
+                files.append((k, path))
+        mean, std = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if channels == 3 else ([0.5], [0.25])
+        tf = [transforms.Resize(resize)] if resize else []
+        tf += [transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize(mean, std)]
+        tf = transforms.Compose(tf)
+        want = np.stack([tf(Image.open(p).convert("RGB" if channels == 3 else "L")).numpy().reshape(-1) for _, p in files])
+        n = channels * size * size
+        write_safetensors(f"{d}/w.safetensors", {"id.weight": np.eye(n, dtype=np.float32), "id.bias": np.zeros(n, np.float32)})
+        with open(f"{d}/model.yaml", "w") as f:
+            f.write(f"""name: identity
+input: {{name: image, shape: [{channels}, {size}, {size}]}}
+layers:
+  - {{name: flat, op: flatten}}
+  - {{name: id, op: linear, out_features: {n}}}
+""")
+        with open(f"{d}/plan.yaml", "w") as f:
+            f.write(f"""model: model.yaml
+init: w.safetensors
+data:
+  format: images
+  train: {{dir: test}}
+  test: {{dir: test}}
+  {"resize: " + json.dumps(resize) if resize else ""}
+  normalize: {{mean: {mean}, std: {std}}}
+loss: cross_entropy
+optimizer: {{type: sgd, learning_rate: 0.1}}
+batch_size: 3
+epochs: 1
+""")
+        r = graft("eval", f"{d}/plan.yaml", "--output", f"{d}/out.safetensors")
+        if r.returncode != 0:
+            failures.append(f"images c{channels}: graft eval failed: {r.stderr.strip()}")
+            continue
+        got = read_safetensors(f"{d}/out.safetensors")["output"]
+        level = np.array(std * (n // len(std)) if len(std) == 1 else np.repeat(std, size * size)) * 255  # one 8-bit level
+        diff = np.abs(got - want) * level
+        if got.shape != want.shape or diff.max() > 0.01:
+            failures.append(f"images c{channels} resize {resize}: graft's input differs from torchvision's by {diff.max():.3f} levels")
+        else:
+            passed += 1
+            print(f"images c{channels} resize {resize} crop {size}: {len(files)} files agree with torchvision, "
+                  f"max diff {diff.max():.4f} of an 8-bit level")
+
+
+if not ONLY or "images" in ONLY:
+    images_case()
 if not ONLY or "transfer" in ONLY:
     transfer_case()
 for case in PHASES:
