@@ -193,6 +193,8 @@ static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
   if (c->cut) { /* the feature cache: graft_features computes the cut from the input; graft_train_cached reads it */
     rt->feat_numel = gr_shape_inner(&c->cut->shape);
     rt->cache_budget = c->plan.feature_cache_mb << 20;
+    rt->cache_spill = c->plan.feature_cache_spill;
+    rt->cache_dir = c->plan.feature_cache_dir;
     rt->features = (gr_rt_program){.name = c->features.name, .fn = c->features.fn, .arena_bytes = c->features.arena_bytes,
                                    .x_off = arena_offset(&c->features, c->model.input), .y_off = -1, .dloss_off = -1, .loss_off = -1,
                                    .out_off = arena_offset(&c->features, c->cut)};

@@ -127,8 +127,10 @@ typedef struct gr_plan {
   } opt;
   gr_schedule schedule;
   int64_t batch_size, epochs, log_every, eval_every;
-  bool feature_cache;         /* feature_cache: auto (true) or off */
+  bool feature_cache;         /* feature_cache: auto or memory (true), or off */
+  bool feature_cache_spill;   /* auto: over the budget, the cache goes to a file */
   int64_t feature_cache_mb;   /* its memory budget */
+  const char *feature_cache_dir; /* where the file goes (NULL: $TMPDIR or /tmp) */
   uint64_t seed;
   gr_loc batch_loc;
 } gr_plan;

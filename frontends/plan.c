@@ -41,8 +41,10 @@
  *   seed: 0                           optional, default 0
  *   log_every: 100                    optional, default 100 (steps between training metric records)
  *   eval_every: 1                     optional, default 1: evaluate every this many epochs (and after the last)
- *   feature_cache: auto               optional: auto (default) computes a frozen prefix once per sample; off
- *   feature_cache_mb: 2048            optional: the cache's memory budget (MiB) */
+ *   feature_cache: auto               optional: auto (default) computes a frozen prefix once per sample, in
+ *                                     memory or, over the budget, in a file; memory: never a file; off
+ *   feature_cache_mb: 2048            optional: the cache's memory budget (MiB)
+ *   feature_cache_dir: /var/tmp       optional: where a cache over the budget goes (default $TMPDIR or /tmp) */
 #include "frontends/frontend.h"
 #include "frontends/yamldoc.h"
 #include <stdio.h>
@@ -51,7 +53,7 @@
 const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", "bce_with_logits", "mse", NULL};
 const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL};
 
-static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb", "phases",
+static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb", "feature_cache_dir", "phases",
                                         "freeze", "unfreeze", "batchnorm", "param_groups", NULL};
 static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", "classes", "per_class", "resize", "random_crop",
                                         "flip", NULL};
@@ -302,7 +304,7 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
   p->pixels.std[0] = p->pixels.std[1] = p->pixels.std[2] = 1.0;
   p->log_every = 100;
   p->eval_every = 1;
-  p->feature_cache = true;
+  p->feature_cache = p->feature_cache_spill = true;
   p->feature_cache_mb = 2048;
   p->shuffle = true;
   gr_ydoc y;
@@ -362,9 +364,15 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
     gr_yopt_int(&y, root, "eval_every", 1, 100000, &p->eval_every);
     gr_yopt_int(&y, root, "feature_cache_mb", 0, 1 << 24, &p->feature_cache_mb);
     gr_ynode *fc = gr_yget(&y, root, "feature_cache");
-    static const char *const fc_modes[] = {"off", "auto", NULL};
+    static const char *const fc_modes[] = {"off", "auto", "memory", NULL};
     int fm = 1;
-    if (fc && gr_yenum(&y, fc, "feature_cache mode", fc_modes, &fm)) p->feature_cache = fm == 1;
+    if (fc && gr_yenum(&y, fc, "feature_cache mode", fc_modes, &fm)) {
+      p->feature_cache = fm != 0;
+      p->feature_cache_spill = fm == 1;
+    }
+    gr_ynode *fd = gr_yget(&y, root, "feature_cache_dir");
+    const char *dir;
+    if (fd && gr_ystr(&y, fd, "'feature_cache_dir'", &dir)) p->feature_cache_dir = gr_ypath(&y, dir);
   }
   gr_ydoc_free(&y);
   return d->n_errors == errors0;

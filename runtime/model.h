@@ -73,8 +73,11 @@ typedef struct gr_rt_model {
   /* The feature cache (feat_numel > 0): when the start of the training forward pass is frozen and
    * deterministic, `features` computes its output (feat_numel floats per sample, written at out_off)
    * from the input once per sample, and `train_cached` trains from it (read at x_off) instead of
-   * `train`, if the cache for the whole training set fits in cache_budget bytes. */
+   * `train`, if the cache for the whole training set fits in cache_budget bytes, or else (with
+   * cache_spill) in a file in cache_dir (NULL: $TMPDIR or /tmp). */
   int64_t feat_numel, cache_budget;
+  bool cache_spill;
+  const char *cache_dir;
   gr_rt_program features, train_cached;
 } gr_rt_model;
 

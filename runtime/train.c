@@ -7,7 +7,9 @@
 #include "runtime/runtime.h"
 #include <cblas.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <math.h>
 #include <stdlib.h>
@@ -150,36 +152,101 @@ bool gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, doub
   return ok;
 }
 
-/* The feature cache: the frozen prefix's output for every training sample (cache->x), computed once
- * with the features program; the labels are the data set's. Returns 1 when built; 0 (training goes
- * on without it) when the model has no cache, or it does not fit the budget, or the training images
- * are augmented, saying why on the log; -1 after reporting an image that cannot be decoded. */
-static int build_cache(gr_session *s, const gr_dataset *train, bool augment, gr_dataset *cache, FILE *log, gr_diag *d) {
+/* The feature cache's values: malloc'd memory within the budget, or else a shared mapping of an
+ * unlinked file (the kernel writes its pages out and reads them back as memory demands; the file
+ * vanishes when the run ends, however it ends). */
+typedef struct feature_cache {
+  gr_dataset ds; /* x: the values; y: the training set's labels, not owned */
+  size_t mapped; /* > 0: x is a file mapping of this many bytes */
+} feature_cache;
+
+static void cache_free(feature_cache *c) {
+  if (c->mapped)
+    munmap(c->ds.x, c->mapped);
+  else
+    free(c->ds.x);
+  memset(c, 0, sizeof *c);
+}
+
+/* A zeroed file mapping of `bytes` in dir (NULL: $TMPDIR or /tmp), its blocks reserved up front so
+ * that a full disk shows now and not as a SIGBUS mid-epoch; NULL with the reason in why. */
+static void *spill_file(const char *dir, size_t bytes, char *why, size_t why_size) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/graft-features-XXXXXX", dir);
+  int fd = mkstemp(path);
+  if (fd < 0) {
+    snprintf(why, why_size, "cannot create a file there: %s", strerror(errno));
+    return NULL;
+  }
+  unlink(path);
+  struct statvfs st;
+  double room = fstatvfs(fd, &st) == 0 ? (double)st.f_bavail * (double)st.f_frsize : INFINITY;
+  int e = room < (double)bytes + (64 << 20) ? ENOSPC : posix_fallocate(fd, 0, (off_t)bytes);
+  void *p = e ? MAP_FAILED : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    if (e == ENOSPC && isfinite(room))
+      snprintf(why, why_size, "%.0f MiB free there, %.0f MiB needed", room / (1 << 20), (double)bytes / (1 << 20) + 64);
+    else
+      snprintf(why, why_size, "%s", strerror(e ? e : errno));
+  }
+  close(fd);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+/* Room for the cache: memory within the budget, else (cache_spill) a file; false, saying why on the
+ * log, when neither. *where describes the place for the log. */
+static bool cache_alloc(const gr_rt_model *m, feature_cache *c, size_t bytes, int64_t n, FILE *log, char *where, size_t wsize) {
+  double mib = (double)bytes / (1 << 20);
+  if (bytes <= (size_t)m->cache_budget) {
+    snprintf(where, wsize, "in memory");
+    c->ds.x = malloc(bytes + 1);
+    if (!c->ds.x) fprintf(log, "feature cache: out of memory for %.0f MiB; training without it\n", mib);
+    return c->ds.x != NULL;
+  }
+  fprintf(log, "feature cache: %.1f MiB for %lld samples is over its memory budget of %lld MiB (feature_cache_mb)", mib, (long long)n,
+          (long long)(m->cache_budget >> 20));
+  if (!m->cache_spill) {
+    fprintf(log, "; training without it (feature_cache: memory)\n");
+    return false;
+  }
+  const char *tmp = getenv("TMPDIR"), *dir = m->cache_dir ? m->cache_dir : tmp && *tmp ? tmp : "/tmp";
+  char why[256];
+  c->ds.x = spill_file(dir, bytes, why, sizeof why);
+  if (!c->ds.x) {
+    fprintf(log, "; it cannot go to a file in %s either (%s; feature_cache_dir): training without it\n", dir, why);
+    return false;
+  }
+  c->mapped = bytes;
+  snprintf(where, wsize, "in a file in %s", dir);
+  fprintf(log, "; it goes to a file in %s\n", dir);
+  return true;
+}
+
+/* The feature cache: the frozen prefix's output for every training sample (cache->ds.x), computed
+ * once with the features program; the labels are the data set's. Returns 1 when built; 0 (training
+ * goes on without it) when the model has no cache, or it fits neither the budget nor a file, or the
+ * training images are augmented, saying why on the log; -1 after reporting an image that cannot be
+ * decoded. */
+static int build_cache(gr_session *s, const gr_dataset *train, bool augment, feature_cache *cache, FILE *log, gr_diag *d) {
   const gr_rt_model *m = s->m;
   if (m->feat_numel <= 0) return 0;
   if (train->img && augment) {
     fprintf(log, "feature cache: off, as the training images are augmented (random_crop, flip): the frozen prefix's output differs every epoch\n");
-    return false;
-  }
-  double mib = (double)train->n * (double)m->feat_numel * 4.0 / (1 << 20);
-  if (mib > (double)m->cache_budget / (1 << 20)) {
-    fprintf(log, "feature cache: %.0f MiB for %lld samples is over its budget of %lld MiB (feature_cache_mb); training without it\n", mib,
-            (long long)train->n, (long long)(m->cache_budget >> 20));
     return 0;
   }
   double t0 = gr_now();
-  *cache = (gr_dataset){.n = train->n, .sample_numel = m->feat_numel, .target_numel = train->target_numel, .y = train->y};
-  cache->x = malloc(4 * (size_t)(train->n * m->feat_numel) + 1);
+  size_t row = 4 * (size_t)m->feat_numel, bytes = row * (size_t)train->n;
+  char where[4200];
+  cache->ds = (gr_dataset){.n = train->n, .sample_numel = m->feat_numel, .target_numel = train->target_numel, .y = train->y};
+  if (!cache_alloc(m, cache, bytes, train->n, log, where, sizeof where)) return 0;
   if ((!s->features_arena && !(s->features_arena = alloc_zeroed(m->features.arena_bytes, "feature cache arena", d))) ||
-      (!s->cached_arena && !(s->cached_arena = alloc_zeroed(m->train_cached.arena_bytes, "cached training arena", d))) || !cache->x) {
-    free(cache->x);
-    cache->x = NULL;
+      (!s->cached_arena && !(s->cached_arena = alloc_zeroed(m->train_cached.arena_bytes, "cached training arena", d)))) {
+    cache_free(cache);
     fprintf(log, "feature cache: out of memory; training without it\n");
     return 0;
   }
   const gr_rt_program *p = &m->features;
   float scal[GR_SCALAR_TOTAL] = {0};
-  size_t row = 4 * (size_t)m->feat_numel;
   int64_t B = m->max_batch, *idx = malloc(sizeof(int64_t) * 2 * (size_t)B), *next = idx + B;
   GR_CHECK(idx != NULL, "out of memory");
   for (int64_t b = 0; b < train->n; b += B) {
@@ -191,19 +258,18 @@ static int build_cache(gr_session *s, const gr_dataset *train, bool augment, gr_
       iota(idx, b, n);
       if (!gr_dataset_samples(train, idx, n, false, 0, s->features_arena + p->x_off, d)) {
         free(idx);
-        free(cache->x);
-        cache->x = NULL;
+        cache_free(cache);
         return -1;
       }
       iota(next, nb, nn);
       gr_dataset_prefetch(train, next, nn, false, 0);
     }
     p->fn(s->slab, s->features_arena, n, scal);
-    memcpy((uint8_t *)cache->x + (size_t)b * row, s->features_arena + p->out_off, row * (size_t)n);
+    memcpy((uint8_t *)cache->ds.x + (size_t)b * row, s->features_arena + p->out_off, row * (size_t)n);
   }
   free(idx);
-  fprintf(log, "feature cache: the frozen prefix computed once for %lld samples (%lld values each, %.1f MiB) in %.1f s\n",
-          (long long)train->n, (long long)m->feat_numel, mib, gr_now() - t0);
+  fprintf(log, "feature cache: the frozen prefix computed once for %lld samples (%lld values each, %.1f MiB %s) in %.1f s\n",
+          (long long)train->n, (long long)m->feat_numel, (double)bytes / (1 << 20), where, gr_now() - t0);
   return 1;
 }
 
@@ -319,7 +385,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   double train_time = 0;
   int64_t samples = 0, epoch = 0;
   bool ok = true;
-  gr_dataset cache = {0}; /* the feature cache, when the phase's model has one that fits */
+  feature_cache cache = {0}; /* when the phase's model has one that fits */
   for (int ph = 0; ph < n_phases && ok; ph++) {
     m = phases[ph].m;
     if (ph > 0 && !(s = next_phase(s, m, cfg->seed, d))) {
@@ -333,8 +399,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
     const gr_rt_program *p = &m->train;
     const gr_dataset *src = &train;
     uint8_t *arena = s->train_arena;
-    free(cache.x);
-    cache.x = NULL;
+    cache_free(&cache);
     for (int64_t pe = 1; pe <= phases[ph].epochs && ok; pe++) {
       epoch++;
       if (cfg->shuffle) gr_rng_shuffle(&rng, perm, train.n);
@@ -346,7 +411,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       }
       if (cached) {
         p = &m->train_cached;
-        src = &cache;
+        src = &cache.ds;
         arena = s->cached_arena;
       }
       int64_t win_n = 0, win_correct = 0, win_counted = 0, ep_n = 0;
@@ -438,7 +503,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
     if (ok) fprintf(log, "saved %d parameters to %s\n", m->n_params, cfg->save_path);
   }
   free(perm);
-  free(cache.x); /* its labels are the training set's */
+  cache_free(&cache); /* its labels are the training set's */
   gr_session_free(s);
   gr_metrics_close(metrics);
   gr_dataset_free(&train);

@@ -163,9 +163,9 @@ static void print_cache(const gr_compiled *c, FILE *f) {
   for (int i = 0; i < c->train.n_nodes; i++) all += node_flops(c->train.nodes[i], c->plan.batch_size);
   human_bytes(b1, sizeof b1, 4.0 * (double)gr_shape_inner(&c->cut->shape));
   fprintf(f, "  feature cache: the frozen prefix up to '%s' (%lld values, %s per sample) is computed once; "
-             "a step from the cache %.1f MFLOP instead of %.1f (budget %lld MiB)\n",
+             "a step from the cache %.1f MFLOP instead of %.1f (memory budget %lld MiB, then %s)\n",
           c->cut->def->layer ? c->cut->def->layer : "?", (long long)gr_shape_inner(&c->cut->shape), b1, fwd / 1e6, all / 1e6,
-          (long long)c->plan.feature_cache_mb);
+          (long long)c->plan.feature_cache_mb, c->plan.feature_cache_spill ? "a file" : "none");
 }
 
 /* `graft check`: the layers, parameters, per-step FLOPs and memory; with `base` (the same plan with
