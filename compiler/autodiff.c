@@ -45,6 +45,20 @@ static void grad_conv2d(gr_graph *g, const gr_node *n, gr_value *dy, const bool 
   }
 }
 
+/* y = conv2d(x, w) alpha + shift, a frozen batchnorm (alpha = gamma / sqrt(running_var + eps))
+ * folded in: only x can need a gradient, the folded parameters being frozen;
+ * dx = conv2d_grad_input(dy alpha, w), dy alpha as batchnorm_grad_input makes it on running statistics */
+static void grad_conv2d_bn(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  GR_CHECK(!needs[1] && !needs[2] && !needs[3], "conv2d_bn of trainable parameters");
+  if (!needs[0]) return;
+  gr_attrs a = n->a;
+  a.training = 0;
+  gr_value *in[4] = {dy, n->in[2], n->in[5], dy}; /* on running statistics the first operand is not read */
+  gr_value *in2[2] = {gr_apply(g, GR_OP_BATCHNORM_GRAD_INPUT, in, 4, &a, n->loc), n->in[1]};
+  a.shape = n->in[0]->shape;
+  dx[0] = gr_apply(g, GR_OP_CONV2D_GRAD_INPUT, in2, 2, &a, n->loc);
+}
+
 /* y = gamma * xhat + beta, xhat = (x - mean) / sqrt(var + eps), per channel over N and spatial
  * (M values); mean/var are the batch's (training) or the running statistics:
  *   training:  dx = gamma / (M sqrt(var + eps)) * (M dy - sum dy - xhat sum(dy xhat))

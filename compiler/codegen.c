@@ -529,16 +529,26 @@ static void im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef
   loop_end(c, &C);
 }
 
-/* Between NCHW y [N, C, HW] and channel-major t [C, N*HW]: t[c, n*HW + s] = y[n, c, s] (or back). */
-static void nchw_transpose(gr_cg *c, LLVMValueRef y, LLVMValueRef t, int64_t C, int64_t HW, LLVMValueRef n, bool to_nchw) {
+/* Between NCHW y [N, C, HW] and channel-major t [C, N*HW]: t[c, n*HW + s] = y[n, c, s] (or back).
+ * With bn (gamma, beta, running_mean, running_var: a frozen batchnorm folded into a convolution),
+ * on the way to NCHW y = t alpha + shift, alpha = gamma / sqrt(var + eps), shift = beta - mean alpha:
+ * batchnorm's own arithmetic, applied while the convolution's output is copied anyway. */
+static void nchw_transpose(gr_cg *c, LLVMValueRef y, LLVMValueRef t, int64_t C, int64_t HW, LLVMValueRef n, bool to_nchw,
+                           const LLVMValueRef *bn, double eps) {
   cg_loop R, K, L;
-  LLVMValueRef ld = imul(c, n, iconst(c, HW));
+  LLVMValueRef ld = imul(c, n, iconst(c, HW)), alpha = NULL, shift = NULL;
   loop_begin(c, &R, n);
   loop_begin(c, &K, iconst(c, C));
   LLVMValueRef yb = imul(c, iadd(c, imul(c, R.i, iconst(c, C)), K.i), iconst(c, HW));
   LLVMValueRef tb = iadd(c, imul(c, K.i, ld), imul(c, R.i, iconst(c, HW)));
+  if (bn) {
+    alpha = fmul(c, loadf(c, bn[0], K.i), rsqrt_eps(c, loadf(c, bn[3], K.i), eps));
+    shift = fsub(c, loadf(c, bn[1], K.i), fmul(c, loadf(c, bn[2], K.i), alpha));
+  }
   loop_begin(c, &L, iconst(c, HW));
-  if (to_nchw)
+  if (to_nchw && bn)
+    storef(c, fadd(c, fmul(c, loadf(c, t, iadd(c, tb, L.i)), alpha), shift), y, iadd(c, yb, L.i));
+  else if (to_nchw)
     storef(c, loadf(c, t, iadd(c, tb, L.i)), y, iadd(c, yb, L.i));
   else
     storef(c, loadf(c, y, iadd(c, yb, L.i)), t, iadd(c, tb, L.i));
@@ -567,7 +577,7 @@ static LLVMValueRef staging(gr_cg *c, const gr_conv_geom *g, LLVMValueRef scratc
  *   grad_input    t = CHW(dy);  cols[g] = w[g]^T @ t[g];  dx = col2im(cols)
  *   grad_weight   cols = im2col(x);  t = CHW(dy);  dw[g] = t[g] @ cols[g]^T */
 static LLVMValueRef emit_conv2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
-  LLVMValueRef x = a[0], w = a[1], y = a[2], n = a[3], cols = a[5];
+  LLVMValueRef x = a[0], w = a[1], y = a[nd->n_in], n = a[nd->n_in + 1], cols = a[nd->n_in + 3]; /* conv2d_bn: a[2..5] its batchnorm */
   gr_conv_geom g = gr_conv_geometry(&nd->in[0]->shape, &nd->in[1]->shape, &nd->a);
   int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
   LLVMValueRef t = staging(c, &g, cols, n), ld = LLVMBuildTrunc(c->b, imul(c, n, iconst(c, HW)), c->i32, "");
@@ -578,7 +588,7 @@ static LLVMValueRef emit_conv2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
             fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), imul(c, n, iconst(c, HW)))), ld, fconst(c, 0),
             fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), imul(c, n, iconst(c, HW)))), ld);
   loop_end(c, &G);
-  nchw_transpose(c, y, t, g.cout, HW, n, true);
+  nchw_transpose(c, y, t, g.cout, HW, n, true, nd->op == GR_OP_CONV2D_BN ? a + 2 : NULL, nd->a.bn_eps);
   return NULL;
 }
 
@@ -587,7 +597,7 @@ static LLVMValueRef emit_conv2d_grad_input(gr_cg *c, const gr_node *nd, LLVMValu
   gr_conv_geom g = gr_conv_geometry(&nd->a.shape, &nd->in[1]->shape, &nd->a);
   int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
   LLVMValueRef t = staging(c, &g, cols, n), ld = LLVMBuildTrunc(c->b, imul(c, n, iconst(c, HW)), c->i32, "");
-  nchw_transpose(c, dy, t, g.cout, HW, n, false);
+  nchw_transpose(c, dy, t, g.cout, HW, n, false, NULL, 0);
   cg_loop G, Z;
   loop_begin(c, &G, iconst(c, g.groups));
   call_gemm(c, true, false, i32c(c, K), ld, i32c(c, cog), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
@@ -607,7 +617,7 @@ static LLVMValueRef emit_conv2d_grad_weight(gr_cg *c, const gr_node *nd, LLVMVal
   int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
   LLVMValueRef t = staging(c, &g, cols, n), ld = LLVMBuildTrunc(c->b, imul(c, n, iconst(c, HW)), c->i32, "");
   batch_im2col(c, &g, x, cols, n, false);
-  nchw_transpose(c, dy, t, g.cout, HW, n, false);
+  nchw_transpose(c, dy, t, g.cout, HW, n, false, NULL, 0);
   cg_loop G;
   loop_begin(c, &G, iconst(c, g.groups));
   call_gemm(c, false, true, i32c(c, cog), i32c(c, K), ld, fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), imul(c, n, iconst(c, HW)))),

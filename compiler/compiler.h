@@ -27,6 +27,9 @@ bool gr_autodiff(gr_graph *g, gr_value *y, gr_value *dy);
 /* freeze.c: the plan's freeze/unfreeze patterns, batchnorm policy and parameter groups, applied to
  * the forward graph before autodiff; false after reporting patterns that match nothing or conflict. */
 bool gr_apply_transfer(gr_graph *g, const gr_transfer *t, int phase, gr_diag *d);
+/* fold.c: frozen batchnorms folded into the bias-free convolutions before them (conv2d_bn); returns
+ * how many. */
+int gr_fold_batchnorm(gr_graph *g);
 /* optimizer.c: appends update nodes for every trainable parameter that has a gradient. */
 typedef struct gr_opt_cfg {
   gr_opt_kind kind;
@@ -90,6 +93,7 @@ typedef struct gr_compiled {
   gr_program features, train_cached; /* with a cut: the frozen prefix up to it; training from it */
   gr_rt_model rt;
   gr_jit *jit;
+  int n_folded; /* frozen batchnorms folded into their convolutions (fold.c) */
 } gr_compiled;
 
 bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o, gr_compiled *c);

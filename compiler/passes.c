@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const gr_pass_names[] = {"frontend", "freeze", "loss", "autodiff", "optimizer", "memplan", "codegen", NULL};
+const char *const gr_pass_names[] = {"frontend", "freeze", "fold", "loss", "autodiff", "optimizer", "memplan", "codegen", NULL};
 
 static bool dump_here(const gr_compile_opts *o, const char *pass) {
   return o && o->dump_after && !strcmp(o->dump_after, pass);
@@ -135,7 +135,7 @@ static bool check_blas_limits(gr_compiled *c) {
   for (int i = 0; i < g->n_nodes; i++) {
     const gr_node *n = g->nodes[i];
     int64_t big = 0;
-    if (n->op == GR_OP_CONV2D) {
+    if (n->op == GR_OP_CONV2D || n->op == GR_OP_CONV2D_BN) {
       gr_conv_geom cg = gr_conv_geometry(&n->in[0]->shape, &n->in[1]->shape, &n->a);
       big = B * cg.ho * cg.wo > cg.cin * cg.kh * cg.kw ? B * cg.ho * cg.wo : cg.cin * cg.kh * cg.kw;
     }
@@ -259,6 +259,9 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   }
   if (!(o && o->no_transfer) && !gr_apply_transfer(g, &c->plan.tl, o ? o->phase : 0, d)) return false;
   if (dump_here(o, "freeze")) return gr_graph_dump(g, dump, NULL), true;
+  /* fold */
+  c->n_folded = c->plan.fold_batchnorm ? gr_fold_batchnorm(g) : 0;
+  if (dump_here(o, "fold")) return gr_graph_dump(g, dump, NULL), true;
   /* loss */
   /* cross-entropy takes class labels [N]; the other losses float targets of the output's shape */
   static const gr_op loss_ops[GR_LOSS_COUNT] = {GR_OP_SOFTMAX_CE, GR_OP_BCE_LOGITS, GR_OP_MSE};

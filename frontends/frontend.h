@@ -131,6 +131,7 @@ typedef struct gr_plan {
   bool feature_cache_spill;   /* auto: over the budget, the cache goes to a file */
   int64_t feature_cache_mb;   /* its memory budget */
   const char *feature_cache_dir; /* where the file goes (NULL: $TMPDIR or /tmp) */
+  bool fold_batchnorm;        /* fold frozen batchnorms into their convolutions (compiler/fold.c) */
   uint64_t seed;
   gr_loc batch_loc;
 } gr_plan;

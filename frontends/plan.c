@@ -44,7 +44,8 @@
  *   feature_cache: auto               optional: auto (default) computes a frozen prefix once per sample, in
  *                                     memory or, over the budget, in a file; memory: never a file; off
  *   feature_cache_mb: 2048            optional: the cache's memory budget (MiB)
- *   feature_cache_dir: /var/tmp       optional: where a cache over the budget goes (default $TMPDIR or /tmp) */
+ *   feature_cache_dir: /var/tmp       optional: where a cache over the budget goes (default $TMPDIR or /tmp)
+ *   fold_batchnorm: true              optional: frozen batchnorms run inside the convolutions before them */
 #include "frontends/frontend.h"
 #include "frontends/yamldoc.h"
 #include <stdio.h>
@@ -53,7 +54,7 @@
 const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", "bce_with_logits", "mse", NULL};
 const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL};
 
-static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb", "feature_cache_dir", "phases",
+static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb", "feature_cache_dir", "fold_batchnorm", "phases",
                                         "freeze", "unfreeze", "batchnorm", "param_groups", NULL};
 static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", "classes", "per_class", "resize", "random_crop",
                                         "flip", NULL};
@@ -305,6 +306,7 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
   p->log_every = 100;
   p->eval_every = 1;
   p->feature_cache = p->feature_cache_spill = true;
+  p->fold_batchnorm = true;
   p->feature_cache_mb = 2048;
   p->shuffle = true;
   gr_ydoc y;
@@ -370,6 +372,7 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
       p->feature_cache = fm != 0;
       p->feature_cache_spill = fm == 1;
     }
+    gr_yopt_bool(&y, root, "fold_batchnorm", &p->fold_batchnorm);
     gr_ynode *fd = gr_yget(&y, root, "feature_cache_dir");
     const char *dir;
     if (fd && gr_ystr(&y, fd, "'feature_cache_dir'", &dir)) p->feature_cache_dir = gr_ypath(&y, dir);

@@ -27,13 +27,14 @@ void gr_node_dump(const gr_node *n, FILE *out) {
     fprintf(out, " {trans_a=%d, trans_b=%d}", n->a.trans_a, n->a.trans_b);
   if (n->op == GR_OP_SGD_UPDATE || n->op == GR_OP_SGD_MOMENTUM_UPDATE)
     fprintf(out, " {lr=scalars[%d], momentum=%g, weight_decay=%g%s}", n->a.lr_slot, n->a.momentum, n->a.weight_decay, n->a.nesterov ? ", nesterov" : "");
-  if (n->op == GR_OP_CONV2D || n->op == GR_OP_CONV2D_GRAD_INPUT || n->op == GR_OP_CONV2D_GRAD_WEIGHT)
+  if (n->op == GR_OP_CONV2D || n->op == GR_OP_CONV2D_BN || n->op == GR_OP_CONV2D_GRAD_INPUT || n->op == GR_OP_CONV2D_GRAD_WEIGHT)
     fprintf(out, " {stride=%lldx%lld, padding=%lldx%lld, dilation=%lldx%lld, groups=%lld}", (long long)n->a.stride[0],
             (long long)n->a.stride[1], (long long)n->a.pad[0], (long long)n->a.pad[1], (long long)n->a.dilation[0],
             (long long)n->a.dilation[1], (long long)n->a.groups);
   if (n->op == GR_OP_MAXPOOL2D || n->op == GR_OP_AVGPOOL2D)
     fprintf(out, " {kernel=%lldx%lld, stride=%lldx%lld, padding=%lldx%lld}", (long long)n->a.kernel[0], (long long)n->a.kernel[1],
             (long long)n->a.stride[0], (long long)n->a.stride[1], (long long)n->a.pad[0], (long long)n->a.pad[1]);
+  if (n->op == GR_OP_CONV2D_BN) fprintf(out, " {batchnorm folded in: running statistics, eps=%g}", n->a.bn_eps);
   if (n->op == GR_OP_BATCHNORM || n->op == GR_OP_BATCHNORM_GRAD_INPUT || n->op == GR_OP_BATCHNORM_GRAD_GAMMA)
     fprintf(out, " {%s, eps=%g, momentum=%g}", n->a.training ? "training" : "running statistics", n->a.bn_eps, n->a.bn_momentum);
   if ((n->op == GR_OP_SOFTMAX_CE || n->op == GR_OP_SOFTMAX_CE_GRAD) && n->a.smoothing > 0)

@@ -164,6 +164,16 @@ static bool shape_conv2d(const gr_node *n, gr_shape *out, gr_dtype *dt, char *er
   return true;
 }
 
+/* A frozen batchnorm folded into the convolution before it: (x, w, gamma, beta, running_mean,
+ * running_var), the four of [Co] -> conv2d's [N, Co, Ho, Wo] */
+static bool shape_conv2d_bn(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  if (!shape_conv2d(n, out, dt, err, errlen)) return false;
+  gr_shape c = gr_shape_make(1, (int64_t[]){out->dim[1]});
+  for (int i = 2; i < 6; i++)
+    if (!gr_shape_eq(&n->in[i]->shape, &c)) return fail(err, errlen, "conv2d_bn: operand %d is %s, expected [%lld]", i + 1, SHAPE(n->in[i]), (long long)c.dim[0]);
+  return true;
+}
+
 /* (dy [N, Co, Ho, Wo], w) -> dx of shape attrs.shape, the forward input's */
 static bool shape_conv2d_grad_input(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
   gr_conv_geom g;
@@ -412,7 +422,8 @@ static bool shape_target_loss_grad(const gr_node *n, gr_shape *out, gr_dtype *dt
 int64_t gr_scratch_elems(const gr_node *n, int64_t max_batch) {
   gr_conv_geom g;
   switch (n->op) {
-  case GR_OP_CONV2D: g = gr_conv_geometry(&n->in[0]->shape, &n->in[1]->shape, &n->a); break;
+  case GR_OP_CONV2D:
+  case GR_OP_CONV2D_BN: g = gr_conv_geometry(&n->in[0]->shape, &n->in[1]->shape, &n->a); break;
   case GR_OP_CONV2D_GRAD_INPUT: g = gr_conv_geometry(&n->a.shape, &n->in[1]->shape, &n->a); break;
   case GR_OP_CONV2D_GRAD_WEIGHT: g = gr_conv_geometry(&n->in[0]->shape, &n->a.shape, &n->a); break;
   default: return 0;

@@ -41,8 +41,8 @@ typedef struct gc {
   gr_value *ids;   /* embedding indices, filled with a pattern that repeats indices */
   int64_t vocab;
   double away_from_zero; /* keep leaf values at least this far from 0 (kinks) */
-  gr_value *fixed[4];    /* non-differentiable operands (buffers), set to U(lo, lo + 1) */
-  double fixed_lo[4];
+  gr_value *fixed[8];    /* non-differentiable operands (buffers), set to U(lo, lo + 1) */
+  double fixed_lo[8];
   int n_fixed;
 } gc;
 
@@ -395,6 +395,58 @@ static void check_batchnorm(void) {
     }
 }
 
+/* conv2d_bn, a frozen batchnorm folded into its convolution: the gradient with respect to x (the
+ * folded parameters are frozen, so they get none); and its output against conv2d followed by
+ * batchnorm on running statistics, computed in the same program. */
+static void check_conv2d_bn(void) {
+  static const struct {
+    int64_t cin, h, w, cout, k, s, p, groups;
+  } cases[] = {{2, 5, 5, 3, 3, 1, 0, 1}, {4, 6, 5, 4, 3, 2, 1, 2}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    for (int forward = 0; forward < 2; forward++) {
+      gc c;
+      gc_init(&c);
+      gr_attrs a = {.stride = {cases[i].s, cases[i].s}, .pad = {cases[i].p, cases[i].p}, .dilation = {1, 1}, .groups = cases[i].groups,
+                    .bn_eps = 1e-5};
+      gr_value *x = leaf(&c, S(4, N, cases[i].cin, cases[i].h, cases[i].w));
+      int64_t co = cases[i].cout;
+      gr_value *fx[5] = {gr_param(c.g, "w", S(4, co, cases[i].cin / cases[i].groups, cases[i].k, cases[i].k), 0, (gr_loc){0}),
+                         gr_buffer(c.g, "gamma", S(1, co), 1, (gr_loc){0}), gr_buffer(c.g, "beta", S(1, co), 0, (gr_loc){0}),
+                         gr_buffer(c.g, "rm", S(1, co), 0, (gr_loc){0}), gr_buffer(c.g, "rv", S(1, co), 1, (gr_loc){0})};
+      const double lo[5] = {-0.5, 0.5, -0.5, -0.5, 0.5}; /* the variance positive */
+      fx[0]->trainable = false; /* a frozen weight, as fold.c requires */
+      for (int k = 0; k < 5; k++) {
+        c.fixed[c.n_fixed] = fx[k];
+        c.fixed_lo[c.n_fixed++] = lo[k];
+      }
+      gr_value *in[6] = {x, fx[0], fx[1], fx[2], fx[3], fx[4]};
+      gr_value *y = gr_apply(c.g, GR_OP_CONV2D_BN, in, 6, &a, (gr_loc){0});
+      if (!forward) {
+        gc_check(&c, y);
+        gc_free(&c);
+        continue;
+      }
+      gr_value *cin[2] = {x, fx[0]};
+      gr_value *conv = gr_apply(c.g, GR_OP_CONV2D, cin, 2, &a, (gr_loc){0});
+      gr_value *bin[6] = {conv, fx[1], fx[2], fx[3], fx[4], gr_buffer(c.g, "nbt", S(0), 0, (gr_loc){0})};
+      gr_value *ref = gr_apply(c.g, GR_OP_BATCHNORM, bin, 6, &a, (gr_loc){0});
+      gr_value *keep[8] = {y, ref, x, fx[0], fx[1], fx[2], fx[3], fx[4]};
+      compiled cp;
+      compile_graph(&c, "conv2d_bn", keep, 8, &cp);
+      for (int k = 0; k < 6; k++) {
+        const gr_value *v = k ? fx[k - 1] : x;
+        double *p = storage(&cp.p, cp.slab, cp.arena, v);
+        for (int64_t e = 0; e < gr_shape_numel(&v->shape, NB); e++) p[e] = k ? lo[k - 1] + (urand() + 1) / 2 : urand();
+      }
+      cp.p.fn(cp.slab, cp.arena, NB, step_scalars);
+      const double *got = storage(&cp.p, cp.slab, cp.arena, y), *want = storage(&cp.p, cp.slab, cp.arena, ref);
+      for (int64_t e = 0; e < gr_shape_numel(&y->shape, NB); e++)
+        if (fabs(got[e] - want[e]) > 1e-12 * fmax(1, fabs(want[e]))) fail_msg("conv2d_bn y[%lld] = %.17g, conv2d + batchnorm %.17g", (long long)e, got[e], want[e]);
+      compiled_free(&cp);
+      gc_free(&c);
+    }
+}
+
 /* concat along channels (axis 1) and along a trailing axis */
 static void check_concat(void) {
   for (int ax = 1; ax <= 2; ax++) {
@@ -656,6 +708,7 @@ static void test_op(void **state) {
   case GR_OP_RESHAPE: check_reshape(); return;
   case GR_OP_CONCAT: check_concat(); return;
   case GR_OP_BATCHNORM: check_batchnorm(); return;
+  case GR_OP_CONV2D_BN: check_conv2d_bn(); return;
   case GR_OP_AVGPOOL2D: check_pool2d(op, avgpool_cases, 3); return;
   case GR_OP_SOFTMAX_CE: check_softmax_ce(); return;
   case GR_OP_LAYERNORM: check_layernorm(); return;

@@ -94,7 +94,7 @@ static double node_flops(const gr_node *n, int64_t batch) {
   }
   case GR_KC_ELEM: return (double)gr_shape_numel(&n->out->shape, batch);
   case GR_KC_CUSTOM:
-    if (n->op == GR_OP_CONV2D || n->op == GR_OP_CONV2D_GRAD_INPUT || n->op == GR_OP_CONV2D_GRAD_WEIGHT) {
+    if (n->op == GR_OP_CONV2D || n->op == GR_OP_CONV2D_BN || n->op == GR_OP_CONV2D_GRAD_INPUT || n->op == GR_OP_CONV2D_GRAD_WEIGHT) {
       /* 2 * N * Cout * HoWo * Cin/groups * kh * kw, for the forward pass and each gradient */
       const gr_shape *x = n->op == GR_OP_CONV2D_GRAD_INPUT ? &n->a.shape : &n->in[0]->shape;
       const gr_shape *w = n->op == GR_OP_CONV2D_GRAD_WEIGHT ? &n->a.shape : &n->in[1]->shape;
@@ -197,6 +197,9 @@ static void print_summary(const gr_compiled *c, const gr_compiled *base, FILE *f
   human_bytes(b2, sizeof b2, (double)k.train_arena);
   human_bytes(b3, sizeof b3, (double)k.eval_arena);
   fprintf(f, "memory: parameters + optimizer state %s, train arena %s, eval arena %s\n", b1, b2, b3);
+  if (c->n_folded)
+    fprintf(f, "  batchnorm folding: %d frozen batchnorm layer%s applied by the convolution%s before %s (no pass of %s own)\n", c->n_folded,
+            c->n_folded == 1 ? "" : "s", c->n_folded == 1 ? "" : "s", c->n_folded == 1 ? "it" : "them", c->n_folded == 1 ? "its" : "their");
   print_cache(c, f);
   if (base) {
     step_cost z = cost_of(base);
@@ -436,7 +439,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "ir") && (v = opt_value(argc, argv, &i, "--after", &missing))) {
       bool known = false;
       for (const char *const *p = gr_pass_names; *p; p++) known |= !strcmp(*p, v);
-      if (!known) return usage_error("unknown pass '%s'; expected frontend, freeze, loss, autodiff, optimizer, memplan or codegen", v);
+      if (!known) return usage_error("unknown pass '%s'; expected frontend, freeze, fold, loss, autodiff, optimizer, memplan or codegen", v);
       after = v;
     } else if (!strcmp(cmd, "ir") && !strcmp(a, "--dot")) {
       dot = true;

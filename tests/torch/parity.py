@@ -733,7 +733,7 @@ if not ONLY:
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../ir/ops.def")) as f:
         table = [l.split('"')[1] for l in f if l.startswith("OP(")]
     seen = set()
-    for name in CASES:
+    for name in list(CASES) + ["transfer"] + [f"phases-{c}" for c in PHASES]:  # transfer: conv2d_bn (a frozen batchnorm folded)
         for opt_name in optimizers(1.0):
             plan = os.path.join(WORK, name, f"{opt_name}.plan.yaml")
             if os.path.exists(plan):
