@@ -118,8 +118,9 @@ void gr_graph_dot(const gr_graph *g, gr_node *const *nodes, int n_nodes, const b
         dot_str(n->layer, out);
         fputc(')', out);
       }
-      fprintf(out, "\", fillcolor=\"%s\"%s%s];\n", fill, n->op == GR_OP_PARAM || n->op == GR_OP_INPUT ? ", shape=ellipse" : "",
-              n->backward ? ", style=\"filled,dashed\"" : "");
+      fprintf(out, "\", fillcolor=\"%s\"%s%s%s];\n", fill, n->op == GR_OP_PARAM || n->op == GR_OP_INPUT ? ", shape=ellipse" : "",
+              n->backward ? ", style=\"filled,dashed\"" : "",
+              n->op == GR_OP_CONV2D_BN ? ", peripheries=2, color=\"#862e9c\"" : ""); /* fused: two layers in one kernel */
     }
     if (pass == 0) fputs("  }\n", out);
   }

@@ -156,6 +156,9 @@ static void layer_params(const gr_graph *g, const char *layer, int64_t *trainabl
 /* The feature cache of a compiled plan (phase), if it has one: what it stores per sample and what a
  * training step then computes. */
 static void print_cache(const gr_compiled *c, FILE *f) {
+  if (c->n_folded) /* not the cache, but also work the frozen region no longer does */
+    fprintf(f, "  batchnorm folding: %d frozen batchnorm layer%s applied by the convolution%s before %s (no pass of %s own)\n", c->n_folded,
+            c->n_folded == 1 ? "" : "s", c->n_folded == 1 ? "" : "s", c->n_folded == 1 ? "it" : "them", c->n_folded == 1 ? "its" : "their");
   if (!c->cut) return;
   char b1[32];
   double fwd = 0, all = 0;
@@ -197,9 +200,6 @@ static void print_summary(const gr_compiled *c, const gr_compiled *base, FILE *f
   human_bytes(b2, sizeof b2, (double)k.train_arena);
   human_bytes(b3, sizeof b3, (double)k.eval_arena);
   fprintf(f, "memory: parameters + optimizer state %s, train arena %s, eval arena %s\n", b1, b2, b3);
-  if (c->n_folded)
-    fprintf(f, "  batchnorm folding: %d frozen batchnorm layer%s applied by the convolution%s before %s (no pass of %s own)\n", c->n_folded,
-            c->n_folded == 1 ? "" : "s", c->n_folded == 1 ? "" : "s", c->n_folded == 1 ? "it" : "them", c->n_folded == 1 ? "its" : "their");
   print_cache(c, f);
   if (base) {
     step_cost z = cost_of(base);
