@@ -132,6 +132,12 @@ typedef struct gr_plan {
   int64_t feature_cache_mb;   /* its memory budget */
   const char *feature_cache_dir; /* where the file goes (NULL: $TMPDIR or /tmp) */
   bool fold_batchnorm;        /* fold frozen batchnorms into their convolutions (compiler/fold.c) */
+  struct {
+    const char *dir;          /* NULL: no checkpoints */
+    int64_t every_steps, keep;
+    bool every_epoch;
+    gr_loc loc;
+  } ckpt;
   uint64_t seed;
   gr_loc batch_loc;
 } gr_plan;

@@ -45,7 +45,12 @@
  *                                     memory or, over the budget, in a file; memory: never a file; off
  *   feature_cache_mb: 2048            optional: the cache's memory budget (MiB)
  *   feature_cache_dir: /var/tmp       optional: where a cache over the budget goes (default $TMPDIR or /tmp)
- *   fold_batchnorm: true              optional: frozen batchnorms run inside the convolutions before them */
+ *   fold_batchnorm: true              optional: frozen batchnorms run inside the convolutions before them
+ *   checkpoint:                       optional: checkpoints to resume from (graft train --resume)
+ *     dir: checkpoints                required; relative to the plan
+ *     every_steps: 500                optional: also every this many steps
+ *     every_epoch: true               optional, default true
+ *     keep: 3                         optional, default 3: the newest this many stay */
 #include "frontends/frontend.h"
 #include "frontends/yamldoc.h"
 #include <stdio.h>
@@ -54,7 +59,7 @@
 const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", "bce_with_logits", "mse", NULL};
 const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL};
 
-static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb", "feature_cache_dir", "fold_batchnorm", "phases",
+static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb", "feature_cache_dir", "fold_batchnorm", "checkpoint", "phases",
                                         "freeze", "unfreeze", "batchnorm", "param_groups", NULL};
 static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", "classes", "per_class", "resize", "random_crop",
                                         "flip", NULL};
@@ -188,6 +193,25 @@ static bool parse_data(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
       return false;
     }
     p->n_norm = len[0] > len[1] ? len[0] : len[1] ? len[1] : 1;
+  }
+  return ok;
+}
+
+static bool parse_checkpoint(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
+  static const char *const keys[] = {"dir", "every_steps", "every_epoch", "keep", NULL};
+  if (!gr_ymap_check(y, n, "'checkpoint'", keys)) return false;
+  gr_ynode *dn = gr_yreq(y, n, "dir", "'checkpoint'");
+  const char *dir;
+  if (!dn || !gr_ystr(y, dn, "'dir'", &dir)) return false;
+  p->ckpt.dir = gr_ypath(y, dir);
+  p->ckpt.every_epoch = true;
+  p->ckpt.keep = 3;
+  p->ckpt.loc = gr_yloc(y, n);
+  bool ok = gr_yopt_int(y, n, "every_steps", 1, INT64_MAX / 2, &p->ckpt.every_steps) && gr_yopt_bool(y, n, "every_epoch", &p->ckpt.every_epoch) &&
+            gr_yopt_int(y, n, "keep", 1, 1000000, &p->ckpt.keep);
+  if (ok && !p->ckpt.every_steps && !p->ckpt.every_epoch) {
+    gr_error(y->diag, p->ckpt.loc, "'checkpoint' with every_epoch: false needs every_steps, or it would never write one");
+    return false;
   }
   return ok;
 }
@@ -373,6 +397,8 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
       p->feature_cache_spill = fm == 1;
     }
     gr_yopt_bool(&y, root, "fold_batchnorm", &p->fold_batchnorm);
+    gr_ynode *ck = gr_yget(&y, root, "checkpoint");
+    if (ck) parse_checkpoint(&y, ck, p);
     gr_ynode *fd = gr_yget(&y, root, "feature_cache_dir");
     const char *dir;
     if (fd && gr_ystr(&y, fd, "'feature_cache_dir'", &dir)) p->feature_cache_dir = gr_ypath(&y, dir);

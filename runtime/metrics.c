@@ -12,8 +12,8 @@ struct gr_metrics {
   FILE *f;
 };
 
-gr_metrics *gr_metrics_open(const char *path, gr_diag *d) {
-  FILE *f = fopen(path, "w");
+gr_metrics *gr_metrics_open(const char *path, bool append, gr_diag *d) {
+  FILE *f = fopen(path, append ? "a" : "w");
   if (!f) {
     gr_error(d, gr_loc_file(path), "cannot write metrics: %s", strerror(errno));
     return NULL;

@@ -81,7 +81,7 @@ void gr_images_free(gr_images *im);
 
 /* metrics.c — JSON lines, one object per record, flushed as written. */
 typedef struct gr_metrics gr_metrics;
-gr_metrics *gr_metrics_open(const char *path, gr_diag *d);
+gr_metrics *gr_metrics_open(const char *path, bool append, gr_diag *d); /* append: a resumed run adds to its file */
 void gr_metrics_close(gr_metrics *m);
 /* Writes {"split": split, k1: v1, ...}: keys with integer values end in '#' in the fmt list, e.g.
  * gr_metrics_record(m, "train", "epoch#", 1.0, "loss", 0.5, NULL). */
@@ -130,6 +130,11 @@ typedef struct gr_train_cfg {
   const char *metrics_path; /* NULL: none */
   int threads;              /* 0: OpenBLAS default */
   FILE *log;                /* progress and summaries (stdout) */
+  const char *ckpt_dir;     /* checkpoints go here (NULL: none) */
+  int64_t ckpt_every_steps; /* a checkpoint every this many steps (0: not by steps) */
+  bool ckpt_every_epoch;    /* and/or after every epoch */
+  int ckpt_keep;            /* the newest this many stay */
+  const char *resume;       /* a checkpoint file, or a directory of them, to continue from (NULL: a fresh run) */
   bool quiet;               /* no progress lines, only per-epoch summaries */
 } gr_train_cfg;
 
@@ -150,12 +155,37 @@ void gr_session_free(gr_session *s);
 bool gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy, float *outputs, gr_diag *d);
 const gr_rt_model *gr_session_model(const gr_session *s);
 float *gr_session_param(gr_session *s, int i); /* the i-th parameter's values in the slab */
+float *gr_session_state(gr_session *s, int i); /* the i-th optimizer state tensor's */
 /* weights.c — parameters from/to safetensors by name (strict); false after reporting. The options
  * (NULL: none) rename the file's tensors by prefix and exclude model parameters by pattern (they keep
  * their initialisation; file tensors of those names are ignored). With `report`, a line saying what
  * was loaded. */
 bool gr_session_load(gr_session *s, const char *path, const gr_load_opts *o, FILE *report, gr_diag *d);
 bool gr_session_save(gr_session *s, const char *path, gr_diag *d);
+/* fault.c — tests only: GRAFT_FAULT=POINT:N kills the process (SIGKILL) the N-th time it passes POINT. */
+void gr_fault(const char *point);
+
+/* checkpoint.c — where a run is, as a checkpoint records it (see the file for the format). */
+typedef struct gr_ckpt_pos {
+  int phase;               /* the phase the run is in (0-based) */
+  int64_t epoch;           /* epochs completed */
+  int64_t batch;           /* batches done in the next epoch (0: at an epoch boundary) */
+  int64_t step;            /* optimizer steps taken */
+  int64_t phase_start[GR_MAX_PHASES]; /* the step at which each phase began */
+  int n_phases;
+  uint64_t seed;           /* the run's, for checking on resumption: */
+  int64_t batch_size, samples;
+} gr_ckpt_pos;
+/* Writes DIR/step-<step>.safetensors atomically (creating DIR), then deletes all but the `keep`
+ * newest; refuses (an error) while a parameter is not finite. A line on `log` says where it went. */
+bool gr_checkpoint_write(gr_session *s, const char *dir, const gr_ckpt_pos *pos, int keep, FILE *log, gr_diag *d);
+/* Opens the checkpoint at path, or the newest one in the directory path that reads whole (a damaged
+ * one is skipped with a warning), checking its checksum; *used gets the file's path (malloc'd). */
+struct gr_st_file;
+bool gr_checkpoint_open(const char *path, struct gr_st_file *f, gr_ckpt_pos *pos, char **used, FILE *log, gr_diag *d);
+/* Copies the checkpoint's parameters and optimizer state into s (state it lacks starts at zero). */
+bool gr_checkpoint_restore(gr_session *s, const struct gr_st_file *f, gr_diag *d);
+
 /* Trains (and evaluates after each epoch); false after reporting an error. */
 bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_train_result *res);
 /* Gradual unfreezing: the phases run in order on one data set, each with its own compiled model (the

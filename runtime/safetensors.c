@@ -11,6 +11,7 @@
  * The writer composes the header in memory, checks everything it would check on reading (so graft never
  * writes a file it would refuse), and replaces the target atomically through a temp file and rename(2). */
 #include "runtime/safetensors.h"
+#include "runtime/runtime.h"
 #include "ir/input.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -1309,6 +1310,7 @@ int gr_st_write(const char *path, const gr_st_out *t, int n, const char *metadat
     err = errno;
     step = "close";
   }
+  if (!err) gr_fault("rename"); /* tests: a crash with the temporary file complete */
   if (!err && rename(tmp, path) != 0) {
     gr_error(d, l, "cannot rename %s to %s: %s (the old file is unchanged)", tmp, path, strerror(errno));
     unlink(tmp);

@@ -5,6 +5,7 @@
  * plan runs its phases in order, switching sessions in between; a model with a feature cache trains
  * from its cached prefix output. Randomness (initialisation, shuffling) comes from the plan's seed. */
 #include "runtime/runtime.h"
+#include "runtime/safetensors.h"
 #include <cblas.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -73,6 +74,7 @@ gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d) {
 
 const gr_rt_model *gr_session_model(const gr_session *s) { return s->m; }
 float *gr_session_param(gr_session *s, int i) { return (float *)(s->slab + s->m->params[i].offset); }
+float *gr_session_state(gr_session *s, int i) { return (float *)(s->slab + s->m->states[i].offset); }
 
 void gr_session_free(gr_session *s) {
   if (!s) return;
@@ -305,6 +307,41 @@ static gr_session *next_phase(gr_session *old, const gr_rt_model *m, uint64_t se
   return s;
 }
 
+/* A resumed run: the checkpoint read and checked against this run, *s replaced by a session of the
+ * checkpoint's phase holding its parameters and optimizer state. False after reporting. */
+static bool resume(const gr_train_phase *phases, int n_phases, const gr_train_cfg *cfg, gr_session **s, gr_ckpt_pos *at, int64_t B,
+                   int64_t samples, FILE *log, gr_diag *d) {
+  gr_st_file f;
+  char *used = NULL;
+  if (!gr_checkpoint_open(cfg->resume, &f, at, &used, log, d)) return false;
+  gr_loc l = gr_loc_file(used);
+  bool ok = false;
+  if (at->n_phases != n_phases)
+    gr_error(d, l, "the checkpoint is of a run in %d phase%s, this plan has %d", at->n_phases, at->n_phases == 1 ? "" : "s", n_phases);
+  else if (at->seed != cfg->seed)
+    gr_error(d, l, "the checkpoint is of a run with seed %llu, this run's is %llu", (unsigned long long)at->seed, (unsigned long long)cfg->seed);
+  else if (at->batch_size != B || at->samples != samples)
+    gr_error(d, l, "the checkpoint is of a run with batch %lld on %lld samples, this run has batch %lld on %lld", (long long)at->batch_size,
+             (long long)at->samples, (long long)B, (long long)samples);
+  else
+    ok = true;
+  if (ok && at->phase > 0) { /* the checkpoint's phase has its own trainable set */
+    gr_session *ns = gr_session_new(phases[at->phase].m, cfg->seed, d);
+    ok = ns != NULL;
+    if (ok) {
+      gr_session_free(*s);
+      *s = ns;
+    }
+  }
+  ok = ok && gr_checkpoint_restore(*s, &f, d);
+  if (ok)
+    fprintf(log, "resuming from %s: %s epoch %lld, step %lld\n", used, at->batch > 0 ? "in" : "after", (long long)at->epoch + (at->batch > 0),
+            (long long)at->step);
+  gr_st_close(&f);
+  free(used);
+  return ok;
+}
+
 /* Image folders: the test folder's classes must be the training folder's, in the same order, or the
  * labels would mean different things. */
 static bool same_classes(const gr_dataset *train, const gr_dataset *test, gr_diag *d) {
@@ -359,7 +396,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
              same_classes(&train, &test, d);
     if (!loaded && cfg->test_loc.file) gr_note(d, cfg->test_loc, "in the test data named here");
   }
-  if (!loaded || (cfg->metrics_path && !(metrics = gr_metrics_open(cfg->metrics_path, d)))) {
+  if (!loaded || (cfg->metrics_path && !(metrics = gr_metrics_open(cfg->metrics_path, cfg->resume != NULL, d)))) {
     gr_session_free(s);
     gr_dataset_free(&train);
     gr_dataset_free(&test);
@@ -386,25 +423,55 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   int64_t samples = 0, epoch = 0;
   bool ok = true;
   feature_cache cache = {0}; /* when the phase's model has one that fits */
-  for (int ph = 0; ph < n_phases && ok; ph++) {
+  gr_ckpt_pos at = {0};      /* where a resumed run starts */
+  bool resumed = cfg->resume != NULL;
+  int start_ph = 0;
+  int64_t start_pe = 1, start_b = 0, last_ckpt = -1;
+  if (resumed) {
+    ok = resume(phases, n_phases, cfg, &s, &at, B, train.n, log, d);
+    if (ok) {
+      int64_t before = 0; /* the epochs of the phases before the checkpoint's */
+      for (int k = 0; k < at.phase; k++) before += phases[k].epochs;
+      start_ph = at.phase;
+      start_pe = at.epoch - before + 1;
+      start_b = at.batch;
+      if (start_b == 0 && start_pe > phases[start_ph].epochs) { /* at the end of its phase: the next one starts */
+        start_ph++;
+        start_pe = 1;
+      }
+      step = last_ckpt = at.step;
+      epoch = at.epoch;
+      memcpy(phase_start, at.phase_start, sizeof phase_start);
+      /* the generators replayed to where the run stopped: the epochs' shuffles, a dropout seed per step */
+      for (int64_t e = 0; cfg->shuffle && e < at.epoch + (at.batch > 0); e++) gr_rng_shuffle(&rng, perm, train.n);
+      for (int64_t k = 0; k < at.step; k++) gr_rng_next(&drop_rng);
+      if (start_ph == n_phases) fprintf(log, "the checkpoint is at the end of the run: nothing left to train\n");
+    }
+  }
+  for (int ph = start_ph; ph < n_phases && ok; ph++) {
     m = phases[ph].m;
-    if (ph > 0 && !(s = next_phase(s, m, cfg->seed, d))) {
+    bool own_session = resumed ? ph == at.phase : ph == 0; /* else the previous phase's carries over */
+    if (!own_session && !(s = next_phase(s, m, cfg->seed, d))) {
       ok = false;
       break;
     }
-    phase_start[ph] = step;
+    if (!(resumed && ph == at.phase)) phase_start[ph] = step;
+    int64_t first_epoch = 1; /* the phase's */
+    for (int k = 0; k < ph; k++) first_epoch += phases[k].epochs;
     if (n_phases > 1)
-      fprintf(log, "phase %d/%d: epochs %lld-%lld, %lld trainable parameters, learning rate x%g\n", ph + 1, n_phases,
-              (long long)epoch + 1, (long long)(epoch + phases[ph].epochs), (long long)trainable_count(m), phases[ph].lr_mult);
+      fprintf(log, "phase %d/%d: epochs %lld-%lld, %lld trainable parameters, learning rate x%g\n", ph + 1, n_phases, (long long)first_epoch,
+              (long long)(first_epoch + phases[ph].epochs - 1), (long long)trainable_count(m), phases[ph].lr_mult);
     const gr_rt_program *p = &m->train;
     const gr_dataset *src = &train;
     uint8_t *arena = s->train_arena;
     cache_free(&cache);
-    for (int64_t pe = 1; pe <= phases[ph].epochs && ok; pe++) {
+    for (int64_t pe = ph == start_ph ? start_pe : 1; pe <= phases[ph].epochs && ok; pe++) {
+      bool first = ph == start_ph && pe == start_pe; /* the first epoch this process runs */
+      int64_t b0 = first ? start_b * B : 0;     /* a resumed run continues mid-epoch */
       epoch++;
-      if (cfg->shuffle) gr_rng_shuffle(&rng, perm, train.n);
+      if (cfg->shuffle && b0 == 0) gr_rng_shuffle(&rng, perm, train.n);
       double t_epoch = gr_now(), win_loss = 0, ep_loss = 0;
-      int cached = pe == 1 ? build_cache(s, &train, augment, &cache, log, d) : 0; /* part of the phase's first epoch's time */
+      int cached = pe == 1 || first ? build_cache(s, &train, augment, &cache, log, d) : 0; /* part of the phase's first epoch's time */
       if (cached < 0) {
         ok = false;
         break;
@@ -416,7 +483,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       }
       int64_t win_n = 0, win_correct = 0, win_counted = 0, ep_n = 0;
       double t_win = t_epoch;
-      for (int64_t b = 0; b < train.n; b += B) {
+      for (int64_t b = b0; b < train.n; b += B) {
         int64_t n = train.n - b < B ? train.n - b : B;
         lr = gr_schedule_lr(&cfg->schedule, cfg->lr, cfg->schedule.per_step ? step : epoch - 1, sched_total) * phases[ph].lr_mult;
         scal[GR_SCALAR_LR] = (float)lr;
@@ -435,12 +502,21 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
         if (p->dloss_off >= 0) *(float *)(arena + p->dloss_off) = 1.0f; /* absent when only batchnorm statistics move */
         p->fn(s->slab, arena, n, scal);
         step++;
+        gr_fault("step"); /* tests: a crash mid-run, the step's updates made but not recorded */
         float loss = *(float *)(arena + p->loss_off);
         if (!isfinite(loss)) {
           gr_error(d, (gr_loc){0}, "the training loss became %s at epoch %lld, step %lld; lower the learning rate (now %g)",
                    isnan(loss) ? "NaN" : "infinite", (long long)epoch, (long long)step, lr);
           ok = false;
           break;
+        }
+        if (cfg->ckpt_dir && cfg->ckpt_every_steps > 0 && step % cfg->ckpt_every_steps == 0) {
+          int64_t done = b / B + 1; /* batches of this epoch done */
+          gr_ckpt_pos pos = {ph, done == steps_per_epoch ? epoch : epoch - 1, done == steps_per_epoch ? 0 : done, step, {0}, n_phases,
+                             cfg->seed, B, train.n};
+          memcpy(pos.phase_start, phase_start, sizeof phase_start);
+          if (!(ok = gr_checkpoint_write(s, cfg->ckpt_dir, &pos, cfg->ckpt_keep, prog.tty ? NULL : log, d))) break;
+          last_ckpt = step;
         }
         win_loss += (double)loss * (double)n;
         ep_loss += (double)loss * (double)n;
@@ -492,6 +568,12 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       }
       fputc('\n', log);
       fflush(log);
+      if (cfg->ckpt_dir && cfg->ckpt_every_epoch && last_ckpt != step) {
+        gr_ckpt_pos pos = {ph, epoch, 0, step, {0}, n_phases, cfg->seed, B, train.n};
+        memcpy(pos.phase_start, phase_start, sizeof phase_start);
+        if (!(ok = gr_checkpoint_write(s, cfg->ckpt_dir, &pos, cfg->ckpt_keep, log, d))) break;
+        last_ckpt = step;
+      }
     }
   }
   res->steps = step;

@@ -28,6 +28,7 @@ static void usage(FILE *f) {
         "      --metrics FILE   write JSON-lines metrics to FILE\n"
         "      --threads N      BLAS threads (default: all cores)\n"
         "      --save FILE      write the trained parameters to FILE (safetensors)\n"
+        "      --resume PATH    continue the run from a checkpoint: a file, or the newest good one in a directory\n"
         "      -q, --quiet      no progress line\n"
         "  eval PLAN            evaluate the model on the plan's test data\n"
         "      --weights FILE   parameters to evaluate (default: the plan's init)\n"
@@ -389,7 +390,7 @@ static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char
     if (!isnan(acc)) printf(", %s accuracy %.4f", split, acc);
     printf(" (%lld samples)\n", (long long)ds.n);
     if (metrics_path) {
-      gr_metrics *m = gr_metrics_open(metrics_path, d);
+      gr_metrics *m = gr_metrics_open(metrics_path, false, d);
       ok = m != NULL;
       gr_metrics_record(m, split, "epoch#", 0.0, "loss", loss, "accuracy", acc, NULL);
       gr_metrics_close(m);
@@ -429,7 +430,7 @@ int main(int argc, char **argv) {
   long long top = 5;
   const char *inputs[argc]; /* predict's input files */
   int n_inputs = 0;
-  const char *plan = NULL, *after = NULL, *metrics = NULL, *save = NULL, *weights = NULL, *output = NULL, *split = "test";
+  const char *plan = NULL, *after = NULL, *metrics = NULL, *save = NULL, *resume = NULL, *weights = NULL, *output = NULL, *split = "test";
   long long epochs = 0, seed = -1, threads = 0;
   bool quiet = false;
   for (int i = 2; i < argc; i++) {
@@ -451,6 +452,8 @@ int main(int argc, char **argv) {
       metrics = v;
     } else if (train && (v = opt_value(argc, argv, &i, "--save", &missing))) {
       save = v;
+    } else if (train && (v = opt_value(argc, argv, &i, "--resume", &missing))) {
+      resume = v;
     } else if ((eval || predict) && (v = opt_value(argc, argv, &i, "--weights", &missing))) {
       weights = v;
     } else if (eval && (v = opt_value(argc, argv, &i, "--output", &missing))) {
@@ -523,7 +526,9 @@ int main(int argc, char **argv) {
                         .train_select = {p->n_select, p->select, p->per_class}, .test_select = {p->n_select, p->select, 0},
                         .epochs = epochs ? epochs : p->epochs, .log_every = p->log_every, .eval_every = p->eval_every,
                         .seed = seed >= 0 ? (uint64_t)seed : p->seed, .lr = p->opt.lr, .schedule = p->schedule,
-                        .metrics_path = metrics,
+                        .metrics_path = metrics, .resume = resume,
+                        .ckpt_dir = p->ckpt.dir, .ckpt_every_steps = p->ckpt.every_steps, .ckpt_every_epoch = p->ckpt.every_epoch,
+                        .ckpt_keep = (int)p->ckpt.keep,
                         .threads = (int)threads, .log = stdout, .quiet = quiet};
     gr_train_result res;
     int n_ph = p->tl.n_phases > 0 ? p->tl.n_phases : 1;
