@@ -177,7 +177,7 @@ static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
     gr_value *v = g->values[i];
     if (v->role != GR_ROLE_PARAM) continue;
     rt->params[rt->n_params++] = (gr_rt_param){v->name, v->slab_offset, v->shape, gr_shape_inner(&v->shape), v->init_bound,
-                                               v->init_value, v->init_std, v->zero_row, v->trainable, v->buffer};
+                                               v->init_value, v->init_std, v->zero_row, v->trainable, v->buffer, v->def->loc};
   }
   int ns = 0;
   for (int i = 0; i < g->n_values; i++) ns += g->values[i]->role == GR_ROLE_STATE;
@@ -209,6 +209,17 @@ static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
                              .x_off = arena_offset(ps[k], m->input), .y_off = arena_offset(ps[k], c->labels),
                              .dloss_off = k == 0 ? arena_offset(ps[k], c->dloss) : -1,
                              .loss_off = arena_offset(ps[k], k == 0 ? c->loss : c->eval_loss), .out_off = arena_offset(ps[k], m->output)};
+  }
+  for (int k = 0; k < 2; k++) { /* where the training programs leave each parameter's gradient */
+    gr_program *tp = k ? &c->train_cached : &c->train;
+    gr_rt_program *rp = k ? &rt->train_cached : &rt->train;
+    if (k && !c->cut) continue;
+    int64_t *offs = gr_alloc(&c->arena, sizeof(int64_t) * (size_t)(rt->n_params + 1));
+    for (int i = 0, j = 0; i < g->n_values; i++) {
+      const gr_value *v = g->values[i];
+      if (v->role == GR_ROLE_PARAM) offs[j++] = v->grad ? arena_offset(tp, v->grad) : -1;
+    }
+    rp->grad_off = offs;
   }
 }
 
@@ -307,15 +318,20 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   /* memplan */
   int64_t slab = gr_plan_slab(g);
   /* the runtime reads the loss, the output and the labels (for accuracy) after a step */
-  gr_value *train_keep[3] = {c->loss, c->model.output, c->labels};
-  select_program(g, &c->train, "graft_train", train_keep, 3, true, NULL);
+  /* ... and, when the loss is not finite, the gradients, to name the first that is not either */
+  int n_keep = 3;
+  gr_value **train_keep = gr_alloc(g->arena, sizeof(gr_value *) * (size_t)(g->n_values + 3));
+  train_keep[0] = c->loss, train_keep[1] = c->model.output, train_keep[2] = c->labels;
+  for (int i = 0; i < g->n_values; i++)
+    if (g->values[i]->role == GR_ROLE_PARAM && g->values[i]->grad) train_keep[n_keep++] = g->values[i]->grad;
+  select_program(g, &c->train, "graft_train", train_keep, n_keep, true, NULL);
   gr_value *eval_keep[3] = {c->eval_loss, c->eval_model.output, c->labels};
   select_program(g, &c->eval, "graft_eval", eval_keep, 3, false, NULL);
   c->cut = c->plan.feature_cache ? cache_cut(c) : NULL;
   if (c->cut) { /* the frozen prefix once per sample (graft_features), the rest per step (graft_train_cached) */
     gr_value *cut = (gr_value *)c->cut;
     select_program(g, &c->features, "graft_features", &cut, 1, false, NULL);
-    select_program(g, &c->train_cached, "graft_train_cached", train_keep, 3, true, c->cut);
+    select_program(g, &c->train_cached, "graft_train_cached", train_keep, n_keep, true, c->cut);
     for (int i = 0; i < c->train_cached.n_nodes; i++) /* the runtime writes the cut, the labels and the loss seed */
       GR_CHECK(c->train_cached.nodes[i]->out != c->model.input, "the cached training program reads the model input");
   }

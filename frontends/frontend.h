@@ -138,6 +138,7 @@ typedef struct gr_plan {
     bool every_epoch;
     gr_loc loc;
   } ckpt;
+  int on_nan;                 /* GR_NAN_*: stop, skip or rollback */
   uint64_t seed;
   gr_loc batch_loc;
 } gr_plan;

@@ -50,7 +50,8 @@
  *     dir: checkpoints                required; relative to the plan
  *     every_steps: 500                optional: also every this many steps
  *     every_epoch: true               optional, default true
- *     keep: 3                         optional, default 3: the newest this many stay */
+ *     keep: 3                         optional, default 3: the newest this many stay
+ *   on_nan: stop                      optional: stop (default), skip or rollback, when a step's loss is not finite */
 #include "frontends/frontend.h"
 #include "frontends/yamldoc.h"
 #include <stdio.h>
@@ -59,7 +60,7 @@
 const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", "bce_with_logits", "mse", NULL};
 const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL};
 
-static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb", "feature_cache_dir", "fold_batchnorm", "checkpoint", "phases",
+static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb", "feature_cache_dir", "fold_batchnorm", "checkpoint", "on_nan", "phases",
                                         "freeze", "unfreeze", "batchnorm", "param_groups", NULL};
 static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", "classes", "per_class", "resize", "random_crop",
                                         "flip", NULL};
@@ -399,6 +400,10 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
     gr_yopt_bool(&y, root, "fold_batchnorm", &p->fold_batchnorm);
     gr_ynode *ck = gr_yget(&y, root, "checkpoint");
     if (ck) parse_checkpoint(&y, ck, p);
+    gr_ynode *nan = gr_yget(&y, root, "on_nan");
+    static const char *const nan_modes[] = {"stop", "skip", "rollback", NULL};
+    if (nan && gr_yenum(&y, nan, "on_nan action", nan_modes, &p->on_nan) && p->on_nan == 2 && !p->ckpt.dir)
+      gr_error(d, gr_yloc(&y, nan), "on_nan: rollback goes back to the last checkpoint, but the plan writes none (add 'checkpoint: {dir: ...}')");
     gr_ynode *fd = gr_yget(&y, root, "feature_cache_dir");
     const char *dir;
     if (fd && gr_ystr(&y, fd, "'feature_cache_dir'", &dir)) p->feature_cache_dir = gr_ypath(&y, dir);

@@ -40,6 +40,7 @@ typedef struct gr_rt_param {
   int64_t zero_row; /* this row (along dimension 0) starts at 0 (an embedding's padding row); -1: none */
   bool trainable;   /* trained by this model's program (false: frozen, or a buffer) */
   bool buffer;      /* model state that is never trained (batchnorm running statistics): saved and loaded */
+  gr_loc loc;       /* where the model file declares its layer (for messages; may be empty) */
 } gr_rt_param;
 
 typedef struct gr_rt_program {
@@ -50,6 +51,7 @@ typedef struct gr_rt_program {
   int64_t dloss_off;    /* seed gradient d(loss)/d(loss), set to 1 once (-1: absent) */
   int64_t loss_off;     /* scalar mean loss of the batch */
   int64_t out_off;      /* model output [n, classes] (-1: not kept) */
+  const int64_t *grad_off; /* training programs: each parameter's gradient after a step (-1: none); else NULL */
 } gr_rt_program;
 
 typedef struct gr_rt_model {

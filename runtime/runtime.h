@@ -111,6 +111,12 @@ typedef struct gr_load_opts {
 } gr_load_opts;
 
 /* train.c — the training loop. */
+/* On a step whose loss is NaN or infinite: stop the run with an error naming the first parameter
+ * whose gradient (or value) is not finite; skip the step (its updates undone); or roll back to the
+ * last checkpoint and go on at half the learning rate. */
+enum { GR_NAN_STOP, GR_NAN_SKIP, GR_NAN_ROLLBACK, GR_NAN_COUNT };
+enum { GR_NAN_MAX_SKIPS = 20, GR_NAN_MAX_ROLLBACKS = 5 }; /* in a row / in a run, before giving up */
+
 typedef struct gr_train_cfg {
   int data_format; /* GR_FORMAT_*: idx, tensors (the file in *_images), images (the folder in *_images) */
   bool shuffle;
@@ -135,6 +141,8 @@ typedef struct gr_train_cfg {
   bool ckpt_every_epoch;    /* and/or after every epoch */
   int ckpt_keep;            /* the newest this many stay */
   const char *resume;       /* a checkpoint file, or a directory of them, to continue from (NULL: a fresh run) */
+  int on_nan;               /* GR_NAN_*: what a step with a non-finite loss does */
+  int rollbacks;            /* on_nan rollback: how many this run has made already (0 at the start) */
   bool quiet;               /* no progress lines, only per-epoch summaries */
 } gr_train_cfg;
 

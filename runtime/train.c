@@ -307,6 +307,47 @@ static gr_session *next_phase(gr_session *old, const gr_rt_model *m, uint64_t se
   return s;
 }
 
+static int64_t first_non_finite(const float *v, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(v[i])) return i;
+  return -1;
+}
+
+static bool params_finite(gr_session *s) {
+  for (int i = 0; i < s->m->n_params; i++)
+    if (first_non_finite(gr_session_param(s, i), s->m->params[i].numel) >= 0) return false;
+  return true;
+}
+
+/* A step whose loss is not finite: names the first parameter, in the model's order, whose gradient
+ * in this step is not finite (where the trouble entered the backward pass), or else whose value is
+ * not, at its place in the model file; an error, or a warning when the run goes on (`then`). */
+static void report_nan(gr_session *s, const gr_rt_program *p, const uint8_t *arena, float loss, int64_t epoch, int64_t step, double lr,
+                       const char *then, gr_diag *d) {
+  const gr_rt_model *m = s->m;
+  const char *what = isnan(loss) ? "NaN" : isinf(loss) ? "infinite" : NULL;
+  char msg[1024];
+  int len = snprintf(msg, sizeof msg, "training step %lld (epoch %lld) made %s%s", (long long)step, (long long)epoch,
+                     what ? "the loss " : "a parameter NaN or infinite", what ? what : "");
+  gr_loc at = {0};
+  for (int pass = 0; pass < 2 && !at.file && len < (int)sizeof msg; pass++)
+    for (int i = 0; i < m->n_params; i++) {
+      const gr_rt_param *q = &m->params[i];
+      const float *v = pass ? gr_session_param(s, i) : p->grad_off && p->grad_off[i] >= 0 ? (const float *)(arena + p->grad_off[i]) : NULL;
+      int64_t k = v ? first_non_finite(v, q->numel) : -1;
+      if (k < 0) continue;
+      len += snprintf(msg + len, sizeof msg - (size_t)len, "; the first tensor that is not finite is %s '%s' (element %lld is %s)",
+                      pass ? "parameter" : "the gradient of", q->name, (long long)k, isnan(v[k]) ? "NaN" : v[k] > 0 ? "+inf" : "-inf");
+      at = q->loc;
+      break;
+    }
+  if (then) {
+    gr_warning(d, at, "%s; the step is %s", msg, then);
+  } else {
+    gr_error(d, at, "%s; lower the learning rate (now %g), or let the plan skip such steps (on_nan: skip) or roll back (on_nan: rollback)", msg, lr);
+  }
+}
+
 /* A resumed run: the checkpoint read and checked against this run, *s replaced by a session of the
  * checkpoint's phase holding its parameters and optimizer state. False after reporting. */
 static bool resume(const gr_train_phase *phases, int n_phases, const gr_train_cfg *cfg, gr_session **s, gr_ckpt_pos *at, int64_t B,
@@ -424,6 +465,9 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   bool ok = true;
   feature_cache cache = {0}; /* when the phase's model has one that fits */
   gr_ckpt_pos at = {0};      /* where a resumed run starts */
+  uint8_t *snap = NULL;      /* on_nan: skip: the slab before the step */
+  int64_t skipped = 0;       /* bad steps skipped in a row */
+  bool rollback = false;     /* on_nan: rollback: the run goes back to its last checkpoint */
   bool resumed = cfg->resume != NULL;
   int start_ph = 0;
   int64_t start_pe = 1, start_b = 0, last_ckpt = -1;
@@ -456,6 +500,11 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       break;
     }
     if (!(resumed && ph == at.phase)) phase_start[ph] = step;
+    if (cfg->on_nan == GR_NAN_SKIP) {
+      free(snap);
+      snap = malloc((size_t)m->slab_bytes + 1);
+      GR_CHECK(snap != NULL, "out of memory");
+    }
     int64_t first_epoch = 1; /* the phase's */
     for (int k = 0; k < ph; k++) first_epoch += phases[k].epochs;
     if (n_phases > 1)
@@ -500,16 +549,29 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
           gr_dataset_prefetch(src, perm + b + B, train.n - b - B < B ? train.n - b - B : B, augment,
                               cfg->seed ^ ((uint64_t)(step + 1) << 20) ^ 0xA5A5F00DULL);
         if (p->dloss_off >= 0) *(float *)(arena + p->dloss_off) = 1.0f; /* absent when only batchnorm statistics move */
+        if (snap) memcpy(snap, s->slab, (size_t)m->slab_bytes); /* on_nan: skip undoes a bad step with it */
         p->fn(s->slab, arena, n, scal);
         step++;
         gr_fault("step"); /* tests: a crash mid-run, the step's updates made but not recorded */
         float loss = *(float *)(arena + p->loss_off);
-        if (!isfinite(loss)) {
-          gr_error(d, (gr_loc){0}, "the training loss became %s at epoch %lld, step %lld; lower the learning rate (now %g)",
-                   isnan(loss) ? "NaN" : "infinite", (long long)epoch, (long long)step, lr);
+        if (!isfinite(loss) || (snap && !params_finite(s))) { /* skip mode also catches updates that overflow */
+          bool skip = snap && skipped < GR_NAN_MAX_SKIPS;
+          rollback = cfg->on_nan == GR_NAN_ROLLBACK && last_ckpt >= 0 && cfg->rollbacks < GR_NAN_MAX_ROLLBACKS;
+          fflush(log); /* the diagnostics (stderr) after what the log said before them */
+          report_nan(s, p, arena, loss, epoch, step, lr, skip ? "skipped (on_nan: skip)" : rollback ? "rolled back" : NULL, d);
+          if (snap && !skip) gr_note(d, (gr_loc){0}, "on_nan: skip gives up after %d bad steps in a row", GR_NAN_MAX_SKIPS);
+          if (cfg->on_nan == GR_NAN_ROLLBACK && !rollback)
+            gr_note(d, (gr_loc){0}, last_ckpt < 0 ? "on_nan: rollback had no checkpoint to go back to yet"
+                                                  : "on_nan: rollback gives up after %d rollbacks", GR_NAN_MAX_ROLLBACKS);
+          if (skip) { /* the step undone; it still counts in the step number */
+            memcpy(s->slab, snap, (size_t)m->slab_bytes);
+            skipped++;
+            continue;
+          }
           ok = false;
           break;
         }
+        skipped = 0;
         if (cfg->ckpt_dir && cfg->ckpt_every_steps > 0 && step % cfg->ckpt_every_steps == 0) {
           int64_t done = b / B + 1; /* batches of this epoch done */
           gr_ckpt_pos pos = {ph, done == steps_per_epoch ? epoch : epoch - 1, done == steps_per_epoch ? 0 : done, step, {0}, n_phases,
@@ -585,10 +647,21 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
     if (ok) fprintf(log, "saved %d parameters to %s\n", m->n_params, cfg->save_path);
   }
   free(perm);
+  free(snap);
   cache_free(&cache); /* its labels are the training set's */
   gr_session_free(s);
   gr_metrics_close(metrics);
   gr_dataset_free(&train);
   gr_dataset_free(&test);
+  if (rollback) { /* the run again from its last checkpoint, at half the learning rate */
+    gr_train_cfg again = *cfg;
+    again.resume = cfg->ckpt_dir;
+    again.lr = cfg->lr * 0.5;
+    again.rollbacks = cfg->rollbacks + 1;
+    again.init_path = NULL;
+    fprintf(log, "on_nan: rollback %d of at most %d: back to the last checkpoint, learning rate x0.5 (base now %g)\n", again.rollbacks,
+            GR_NAN_MAX_ROLLBACKS, again.lr);
+    return gr_train_phases(phases, n_phases, &again, d, res);
+  }
   return ok;
 }

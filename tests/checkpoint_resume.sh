@@ -9,20 +9,11 @@
 # second phase and in its third, resumed, also bit-identical.
 # usage: checkpoint_resume.sh GRAFT
 set -u
-graft=$1
-model=$(cd "$(dirname "$0")/../examples/mlp" && pwd)/model.yaml
-fm=/usr/share/datasets/fashion-mnist
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+. "$(dirname "$0")/lib.sh"
 cd "$dir"
-fail=0
 plan() { # plan FILE DIR [EXTRA]
-  cat > "$1" <<YAML
-model: $model
-data:
-  train: {images: $fm/train-images-idx3-ubyte.gz, labels: $fm/train-labels-idx1-ubyte.gz}
-  per_class: 100
-loss: cross_entropy
+  mlp_plan_head > "$1"
+  cat >> "$1" <<YAML
 optimizer: {type: adam, learning_rate: 0.001}
 batch_size: 64
 epochs: 3
@@ -31,8 +22,6 @@ checkpoint: {dir: $2, every_steps: 5, keep: 2}
 ${3:-}
 YAML
 }
-ok() { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fail=1; }
 # run EXPECTED_STATUS LOG [GRAFT_FAULT] ARGS...: graft train with a crash point
 run() {
   want=$1 log=$2 fault=$3
@@ -81,7 +70,7 @@ grep -q "error: the checkpoint is of a run with seed 5, this run's is 6" 7.log &
 run 1 8.log "" run.yaml --resume ref.safetensors
 grep -q "not a graft checkpoint" 8.log && ok "saved weights are not a checkpoint" || bad "8.log: $(cat 8.log)"
 # gradual unfreezing: phases, the feature cache, Adam's per-phase step counts
-cnn=$(cd "$(dirname "$model")/../transfer" && pwd)/model.yaml
+cnn=$examples/transfer/model.yaml
 phased() { # phased FILE DIR
   cat > "$1" <<YAML
 model: $cnn

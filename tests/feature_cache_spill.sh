@@ -5,13 +5,9 @@
 # Frozen convolutions of examples/transfer/model.yaml, Fashion-MNIST classes 5-9, 50 per class.
 # usage: feature_cache_spill.sh GRAFT
 set -eu
-graft=$1
-model=$(cd "$(dirname "$0")/../examples/transfer" && pwd)/model.yaml
-fm=/usr/share/datasets/fashion-mnist
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+. "$(dirname "$0")/lib.sh"
+model=$examples/transfer/model.yaml
 mkdir "$dir/spill"
-fail=0
 # run NAME EXTRA_PLAN_KEYS EXPECTED_LOG_TEXT
 run() {
   cat > "$dir/$1.yaml" <<YAML

@@ -528,7 +528,7 @@ int main(int argc, char **argv) {
                         .seed = seed >= 0 ? (uint64_t)seed : p->seed, .lr = p->opt.lr, .schedule = p->schedule,
                         .metrics_path = metrics, .resume = resume,
                         .ckpt_dir = p->ckpt.dir, .ckpt_every_steps = p->ckpt.every_steps, .ckpt_every_epoch = p->ckpt.every_epoch,
-                        .ckpt_keep = (int)p->ckpt.keep,
+                        .ckpt_keep = (int)p->ckpt.keep, .on_nan = p->on_nan,
                         .threads = (int)threads, .log = stdout, .quiet = quiet};
     gr_train_result res;
     int n_ph = p->tl.n_phases > 0 ? p->tl.n_phases : 1;
