@@ -4,7 +4,7 @@ BUILD    ?= build
 JOBS     ?= $(shell nproc)
 CMAKEOPT ?=
 
-.PHONY: all deps test-deps build demo test test-sanitize clean
+.PHONY: all deps test-deps build demo test test-sanitize fuzz clean
 
 all: build
 
@@ -32,5 +32,19 @@ test-sanitize: test-deps
 	cmake --build build-san -j $(JOBS)
 	cd build-san && ctest --output-on-failure -j $(JOBS)
 
+# Each fuzz harness (tests/fuzz/) as a libFuzzer target (clang-19, ASan + UBSan) for FUZZ_SECONDS
+# (random inputs), or with FUZZ_RUNS=N for exactly N executions from a fixed seed (CI: the same
+# inputs on every run), from its seed corpus and regression files; a crash, leak or sanitizer report
+# fails the target and leaves the input in build-fuzz/findings/ (add it under
+# tests/fuzz/regressions/<target>/).
+FUZZ_SECONDS ?= 60
+FUZZ_RUNS ?=
+FUZZ_TARGETS ?= fuzz_plan fuzz_safetensors fuzz_idx fuzz_image
+fuzz: deps
+	@scripts/install-deps.sh --fuzz
+	CC=clang-19 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGRAFT_FUZZ=ON -DGRAFT_SANITIZE=ON $(CMAKEOPT)
+	cmake --build build-fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
+	@for t in $(FUZZ_TARGETS); do scripts/fuzz.sh build-fuzz $$t $(FUZZ_SECONDS) $(FUZZ_RUNS) || exit 1; done
+
 clean:
-	rm -rf $(BUILD) build-san
+	rm -rf $(BUILD) build-san build-fuzz

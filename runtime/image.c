@@ -30,6 +30,7 @@ typedef struct png_ctx {
   jmp_buf jmp;
   char *err;
   size_t err_size;
+  png_bytep *rows; /* here, not in a local: a local changed after setjmp is lost by longjmp */
 } png_ctx;
 
 static void png_on_error(png_structp png, png_const_charp msg) {
@@ -47,14 +48,13 @@ static bool read_png(FILE *f, gr_image *raw, char *err, size_t err_size) {
   png_ctx ctx = {.err = err, .err_size = err_size};
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx, png_on_error, png_on_warning);
   png_infop info = png ? png_create_info_struct(png) : NULL;
-  png_bytep *rows = NULL;
   if (!info) {
     snprintf(err, err_size, "out of memory");
     png_destroy_read_struct(&png, NULL, NULL);
     return false;
   }
   if (setjmp(ctx.jmp)) {
-    free(rows);
+    free(ctx.rows);
     gr_image_free(raw);
     png_destroy_read_struct(&png, &info, NULL);
     return false;
@@ -70,12 +70,13 @@ static bool read_png(FILE *f, gr_image *raw, char *err, size_t err_size) {
   png_set_interlace_handling(png);
   png_read_update_info(png, info);
   int w = (int)png_get_image_width(png, info), h = (int)png_get_image_height(png, info), c = png_get_channels(png, info);
+  if ((int64_t)w * h > GR_IMAGE_MAX_PIXELS) png_error(png, "the image has more pixels than graft reads (64 Mpixels)");
   if (c != 1 && c != 3) png_error(png, "unexpected channel count after conversion");
-  if (!alloc_image(raw, w, h, c) || !(rows = malloc(sizeof(png_bytep) * (size_t)h))) png_error(png, "out of memory");
-  for (int y = 0; y < h; y++) rows[y] = raw->data + (size_t)y * (size_t)w * (size_t)c;
-  png_read_image(png, rows);
+  if (!alloc_image(raw, w, h, c) || !(ctx.rows = malloc(sizeof(png_bytep) * (size_t)h))) png_error(png, "out of memory");
+  for (int y = 0; y < h; y++) ctx.rows[y] = raw->data + (size_t)y * (size_t)w * (size_t)c;
+  png_read_image(png, ctx.rows);
   png_read_end(png, NULL);
-  free(rows);
+  free(ctx.rows);
   png_destroy_read_struct(&png, &info, NULL);
   return true;
 }
@@ -114,9 +115,10 @@ static bool read_jpeg(FILE *f, gr_image *raw, char *err, size_t err_size) {
   jpeg_create_decompress(&cinfo);
   jpeg_stdio_src(&cinfo, f);
   jpeg_read_header(&cinfo, TRUE);
-  if (cinfo.image_width > GR_IMAGE_MAX_SIDE || cinfo.image_height > GR_IMAGE_MAX_SIDE) {
-    snprintf(err, err_size, "JPEG of %u x %u pixels is larger than graft reads (%d on a side)", cinfo.image_width, cinfo.image_height,
-             GR_IMAGE_MAX_SIDE);
+  if (cinfo.image_width > GR_IMAGE_MAX_SIDE || cinfo.image_height > GR_IMAGE_MAX_SIDE ||
+      (int64_t)cinfo.image_width * cinfo.image_height > GR_IMAGE_MAX_PIXELS) {
+    snprintf(err, err_size, "JPEG of %u x %u pixels is larger than graft reads (%d on a side, 64 Mpixels in all)", cinfo.image_width,
+             cinfo.image_height, GR_IMAGE_MAX_SIDE);
     jpeg_destroy_decompress(&cinfo);
     return false;
   }

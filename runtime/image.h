@@ -26,12 +26,13 @@ typedef struct gr_image {
   uint8_t *data;
 } gr_image;
 
-enum { GR_IMAGE_MAX_SIDE = 16384 };
+enum { GR_IMAGE_MAX_SIDE = 16384, GR_IMAGE_MAX_PIXELS = 1 << 26 }; /* 16384 on a side, 64 Mpixels in all */
 
 /* Decodes a PNG or JPEG file (told apart by their first bytes) into `channels` (1 or 3) channels:
  * colour to grey as PIL's convert('L') does, grey to colour by copying, alpha dropped. Returns false
  * with a message in err (without the file name) for a file that cannot be read, is neither format,
- * is truncated or corrupt, or is larger than GR_IMAGE_MAX_SIDE on a side. */
+ * is truncated or corrupt, or is larger than GR_IMAGE_MAX_SIDE on a side or GR_IMAGE_MAX_PIXELS in all
+ * (a header claiming more is refused before any memory is taken for it). */
 bool gr_image_read(const char *path, int channels, gr_image *out, char *err, size_t err_size);
 void gr_image_free(gr_image *im);
 /* Antialiased bilinear resampling to w x h, bit for bit PIL's Image.resize(BILINEAR) on 8-bit images:

@@ -268,6 +268,11 @@ static bool decode_sample(gr_images *im, int64_t i, bool augment, uint64_t seed,
   if (!gr_image_read(im->paths[i], im->c, &raw, err, err_size)) return false;
   int rw, rh;
   gr_image_resized_size(&im->px, raw.w, raw.h, &rw, &rh);
+  if ((int64_t)rw * rh > GR_IMAGE_MAX_PIXELS) {
+    snprintf(err, err_size, "is %d x %d pixels; resizing it would make %d x %d, more than graft handles (64 Mpixels)", raw.w, raw.h, rw, rh);
+    gr_image_free(&raw);
+    return false;
+  }
   if (rw < im->w || rh < im->h) {
     if (im->px.resize_h)
       snprintf(err, err_size, "is %d x %d after resizing (from %d x %d), smaller than the model input of %d x %d", rw, rh, raw.w, raw.h, im->w,

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 #include <math.h>
@@ -348,6 +349,46 @@ static void report_nan(gr_session *s, const gr_rt_program *p, const uint8_t *are
   }
 }
 
+/* How much memory this process may still use: the smaller of the kernel's estimate of available
+ * memory (MemAvailable), the address-space limit (ulimit -v) and the cgroup's memory.max; -1 if none
+ * is known. *what names the one that binds. */
+static int64_t memory_limit(const char **what) {
+  int64_t best = -1;
+  FILE *f = fopen("/proc/meminfo", "r");
+  char line[256];
+  long long kb;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) best = kb * 1024, *what = "available memory (MemAvailable in /proc/meminfo)";
+  if (f) fclose(f);
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (best < 0 || (int64_t)rl.rlim_cur < best))
+    best = (int64_t)rl.rlim_cur, *what = "the address-space limit (ulimit -v)";
+  f = fopen("/sys/fs/cgroup/memory.max", "r");
+  if (f && fscanf(f, "%lld", &kb) == 1 && (best < 0 || kb < best)) best = kb, *what = "the cgroup's memory.max";
+  if (f) fclose(f);
+  return best;
+}
+
+/* Refuses, before anything is allocated, a plan whose largest phase needs more memory than the
+ * process may use: parameters and optimizer state, and the training and evaluation arenas (the
+ * feature cache is sized later, and goes to a file or away when it does not fit). */
+static bool memory_fits(const gr_train_phase *phases, int n_phases, gr_diag *d) {
+  const char *what = "";
+  int64_t limit = memory_limit(&what);
+  for (int k = 0; k < n_phases && limit > 0; k++) {
+    const gr_rt_model *m = phases[k].m;
+    int64_t need = m->slab_bytes + m->train.arena_bytes + m->eval.arena_bytes;
+    if (need <= limit) continue;
+    gr_error(d, (gr_loc){0},
+             "the plan needs %.0f MiB%s (parameters and optimizer state %.0f MiB, training arena %.0f MiB, evaluation arena %.0f MiB) "
+             "but %s is %.0f MiB; lower batch_size or freeze more",
+             (double)need / (1 << 20), n_phases > 1 ? " in one of its phases" : "", (double)m->slab_bytes / (1 << 20),
+             (double)m->train.arena_bytes / (1 << 20), (double)m->eval.arena_bytes / (1 << 20), what, (double)limit / (1 << 20));
+    return false;
+  }
+  return true;
+}
+
 /* A resumed run: the checkpoint read and checked against this run, *s replaced by a session of the
  * checkpoint's phase holding its parameters and optimizer state. False after reporting. */
 static bool resume(const gr_train_phase *phases, int n_phases, const gr_train_cfg *cfg, gr_session **s, gr_ckpt_pos *at, int64_t B,
@@ -421,6 +462,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   FILE *log = cfg->log ? cfg->log : stdout;
   if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);
   /* the cheap checks first (memory, weights), then the data sets, which take seconds to decode */
+  if (!memory_fits(phases, n_phases, d)) return false;
   gr_session *s = gr_session_new(m, cfg->seed, d);
   if (s && cfg->init_path && !gr_session_load(s, cfg->init_path, &cfg->init_opts, log, d)) {
     if (cfg->init_loc.file) gr_note(d, cfg->init_loc, "in the weights named here");

@@ -1,13 +1,15 @@
 #!/bin/sh
 # Installs the Debian 12 packages graft needs to build and run its examples, but only those that
 # are missing, so a second run costs nothing. With --test, also what the tests need: Debian's
-# python3-torch and python3-torchvision, the oracles of the parity tests (never dependencies of graft).
+# python3-torch and python3-torchvision, the oracles of the parity tests (never dependencies of graft);
+# with --fuzz, clang-19 and its libFuzzer runtime (make fuzz).
 # Needs root (or sudo) when something is missing.
 set -eu
 PKGS="build-essential cmake pkg-config llvm-19-dev libopenblas-dev libyaml-dev libcmocka-dev zlib1g-dev
       libpng-dev libjpeg62-turbo-dev
       dataset-fashion-mnist python3"
 [ "${1:-}" = "--test" ] && PKGS="$PKGS python3-torch python3-torchvision"
+[ "${1:-}" = "--fuzz" ] && PKGS="clang-19 libclang-rt-19-dev"
 missing=""
 for p in $PKGS; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
