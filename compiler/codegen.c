@@ -879,6 +879,37 @@ static LLVMValueRef emit_softmax_ce_grad(gr_cg *c, const gr_node *nd, LLVMValueR
   return NULL;
 }
 
+/* Gradient clipping (torch.nn.utils.clip_grad_norm_): each gradient's sum of squares; the total's
+ * coefficient min(1, max_norm / (sqrt(total) + 1e-6)); each gradient times it. */
+static LLVMValueRef emit_sumsq(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef acc = cg_var(c, c->ft, fconst(c, 0));
+  cg_loop L;
+  loop_begin(c, &L, iconst(c, gr_shape_inner(&nd->in[0]->shape)));
+  LLVMValueRef v = loadf(c, a[0], L.i);
+  LLVMBuildStore(c->b, fadd(c, LLVMBuildLoad2(c->b, c->ft, acc, ""), fmul(c, v, v)), acc);
+  loop_end(c, &L);
+  storef(c, LLVMBuildLoad2(c->b, c->ft, acc, ""), a[1], iconst(c, 0));
+  return NULL;
+}
+
+static LLVMValueRef emit_clip_coef(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef total = loadf(c, a[0], iconst(c, 0));
+  LLVMValueRef norm = intrinsic(c, "llvm.sqrt", &total, 1);
+  LLVMValueRef coef = fdiv(c, fconst(c, nd->a.max_norm), fadd(c, norm, fconst(c, 1e-6)));
+  LLVMValueRef args[2] = {coef, fconst(c, 1)};
+  storef(c, intrinsic(c, "llvm.minnum", args, 2), a[1], iconst(c, 0));
+  return NULL;
+}
+
+static LLVMValueRef emit_scale(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef k = loadf(c, a[1], iconst(c, 0));
+  cg_loop L;
+  loop_begin(c, &L, iconst(c, gr_shape_inner(&nd->in[0]->shape)));
+  storef(c, fmul(c, loadf(c, a[0], L.i), k), a[2], L.i);
+  loop_end(c, &L);
+  return NULL;
+}
+
 /* torch.optim.SGD: g += wd p; v = mu v + g; g = nesterov ? g + mu v : v; p -= lr g */
 static LLVMValueRef emit_sgd_update(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   bool mom = nd->op == GR_OP_SGD_MOMENTUM_UPDATE;
@@ -1247,6 +1278,7 @@ static const char *kernel_key(gr_cg *c, const gr_node *nd) {
              (long long)a->stride[1], (long long)a->pad[0], (long long)a->pad[1], (long long)a->dilation[0],
              (long long)a->dilation[1], (long long)a->groups, a->axis, (long long)a->start, (long long)a->len, a->training,
              a->bn_eps, a->bn_momentum, a->smoothing, a->drop_p, a->salt, a->has_pad, (long long)a->pad_idx, a->step_slot);
+  if (a->max_norm != 0) snprintf(buf + strlen(buf), sizeof buf - strlen(buf), " %.17g", a->max_norm);
   return gr_strdup(c->g->arena, buf);
 }
 

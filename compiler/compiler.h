@@ -36,6 +36,7 @@ typedef struct gr_opt_cfg {
   float momentum, weight_decay; /* sgd (weight_decay: all) */
   bool nesterov;                /* sgd */
   double beta1, beta2, eps;     /* adam, adamw */
+  double clip_grad_norm;        /* > 0: gradients scaled to at most this global L2 norm first */
   const gr_param_group *groups; /* a parameter in group k (v->group = k + 1) takes its learning rate from */
   int n_groups;                 /* scalars[GR_SCALAR_COUNT + k] and weight decay times groups[k].wd_mult */
 } gr_opt_cfg;

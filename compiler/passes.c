@@ -311,6 +311,7 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   gr_opt_cfg oc = {.kind = c->plan.opt.kind, .momentum = (float)c->plan.opt.momentum,
                    .weight_decay = (float)c->plan.opt.weight_decay, .nesterov = c->plan.opt.nesterov,
                    .beta1 = c->plan.opt.beta1, .beta2 = c->plan.opt.beta2, .eps = c->plan.opt.eps,
+                   .clip_grad_norm = c->plan.opt.clip_grad_norm,
                    .groups = c->plan.tl.groups, .n_groups = c->plan.tl.n_groups};
   gr_add_optimizer(g, &oc);
   if (!something_to_train(c, o ? o->phase : 0)) return false;

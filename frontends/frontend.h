@@ -123,6 +123,7 @@ typedef struct gr_plan {
     double lr, momentum, weight_decay;
     bool nesterov;
     double beta1, beta2, eps;
+    double clip_grad_norm; /* 0: no clipping */
     gr_loc loc;
   } opt;
   gr_schedule schedule;

@@ -29,6 +29,7 @@
  *     betas: [0.9, 0.999]             adam/adamw only
  *     eps: 1e-8                       adam/adamw only
  *     weight_decay: 0                 default 0 (adamw: 0.01, decoupled)
+ *     clip_grad_norm: 1.0             optional: gradients scaled to this global L2 norm at most
  *   schedule:                         optional; the learning rate per epoch (or step), see below
  *     type: cosine                    constant, step, multistep, cosine
  *     unit: epoch                     epoch (default) or step
@@ -68,7 +69,7 @@ static const char *const split_keys[] = {"images", "labels", NULL};
 static const char *const tensor_split_keys[] = {"file", NULL};
 static const char *const image_split_keys[] = {"dir", NULL};
 static const char *const norm_keys[] = {"mean", "std", NULL};
-static const char *const opt_keys[] = {"type", "learning_rate", "momentum", "weight_decay", "nesterov", "betas", "eps", NULL};
+static const char *const opt_keys[] = {"type", "learning_rate", "momentum", "weight_decay", "nesterov", "betas", "eps", "clip_grad_norm", NULL};
 static const char *const sched_keys[] = {"type", "unit", "step_size", "gamma", "milestones", "min_lr", "warmup", "warmup_factor", NULL};
 static const char *const sched_units[] = {"epoch", "step", NULL};
 const char *const gr_data_format_names[GR_DATA_FORMAT_COUNT + 1] = {"idx", "tensors", "images", NULL};
@@ -248,6 +249,7 @@ static bool parse_optimizer(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
   ok &= gr_yopt_float(y, n, "momentum", 0, 0.999999, &p->opt.momentum);
   ok &= gr_yopt_float(y, n, "weight_decay", 0, 1e3, &p->opt.weight_decay);
   ok &= gr_yopt_bool(y, n, "nesterov", &p->opt.nesterov);
+  ok &= gr_yopt_float(y, n, "clip_grad_norm", 1e-12, 1e12, &p->opt.clip_grad_norm);
   ok &= gr_yopt_float(y, n, "eps", 0, 1, &p->opt.eps);
   gr_ynode *b = gr_yget(y, n, "betas");
   if (b) {

@@ -99,6 +99,7 @@ typedef struct gr_attrs {
   int64_t start, len;           /* slice: the range [start, start + len) along axis */
   int64_t pad_idx;              /* embedding: the padding row (no gradient), if has_pad */
   int has_pad;
+  double max_norm;              /* clip_coef: the gradients' largest global L2 norm */
 } gr_attrs;
 
 struct gr_node {

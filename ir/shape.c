@@ -477,6 +477,33 @@ static bool shape_softmax_ce_grad(const gr_node *n, gr_shape *out, gr_dtype *dt,
   return true;
 }
 
+/* gradient clipping: a tensor's sum of squares (a scalar); the clipping coefficient of a scalar sum;
+ * a tensor times a scalar */
+static bool shape_sumsq(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  if (!need_float(n, 0, err, errlen)) return false;
+  if (gr_shape_has_batch(&n->in[0]->shape)) return fail(err, errlen, "sum_squares takes a tensor without a batch dimension, got %s", SHAPE(n->in[0]));
+  out->rank = 0;
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
+static bool shape_scalar1(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  if (!need_float(n, 0, err, errlen)) return false;
+  if (n->in[0]->shape.rank != 0) return fail(err, errlen, "%s takes a scalar, got %s", gr_ops[n->op].name, SHAPE(n->in[0]));
+  out->rank = 0;
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
+static bool shape_scale(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
+  if (!need_float(n, 0, err, errlen)) return false;
+  if (gr_shape_has_batch(&n->in[0]->shape) || n->in[1]->shape.rank != 0)
+    return fail(err, errlen, "scale takes a tensor without a batch dimension and a scalar, got %s and %s", SHAPE(n->in[0]), SHAPE(n->in[1]));
+  *out = n->in[0]->shape;
+  *dt = n->in[0]->dtype;
+  return true;
+}
+
 /* (param, grad, state...) of one shape; no output */
 static bool shape_update(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
   for (int i = 1; i < n->n_in; i++)

@@ -447,6 +447,44 @@ static void check_conv2d_bn(void) {
     }
 }
 
+/* Gradient clipping: sum_squares of each gradient, their sum, clip_coef and scale against
+ * torch.nn.utils.clip_grad_norm_'s formula, k = min(1, max_norm / (||g||_2 + 1e-6)), for a norm
+ * that is clipped and one that is not. */
+static void check_clip(void) {
+  const double max_norms[2] = {0.5, 100};
+  for (int t = 0; t < 2; t++) {
+    gc c;
+    gc_init(&c);
+    gr_value *g1 = leaf(&c, S(2, D(3), D(4))), *g2 = leaf(&c, S(1, D(5)));
+    gr_value *tot = gr_binary(c.g, GR_OP_ADD, gr_unary(c.g, GR_OP_SUMSQ, g1, (gr_loc){0}), gr_unary(c.g, GR_OP_SUMSQ, g2, (gr_loc){0}), (gr_loc){0});
+    gr_attrs a = {.max_norm = max_norms[t]};
+    gr_value *coef = gr_apply(c.g, GR_OP_CLIP_COEF, &tot, 1, &a, (gr_loc){0});
+    gr_value *s1 = gr_binary(c.g, GR_OP_SCALE, g1, coef, (gr_loc){0}), *s2 = gr_binary(c.g, GR_OP_SCALE, g2, coef, (gr_loc){0});
+    for (int i = 0; i < c.g->n_nodes; i++) covered[c.g->nodes[i]->op] = true;
+    gr_value *keep[5] = {s1, s2, g1, g2, coef};
+    compiled cp;
+    compile_graph(&c, "clip", keep, 5, &cp);
+    double *x1 = storage(&cp.p, cp.slab, cp.arena, g1), *x2 = storage(&cp.p, cp.slab, cp.arena, g2), sq = 0;
+    for (int k = 0; k < 12; k++) {
+      x1[k] = urand();
+      sq += x1[k] * x1[k];
+    }
+    for (int k = 0; k < 5; k++) {
+      x2[k] = urand();
+      sq += x2[k] * x2[k];
+    }
+    cp.p.fn(cp.slab, cp.arena, NB, step_scalars);
+    double want = fmin(1.0, max_norms[t] / (sqrt(sq) + 1e-6));
+    assert_float_equal(*(double *)storage(&cp.p, cp.slab, cp.arena, coef), want, 1e-12);
+    if (t == 1) assert_float_equal(want, 1.0, 0); /* a norm under the limit is left alone */
+    const double *y1 = storage(&cp.p, cp.slab, cp.arena, s1), *y2 = storage(&cp.p, cp.slab, cp.arena, s2);
+    for (int k = 0; k < 12; k++) assert_float_equal(y1[k], x1[k] * want, 1e-12);
+    for (int k = 0; k < 5; k++) assert_float_equal(y2[k], x2[k] * want, 1e-12);
+    compiled_free(&cp);
+    gc_free(&c);
+  }
+}
+
 /* concat along channels (axis 1) and along a trailing axis */
 static void check_concat(void) {
   for (int ax = 1; ax <= 2; ax++) {
@@ -709,6 +747,9 @@ static void test_op(void **state) {
   case GR_OP_CONCAT: check_concat(); return;
   case GR_OP_BATCHNORM: check_batchnorm(); return;
   case GR_OP_CONV2D_BN: check_conv2d_bn(); return;
+  case GR_OP_SUMSQ:
+  case GR_OP_CLIP_COEF:
+  case GR_OP_SCALE: check_clip(); return;
   case GR_OP_AVGPOOL2D: check_pool2d(op, avgpool_cases, 3); return;
   case GR_OP_SOFTMAX_CE: check_softmax_ce(); return;
   case GR_OP_LAYERNORM: check_layernorm(); return;

@@ -716,6 +716,50 @@ epochs: 1
                   f"max diff {diff.max():.4f} of an 8-bit level")
 
 
+def clip_case():
+    """Gradient clipping: the CNN trained 3 steps with `clip_grad_norm` (SGD with momentum, and Adam),
+    against torch.nn.utils.clip_grad_norm_ before each optimizer step; the limit is below the
+    gradients' norm, so every step clips."""
+    for opt_name, max_norm in (("sgd", 0.05), ("adam", 0.2)):
+        d = os.path.join(WORK, f"clip-{opt_name}")
+        torch.manual_seed(3)
+        model, w0, x, y = setup_case("cnn", d)
+        opt_yaml, make_opt = optimizers(1.0)[opt_name]
+        with open(f"{d}/clip.plan.yaml", "w") as f:
+            f.write(f"""model: model.yaml
+init: w0.safetensors
+data: {{format: tensors, train: {{file: data.safetensors}}, shuffle: false}}
+loss: cross_entropy
+optimizer: {opt_yaml[:-1]}, clip_grad_norm: {max_norm}}}
+batch_size: {B}
+epochs: 1
+log_every: 1
+""")
+        model.load_state_dict({k: torch.tensor(v) for k, v in w0.items()})
+        opt = make_opt(model.parameters())
+        losses, norms = [], []
+        for st in range(STEPS):
+            opt.zero_grad(set_to_none=True)
+            loss = torch_loss("cnn", model(x[st * B:(st + 1) * B]), y[st * B:(st + 1) * B])
+            loss.backward()
+            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)))
+            opt.step()
+            losses.append(loss.item())
+        if min(norms) <= max_norm:
+            failures.append(f"clip {opt_name}: a step's gradient norm {min(norms):.3g} is under the limit {max_norm}: nothing clipped")
+        r, recs = graft_train(d, "clip")
+        if recs is None:
+            failures.append(f"clip {opt_name}: graft train failed: {r.stderr.strip()}")
+            continue
+        compare(f"clip {opt_name} loss per step (gradient norms {', '.join(f'{v:.3g}' for v in norms)} clipped to {max_norm})",
+                [q["loss"] for q in recs], losses)
+        w1 = read_safetensors(f"{d}/clip.w1.safetensors")
+        for k, v in model.state_dict().items():
+            compare(f"clip {opt_name} {k} after {STEPS} steps", w1[k], v.numpy())
+
+
+if not ONLY or "clip" in ONLY:
+    clip_case()
 if not ONLY or "images" in ONLY:
     images_case()
 if not ONLY or "transfer" in ONLY:
@@ -733,15 +777,16 @@ if not ONLY:
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../ir/ops.def")) as f:
         table = [l.split('"')[1] for l in f if l.startswith("OP(")]
     seen = set()
-    for name in list(CASES) + ["transfer"] + [f"phases-{c}" for c in PHASES]:  # transfer: conv2d_bn (a frozen batchnorm folded)
-        for opt_name in optimizers(1.0):
-            plan = os.path.join(WORK, name, f"{opt_name}.plan.yaml")
-            if os.path.exists(plan):
-                r = graft("ir", plan, "--after=optimizer")
-                for line in r.stdout.splitlines():  # "  %3 = op ...", "~ %9 = op ..." or "  update_op ..."
-                    line = line.lstrip("~ ")
-                    if line:
-                        seen.add(line.split(" = ", 1)[1].split()[0] if line.startswith("%") else line.split()[0])
+    plans = [os.path.join(WORK, name, f"{opt_name}.plan.yaml") for opt_name in optimizers(1.0)
+             for name in list(CASES) + ["transfer"] + [f"phases-{c}" for c in PHASES]]  # transfer: conv2d_bn (a frozen batchnorm folded)
+    plans += [os.path.join(WORK, f"clip-{o}", "clip.plan.yaml") for o in ("sgd", "adam")]  # sum_squares, clip_coef, scale
+    for plan in plans:
+        if os.path.exists(plan):
+            r = graft("ir", plan, "--after=optimizer")
+            for line in r.stdout.splitlines():  # "  %3 = op ...", "~ %9 = op ..." or "  update_op ..."
+                line = line.lstrip("~ ")
+                if line:
+                    seen.add(line.split(" = ", 1)[1].split()[0] if line.startswith("%") else line.split()[0])
     missing = [op for op in table if op not in seen and op not in EXEMPT]
     print(f"op coverage: {len(table) - len(EXEMPT) - len(missing)} of {len(table) - len(EXEMPT)} ops compared with PyTorch")
     if missing:
