@@ -12,7 +12,6 @@
  * full disk leaves the previous checkpoint as it was. The `keep` newest checkpoints stay. */
 #include "runtime/runtime.h"
 #include "runtime/safetensors.h"
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -66,48 +65,43 @@ static bool all_finite(const float *v, int64_t n) {
   return true;
 }
 
-static int by_name_desc(const void *a, const void *b) { return strcmp(*(char *const *)b, *(char *const *)a); }
+/* checkpoint files (step-*.safetensors), or (stale non-NULL) temporary files of interrupted writes */
+static bool ckpt_entry(const char *name, bool is_dir, const void *stale) {
+  size_t len = strlen(name);
+  if (is_dir || strncmp(name, "step-", 5)) return false;
+  return stale ? strstr(name, ".safetensors.tmp.") != NULL : len >= 17 && !strcmp(name + len - 12, ".safetensors");
+}
 
-/* The checkpoint files of dir (step-*.safetensors), newest (highest step) first. */
-static char **list_checkpoints(const char *dir, int *count) {
-  *count = 0;
-  DIR *dp = opendir(dir);
-  if (!dp) return NULL;
-  int n = 0, cap = 8;
-  char **v = malloc(sizeof(char *) * (size_t)cap);
-  GR_CHECK(v != NULL, "out of memory");
-  struct dirent *e;
-  while ((e = readdir(dp))) {
-    size_t len = strlen(e->d_name);
-    if (strncmp(e->d_name, "step-", 5) || len < 17 || strcmp(e->d_name + len - 12, ".safetensors")) continue;
-    if (n == cap) {
-      cap *= 2;
-      v = realloc(v, sizeof(char *) * (size_t)cap);
-      GR_CHECK(v != NULL, "out of memory");
-    }
-    size_t sz = strlen(dir) + len + 2;
-    v[n] = malloc(sz);
-    GR_CHECK(v[n] != NULL, "out of memory");
-    snprintf(v[n++], sz, "%s/%s", dir, e->d_name);
+/* The paths of dir's checkpoint files (or stale temporary files), newest (highest step) first. */
+static char **list_checkpoints(const char *dir, bool stale, int *count) {
+  int64_t n = 0;
+  char **v = gr_list_dir(dir, ckpt_entry, stale ? dir : NULL, &n);
+  for (int64_t i = 0; i < n / 2; i++) { /* zero-padded step numbers sort as numbers: reversed, newest first */
+    char *t = v[i];
+    v[i] = v[n - 1 - i];
+    v[n - 1 - i] = t;
   }
-  closedir(dp);
-  qsort(v, (size_t)n, sizeof *v, by_name_desc); /* zero-padded step numbers sort as numbers */
-  *count = n;
+  for (int64_t i = 0; i < n; i++) {
+    size_t sz = strlen(dir) + strlen(v[i]) + 2;
+    char *full = malloc(sz);
+    GR_CHECK(full != NULL, "out of memory");
+    snprintf(full, sz, "%s/%s", dir, v[i]);
+    free(v[i]);
+    v[i] = full;
+  }
+  *count = (int)n;
   return v;
 }
 
 /* The temporary files of checkpoint writes that a crash interrupted (step-*.safetensors.tmp.<pid>). */
 static void remove_stale(const char *dir) {
-  DIR *dp = opendir(dir);
-  if (!dp) return;
-  struct dirent *e;
-  char path[4096];
-  while ((e = readdir(dp)))
-    if (!strncmp(e->d_name, "step-", 5) && strstr(e->d_name, ".safetensors.tmp.")) {
-      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-      unlink(path);
-    }
-  closedir(dp);
+  int count;
+  char **files = list_checkpoints(dir, true, &count);
+  for (int i = 0; i < count; i++) {
+    unlink(files[i]);
+    free(files[i]);
+  }
+  free(files);
 }
 
 bool gr_checkpoint_write(gr_session *s, const char *dir, const gr_ckpt_pos *pos, int keep, FILE *log, gr_diag *d) {
@@ -151,7 +145,7 @@ bool gr_checkpoint_write(gr_session *s, const char *dir, const gr_ckpt_pos *pos,
     fprintf(log, "checkpoint: %s (%s epoch %lld, step %lld)\n", path, pos->batch > 0 ? "in" : "after", (long long)pos->epoch + (pos->batch > 0),
             (long long)pos->step);
   int count;
-  char **files = list_checkpoints(dir, &count);
+  char **files = list_checkpoints(dir, false, &count);
   for (int i = 0; i < count; i++) {
     if (i >= keep) unlink(files[i]); /* the oldest beyond `keep` */
     free(files[i]);
@@ -223,7 +217,7 @@ bool gr_checkpoint_open(const char *path, gr_st_file *f, gr_ckpt_pos *pos, char 
     return open_checkpoint(path, f, pos, d);
   }
   int count;
-  char **files = list_checkpoints(path, &count);
+  char **files = list_checkpoints(path, false, &count);
   bool ok = false;
   for (int i = 0; i < count && !ok; i++) { /* the newest that reads whole; a damaged one is skipped, saying why */
     gr_diag quiet;

@@ -59,12 +59,9 @@ static char *join(const char *a, const char *b) {
 
 /* The sorted entries of dir that are directories (dirs) or image files (!dirs); NULL after
  * reporting if dir cannot be read. */
-static char **list_dir(const char *dir, bool dirs, int64_t *count, gr_diag *d) {
+char **gr_list_dir(const char *dir, bool (*keep)(const char *name, bool is_dir, const void *user), const void *user, int64_t *count) {
   DIR *dp = opendir(dir);
-  if (!dp) {
-    gr_error(d, gr_loc_file(dir), "cannot read the image folder: %s", strerror(errno));
-    return NULL;
-  }
+  if (!dp) return NULL;
   int64_t n = 0, cap = 16;
   char **v = malloc(sizeof(char *) * (size_t)cap);
   GR_CHECK(v != NULL, "out of memory");
@@ -75,7 +72,7 @@ static char **list_dir(const char *dir, bool dirs, int64_t *count, gr_diag *d) {
     struct stat st;
     bool is_dir = stat(full, &st) == 0 && S_ISDIR(st.st_mode);
     free(full);
-    if (is_dir != dirs || (!dirs && !has_image_ext(e->d_name))) continue;
+    if (!keep(e->d_name, is_dir, user)) continue;
     if (n == cap) {
       cap *= 2;
       v = realloc(v, sizeof(char *) * (size_t)cap);
@@ -88,6 +85,16 @@ static char **list_dir(const char *dir, bool dirs, int64_t *count, gr_diag *d) {
   closedir(dp);
   qsort(v, (size_t)n, sizeof *v, by_name);
   *count = n;
+  return v;
+}
+
+/* sub-folders (user non-NULL) or image files (NULL) */
+static bool image_entry(const char *name, bool is_dir, const void *dirs) { return dirs ? is_dir : !is_dir && has_image_ext(name); }
+
+/* The sorted sub-folders (dirs) or image files (!dirs) of an image folder; NULL after reporting. */
+static char **list_dir(const char *dir, bool dirs, int64_t *count, gr_diag *d) {
+  char **v = gr_list_dir(dir, image_entry, dirs ? dir : NULL, count);
+  if (!v) gr_error(d, gr_loc_file(dir), "cannot read the image folder: %s", strerror(errno));
   return v;
 }
 
@@ -114,17 +121,24 @@ static bool image_input_ok(const gr_rt_model *m, const char *path, gr_diag *d) {
   return false;
 }
 
+char **gr_image_classes(const char *dir, int64_t *n, gr_diag *d) {
+  char **classes = list_dir(dir, true, n, d);
+  if (classes && *n == 0) {
+    gr_error(d, gr_loc_file(dir), "has no class sub-folders; an image folder holds one sub-folder of images per class");
+    free(classes);
+    classes = NULL;
+  }
+  return classes;
+}
+
+void gr_image_classes_free(char **names, int64_t n) { free_list(names, n); }
+
 bool gr_dataset_load_images(gr_dataset *ds, const char *dir, const gr_pixels *px, const gr_rt_model *m, gr_diag *d) {
   memset(ds, 0, sizeof *ds);
   if (!image_input_ok(m, dir, d)) return false;
   int64_t nc = 0;
-  char **classes = list_dir(dir, true, &nc, d);
+  char **classes = gr_image_classes(dir, &nc, d);
   if (!classes) return false;
-  if (nc == 0) {
-    gr_error(d, gr_loc_file(dir), "has no class sub-folders; an image folder holds one sub-folder of images per class");
-    free(classes);
-    return false;
-  }
   if (nc > m->n_classes) {
     gr_error(d, gr_loc_file(dir), "has %lld class sub-folders but the model has %lld classes", (long long)nc, (long long)m->n_classes);
     free_list(classes, nc);

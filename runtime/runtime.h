@@ -72,6 +72,13 @@ bool gr_dataset_load_images(gr_dataset *ds, const char *dir, const gr_pixels *px
 /* Loose image files without labels (graft predict). */
 bool gr_dataset_load_image_files(gr_dataset *ds, const char *const *paths, int64_t n, const gr_pixels *px, const gr_rt_model *m,
                                  gr_diag *d);
+/* The names of dir's entries that keep() accepts (hidden ones never), in byte order, malloc'd; NULL
+ * (errno set) if dir cannot be read. */
+char **gr_list_dir(const char *dir, bool (*keep)(const char *name, bool is_dir, const void *user), const void *user, int64_t *count);
+/* An image folder's class names alone (its sorted sub-folders), without listing their files; NULL
+ * after reporting when it cannot be read or has none. */
+char **gr_image_classes(const char *dir, int64_t *n, gr_diag *d);
+void gr_image_classes_free(char **names, int64_t n);
 int gr_dataset_class_count(const gr_dataset *ds);                /* an image folder's classes (0 otherwise) */
 const char *gr_dataset_class_name(const gr_dataset *ds, int k);  /* class k's folder name, or NULL */
 const char *gr_dataset_sample_path(const gr_dataset *ds, int64_t i); /* the file of an image sample, or NULL */

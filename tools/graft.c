@@ -293,11 +293,10 @@ static int by_score(const void *a, const void *b) {
 
 /* The name of the model's class k: an image folder's sub-folder (through the plan's class selection),
  * else its number in the data set's labels. */
-static void class_label(const gr_plan *p, const gr_dataset *names, int64_t k, char *buf, size_t size) {
+static void class_label(const gr_plan *p, char *const *names, int64_t n_names, int64_t k, char *buf, size_t size) {
   int64_t label = p->n_select ? p->select[k] : k;
-  const char *name = names ? gr_dataset_class_name(names, (int)label) : NULL;
-  if (name)
-    snprintf(buf, size, "%s", name);
+  if (names && label < n_names)
+    snprintf(buf, size, "%s", names[label]);
   else
     snprintf(buf, size, "%lld", (long long)label);
 }
@@ -309,15 +308,14 @@ static bool run_predict(gr_compiled *c, gr_diag *d, const char *weights, const c
   const gr_plan *p = &c->plan;
   const gr_rt_model *m = &c->rt;
   gr_session *s = weighted_session(c, d, weights, threads);
-  gr_dataset ds = {0}, names = {0};
+  gr_dataset ds = {0};
   bool images = p->data_format == GR_DATA_IMAGES;
   bool ok = s && (images ? gr_dataset_load_image_files(&ds, inputs, n_inputs, &p->pixels, m, d)
                          : gr_dataset_load_inputs(&ds, (int)p->data_format, inputs[0], &p->pixels, m, d));
-  gr_rt_model any = *m; /* the training folder, for its class names only */
-  any.n_classes = INT32_MAX;
-  bool named = ok && images && p->train.present && gr_dataset_load_images(&names, p->train.images, &p->pixels, &any, d);
-  if (ok && images && !named) gr_note(d, p->train.loc, "the class names are the sub-folders of the training data named here");
-  ok = ok && (!images || named);
+  int64_t n_names = 0; /* the training folder's sub-folders name the classes */
+  char **names = ok && images && p->train.present ? gr_image_classes(p->train.images, &n_names, d) : NULL;
+  if (ok && images && !names) gr_note(d, p->train.loc, "the class names are the sub-folders of the training data named here");
+  ok = ok && (!images || names);
   int64_t C = m->n_classes;
   float *out = ok ? malloc(sizeof(float) * (size_t)(ds.n * C) + 1) : NULL;
   scored *row = ok ? malloc(sizeof(scored) * (size_t)C) : NULL;
@@ -345,7 +343,7 @@ static bool run_predict(gr_compiled *c, gr_diag *d, const char *weights, const c
       qsort(row, (size_t)C, sizeof *row, by_score);
       for (int k = 0; k < top; k++) { /* the data set's own labels, where the plan selects classes */
         char label[256];
-        class_label(p, named ? &names : NULL, row[k].k, label, sizeof label);
+        class_label(p, names, n_names, row[k].k, label, sizeof label);
         printf("%s %s (%.4f)", k ? "," : "", label, row[k].p);
       }
       putchar('\n');
@@ -356,7 +354,7 @@ static bool run_predict(gr_compiled *c, gr_diag *d, const char *weights, const c
   free(out);
   free(row);
   gr_dataset_free(&ds);
-  gr_dataset_free(&names);
+  gr_image_classes_free(names, n_names);
   gr_session_free(s);
   return ok;
 }
