@@ -498,7 +498,8 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   int64_t B = m->max_batch, steps_per_epoch = (train.n + B - 1) / B, step = 0;
   float scal[GR_SCALAR_TOTAL] = {0};
   int64_t sched_total = cfg->schedule.per_step ? steps_per_epoch * epochs : epochs;
-  int64_t phase_start[GR_MAX_PHASES] = {0}; /* the step at which each phase began */
+  /* where the run is, as a checkpoint records it: phase_start is the step at which each phase began */
+  gr_ckpt_pos run = {.n_phases = n_phases, .seed = cfg->seed, .batch_size = B, .samples = train.n};
   double lr = cfg->lr;
   gr_progress prog;
   gr_progress_init(&prog, log);
@@ -527,7 +528,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       }
       step = last_ckpt = at.step;
       epoch = at.epoch;
-      memcpy(phase_start, at.phase_start, sizeof phase_start);
+      memcpy(run.phase_start, at.phase_start, sizeof run.phase_start);
       /* the generators replayed to where the run stopped: the epochs' shuffles, a dropout seed per step */
       for (int64_t e = 0; cfg->shuffle && e < at.epoch + (at.batch > 0); e++) gr_rng_shuffle(&rng, perm, train.n);
       for (int64_t k = 0; k < at.step; k++) gr_rng_next(&drop_rng);
@@ -541,7 +542,8 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       ok = false;
       break;
     }
-    if (!(resumed && ph == at.phase)) phase_start[ph] = step;
+    if (!(resumed && ph == at.phase)) run.phase_start[ph] = step;
+    run.phase = ph;
     if (cfg->on_nan == GR_NAN_SKIP) {
       free(snap);
       snap = malloc((size_t)m->slab_bytes + 1);
@@ -580,7 +582,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
         scal[GR_SCALAR_LR] = (float)lr;
         for (int k = 0; k < m->n_groups; k++) scal[GR_SCALAR_COUNT + k] = (float)(lr * m->lr_mult[k]);
         scal[GR_SCALAR_STEP] = (float)(step + 1);
-        for (int j = 1; j <= ph; j++) scal[GR_SCALAR_PHASE_STEP + j - 1] = (float)(step - phase_start[j] + 1);
+        for (int j = 1; j <= ph; j++) scal[GR_SCALAR_PHASE_STEP + j - 1] = (float)(step - run.phase_start[j] + 1);
         scal[GR_SCALAR_SEED] = (float)(gr_rng_next(&drop_rng) >> 40); /* < 2^24: exact in a float */
         uint64_t aug_seed = cfg->seed ^ ((uint64_t)step << 20) ^ 0xA5A5F00DULL; /* a training image's crop and flip */
         if (!gather(p, arena, src, perm + b, n, augment, aug_seed, d)) {
@@ -616,10 +618,10 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
         skipped = 0;
         if (cfg->ckpt_dir && cfg->ckpt_every_steps > 0 && step % cfg->ckpt_every_steps == 0) {
           int64_t done = b / B + 1; /* batches of this epoch done */
-          gr_ckpt_pos pos = {ph, done == steps_per_epoch ? epoch : epoch - 1, done == steps_per_epoch ? 0 : done, step, {0}, n_phases,
-                             cfg->seed, B, train.n};
-          memcpy(pos.phase_start, phase_start, sizeof phase_start);
-          if (!(ok = gr_checkpoint_write(s, cfg->ckpt_dir, &pos, cfg->ckpt_keep, prog.tty ? NULL : log, d))) break;
+          run.epoch = done == steps_per_epoch ? epoch : epoch - 1;
+          run.batch = done == steps_per_epoch ? 0 : done;
+          run.step = step;
+          if (!(ok = gr_checkpoint_write(s, cfg->ckpt_dir, &run, cfg->ckpt_keep, prog.tty ? NULL : log, d))) break;
           last_ckpt = step;
         }
         win_loss += (double)loss * (double)n;
@@ -673,9 +675,10 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       fputc('\n', log);
       fflush(log);
       if (cfg->ckpt_dir && cfg->ckpt_every_epoch && last_ckpt != step) {
-        gr_ckpt_pos pos = {ph, epoch, 0, step, {0}, n_phases, cfg->seed, B, train.n};
-        memcpy(pos.phase_start, phase_start, sizeof phase_start);
-        if (!(ok = gr_checkpoint_write(s, cfg->ckpt_dir, &pos, cfg->ckpt_keep, log, d))) break;
+        run.epoch = epoch;
+        run.batch = 0;
+        run.step = step;
+        if (!(ok = gr_checkpoint_write(s, cfg->ckpt_dir, &run, cfg->ckpt_keep, log, d))) break;
         last_ckpt = step;
       }
     }
