@@ -12,7 +12,7 @@ set -u
 . "$(dirname "$0")/lib.sh"
 cd "$dir"
 plan() { # plan FILE DIR [EXTRA]
-  mlp_plan_head > "$1"
+  plan_head "$examples/mlp/model.yaml" "per_class: 100" > "$1"
   cat >> "$1" <<YAML
 optimizer: {type: adam, learning_rate: 0.001}
 batch_size: 64
@@ -70,15 +70,9 @@ grep -q "error: the checkpoint is of a run with seed 5, this run's is 6" 7.log &
 run 1 8.log "" run.yaml --resume ref.safetensors
 grep -q "not a graft checkpoint" 8.log && ok "saved weights are not a checkpoint" || bad "8.log: $(cat 8.log)"
 # gradual unfreezing: phases, the feature cache, Adam's per-phase step counts
-cnn=$examples/transfer/model.yaml
 phased() { # phased FILE DIR
-  cat > "$1" <<YAML
-model: $cnn
-data:
-  train: {images: $fm/train-images-idx3-ubyte.gz, labels: $fm/train-labels-idx1-ubyte.gz}
-  classes: [5, 6, 7, 8, 9]
-  per_class: 50
-loss: cross_entropy
+  plan_head "$examples/transfer/model.yaml" "classes: [5, 6, 7, 8, 9]" "per_class: 50" > "$1"
+  cat >> "$1" <<YAML
 optimizer: {type: adam, learning_rate: 0.001}
 freeze: ["*"]
 unfreeze: [fc2]

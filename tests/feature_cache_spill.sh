@@ -10,14 +10,9 @@ model=$examples/transfer/model.yaml
 mkdir "$dir/spill"
 # run NAME EXTRA_PLAN_KEYS EXPECTED_LOG_TEXT
 run() {
-  cat > "$dir/$1.yaml" <<YAML
-model: $model
-data:
-  train: {images: $fm/train-images-idx3-ubyte.gz, labels: $fm/train-labels-idx1-ubyte.gz}
-  classes: [5, 6, 7, 8, 9]
-  per_class: 50
+  plan_head "$model" "classes: [5, 6, 7, 8, 9]" "per_class: 50" > "$dir/$1.yaml"
+  cat >> "$dir/$1.yaml" <<YAML
 freeze: [conv1, conv2]
-loss: cross_entropy
 optimizer: {type: sgd, learning_rate: 0.01, momentum: 0.9}
 batch_size: 25
 epochs: 3

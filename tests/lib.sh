@@ -14,8 +14,12 @@ bad() {
   [ -n "${2:-}" ] && sed 's/^/  | /' "$2" | cut -c1-240
   fail=1
 }
-# The start of a plan: the MLP on the first 100 training images of each Fashion-MNIST class.
-mlp_plan_head() {
-  printf 'model: %s\ndata:\n  train: {images: %s, labels: %s}\n  per_class: 100\nloss: cross_entropy\n' "$examples/mlp/model.yaml" \
-    "$fm/train-images-idx3-ubyte.gz" "$fm/train-labels-idx1-ubyte.gz"
+# plan_head MODEL DATA_KEY...: the start of a plan training MODEL on Fashion-MNIST's training set,
+# each DATA_KEY ("per_class: 100", "classes: [5, 6]") a line of its data section; the loss is
+# cross-entropy. The rest of the plan (optimizer, batch size, ...) follows.
+plan_head() {
+  printf 'model: %s\ndata:\n  train: {images: %s, labels: %s}\n' "$1" "$fm/train-images-idx3-ubyte.gz" "$fm/train-labels-idx1-ubyte.gz"
+  shift
+  for key in "$@"; do printf '  %s\n' "$key"; done
+  printf 'loss: cross_entropy\n'
 }

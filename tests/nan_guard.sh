@@ -12,7 +12,7 @@ set -u
 . "$(dirname "$0")/lib.sh"
 cd "$dir"
 plan() { # plan FILE ON_NAN LEARNING_RATE
-  mlp_plan_head > "$1"
+  plan_head "$examples/mlp/model.yaml" "per_class: 100" > "$1"
   cat >> "$1" <<YAML
 optimizer: {type: sgd, learning_rate: $3}
 batch_size: 64
