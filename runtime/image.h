@@ -26,7 +26,15 @@ typedef struct gr_image {
   uint8_t *data;
 } gr_image;
 
+#ifdef GRAFT_FUZZING /* fuzz builds: the same checks at lower caps, so that an execution stays fast */
+enum { GR_IMAGE_MAX_SIDE = 4096, GR_IMAGE_MAX_PIXELS = 1 << 20 };
+#else
+#ifdef GRAFT_FUZZING /* fuzz builds (GRAFT_FUZZ): the same checks at lower caps, so that each execution stays fast */
+enum { GR_IMAGE_MAX_SIDE = 4096, GR_IMAGE_MAX_PIXELS = 1 << 20 };
+#else
 enum { GR_IMAGE_MAX_SIDE = 16384, GR_IMAGE_MAX_PIXELS = 1 << 26 }; /* 16384 on a side, 64 Mpixels in all */
+#endif
+#endif
 
 /* Decodes a PNG or JPEG file (told apart by their first bytes) into `channels` (1 or 3) channels:
  * colour to grey as PIL's convert('L') does, grey to colour by copying, alpha dropped. Returns false
