@@ -89,6 +89,12 @@ static void grad_maxpool2d(gr_graph *g, const gr_node *n, gr_value *dy, const bo
   if (needs[0]) dx[0] = gr_apply(g, GR_OP_MAXPOOL2D_GRAD, in, 2, &n->a, n->loc);
 }
 
+/* y = x forward (a view), gradient reversal (Ganin & Lempitsky 2015):  dx = -lambda dy, lambda the
+ * step's run-time scalar (scalars[GR_SCALAR_LAMBDA]), so a schedule changes it without recompiling */
+static void grad_grad_reverse(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
+  if (needs[0]) dx[0] = gr_unary(g, GR_OP_GRAD_REVERSE_GRAD, dy, n->loc);
+}
+
 /* y = a + b:  da = dy,  db = dy */
 static void grad_add(gr_graph *g, const gr_node *n, gr_value *dy, const bool *needs, gr_value **dx) {
   (void)g; (void)n;

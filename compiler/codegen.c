@@ -189,6 +189,20 @@ static LLVMValueRef emit_dropout(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   return NULL;
 }
 
+/* dx = -lambda dy, lambda = scalars[GR_SCALAR_LAMBDA] */
+static LLVMValueRef emit_grad_reverse_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef dy = a[0], dx = a[1], n = a[2], scal = a[3];
+  LLVMValueRef lam = LLVMBuildLoad2(c->b, c->f32, elem_ptr(c, c->f32, scal, iconst(c, GR_SCALAR_LAMBDA)), "lambda");
+  if (c->ft != c->f32) lam = LLVMBuildFPExt(c->b, lam, c->ft, "");
+  LLVMValueRef k = LLVMBuildFNeg(c->b, lam, "");
+  int64_t inner = gr_shape_inner(&nd->in[0]->shape);
+  cg_loop L;
+  loop_begin(c, &L, gr_shape_has_batch(&nd->in[0]->shape) ? imul(c, n, iconst(c, inner)) : iconst(c, inner));
+  storef(c, fmul(c, loadf(c, dy, L.i), k), dx, L.i);
+  loop_end(c, &L);
+  return NULL;
+}
+
 static LLVMValueRef emit_relu(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
   (void)n; /* x < 0 ? 0 : x — a NaN stays NaN */
   return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOLT, a[0], fconst(c, 0), ""), fconst(c, 0), a[0], "");
@@ -770,10 +784,25 @@ static LLVMValueRef load_label(gr_cg *c, LLVMValueRef labels, LLVMValueRef r) {
   return LLVMBuildSExt(c->b, t, c->i64, "");
 }
 
-/* loss = (1/N) sum_r [ m_r + log s_r - x[r, t_r] ] */
+/* Rows whose label is negative are ignored (PyTorch's ignore_index): domain adaptation marks the
+ * unlabelled target rows of a batch so. The count of the others, at least 1, as a float. */
+static LLVMValueRef labelled_rows(gr_cg *c, LLVMValueRef labels, LLVMValueRef n) {
+  cg_loop R;
+  loop_begin(c, &R, n);
+  LLVMValueRef cnt = loop_phi(c, &R, c->i64, iconst(c, 0));
+  LLVMValueRef valid = LLVMBuildICmp(c->b, LLVMIntSGE, load_label(c, labels, R.i), iconst(c, 0), "");
+  loop_carry(&R, cnt, iadd(c, cnt, LLVMBuildZExt(c->b, valid, c->i64, "")));
+  loop_end(c, &R);
+  LLVMValueRef one = iconst(c, 1);
+  LLVMValueRef atleast = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, cnt, one, ""), one, cnt, "");
+  return LLVMBuildSIToFP(c->b, atleast, c->ft, "");
+}
+
+/* loss = (1/N') sum_r [ m_r + log s_r - x[r, t_r] ] over the N' rows with a label t_r >= 0 */
 static LLVMValueRef emit_softmax_ce(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], labels = a[1], out = a[2], n = a[3];
   int64_t C = nd->in[0]->shape.dim[1];
+  LLVMValueRef count = labelled_rows(c, labels, n);
   cg_loop R;
   loop_begin(c, &R, n);
   LLVMValueRef acc = loop_phi(c, &R, c->ft, fconst(c, 0));
@@ -781,7 +810,8 @@ static LLVMValueRef emit_softmax_ce(gr_cg *c, const gr_node *nd, LLVMValueRef *a
   LLVMValueRef m, s;
   row_max_sumexp(c, row, C, &m, &s);
   LLVMValueRef lse = fadd(c, m, flog(c, s));
-  LLVMValueRef nll = fsub(c, lse, loadf(c, row, load_label(c, labels, R.i)));
+  LLVMValueRef t = load_label(c, labels, R.i), valid = LLVMBuildICmp(c->b, LLVMIntSGE, t, iconst(c, 0), "");
+  LLVMValueRef nll = fsub(c, lse, loadf(c, row, LLVMBuildSelect(c->b, valid, t, iconst(c, 0), "")));
   double e = nd->a.smoothing;
   if (e > 0) { /* (1-e) nll + e (lse - mean_j x_j), as torch.nn.CrossEntropyLoss(label_smoothing=e) */
     cg_loop L;
@@ -791,9 +821,9 @@ static LLVMValueRef emit_softmax_ce(gr_cg *c, const gr_node *nd, LLVMValueRef *a
     loop_end(c, &L);
     nll = fadd(c, fmul(c, fconst(c, 1 - e), nll), fmul(c, fconst(c, e), fsub(c, lse, fdiv(c, sum, fconst(c, (double)C)))));
   }
-  loop_carry(&R, acc, fadd(c, acc, nll));
+  loop_carry(&R, acc, fadd(c, acc, LLVMBuildSelect(c->b, valid, nll, fconst(c, 0), "")));
   loop_end(c, &R);
-  storef(c, fdiv(c, acc, LLVMBuildSIToFP(c->b, n, c->ft, "")), out, iconst(c, 0));
+  storef(c, fdiv(c, acc, count), out, iconst(c, 0));
   return NULL;
 }
 
@@ -855,13 +885,17 @@ static LLVMValueRef emit_log_softmax_grad(gr_cg *c, const gr_node *nd, LLVMValue
   return NULL;
 }
 
-/* dx[r, j] = dL/N * (exp(x[r,j] - m_r) / s_r - [j == t_r]) */
+/* dx[r, j] = dL/N' * (exp(x[r,j] - m_r) / s_r - [j == t_r]); 0 on rows whose label is negative */
 static LLVMValueRef emit_softmax_ce_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], labels = a[1], dl = a[2], out = a[3], n = a[4];
   int64_t C = nd->in[0]->shape.dim[1];
-  LLVMValueRef scale = fdiv(c, loadf(c, dl, iconst(c, 0)), LLVMBuildSIToFP(c->b, n, c->ft, ""));
+  LLVMValueRef count = labelled_rows(c, labels, n);
   cg_loop R, L;
   loop_begin(c, &R, n);
+  LLVMValueRef t = load_label(c, labels, R.i), valid = LLVMBuildICmp(c->b, LLVMIntSGE, t, iconst(c, 0), "");
+  /* an ignored row: scale 0 gives a zero row; its label is read as 0 */
+  LLVMValueRef scale = LLVMBuildSelect(c->b, valid, fdiv(c, loadf(c, dl, iconst(c, 0)), count), fconst(c, 0), "");
+  t = LLVMBuildSelect(c->b, valid, t, iconst(c, 0), "");
   LLVMValueRef base = imul(c, R.i, iconst(c, C));
   LLVMValueRef row = elem_ptr(c, c->ft, x, base), orow = elem_ptr(c, c->ft, out, base);
   LLVMValueRef m, s;
@@ -873,7 +907,6 @@ static LLVMValueRef emit_softmax_ce_grad(gr_cg *c, const gr_node *nd, LLVMValueR
   LLVMValueRef p = fmul(c, fexp(c, fsub(c, loadf(c, row, L.i), m)), k);
   storef(c, e > 0 ? fsub(c, p, uniform) : p, orow, L.i);
   loop_end(c, &L);
-  LLVMValueRef t = load_label(c, labels, R.i);
   storef(c, fsub(c, loadf(c, orow, t), fmul(c, scale, fconst(c, 1 - e))), orow, t);
   loop_end(c, &R);
   return NULL;

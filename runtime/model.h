@@ -16,8 +16,9 @@
 typedef void (*gr_step_fn)(uint8_t *slab, uint8_t *arena, int64_t n, const float *scalars);
 
 /* scalars[]: the learning rate, the 1-based number of the optimizer step being taken (Adam's bias
- * correction), and a fresh random seed below 2^24 for the step (dropout masks) */
-enum { GR_SCALAR_LR, GR_SCALAR_STEP, GR_SCALAR_SEED, GR_SCALAR_COUNT };
+ * correction), a fresh random seed below 2^24 for the step (dropout masks), and the gradient
+ * reversal factor lambda (grad_reverse: backward multiplies by -lambda; 1 outside domain adaptation) */
+enum { GR_SCALAR_LR, GR_SCALAR_STEP, GR_SCALAR_SEED, GR_SCALAR_LAMBDA, GR_SCALAR_COUNT };
 /* then one learning rate per parameter group k: scalars[GR_SCALAR_COUNT + k] = lr * lr_mult[k];
  * then, for gradual unfreezing, the 1-based step count since phase j began, for j = 1 .. phases - 1:
  * scalars[GR_SCALAR_PHASE_STEP + j - 1] (Adam's bias correction of a parameter first trained in phase
@@ -52,6 +53,9 @@ typedef struct gr_rt_program {
   int64_t loss_off;     /* scalar mean loss of the batch */
   int64_t out_off;      /* model output [n, classes] (-1: not kept) */
   const int64_t *grad_off; /* training programs: each parameter's gradient after a step (-1: none); else NULL */
+  /* domain adaptation (-1 without): the domain labels (int32 [n], source 0, target 1), the domain
+   * head's output [n, 2], and the two losses that add up to the training loss */
+  int64_t dom_y_off, dom_out_off, label_loss_off, dom_loss_off;
 } gr_rt_program;
 
 typedef struct gr_rt_model {
@@ -72,6 +76,7 @@ typedef struct gr_rt_model {
   int n_groups;         /* parameter groups with their own learning rate (discriminative fine-tuning) */
   double lr_mult[GR_MAX_GROUPS];
   gr_rt_program train, eval;
+  bool domain;          /* domain adaptation: the programs have the dom_* slots */
   /* The feature cache (feat_numel > 0): when the start of the training forward pass is frozen and
    * deterministic, `features` computes its output (feat_numel floats per sample, written at out_off)
    * from the input once per sample, and `train_cached` trains from it (read at x_off) instead of

@@ -44,6 +44,8 @@ typedef struct gc {
   gr_value *fixed[8];    /* non-differentiable operands (buffers), set to U(lo, lo + 1) */
   double fixed_lo[8];
   int n_fixed;
+  bool ignore_some;      /* cross-entropy: every third label is -1 (an ignored row) */
+  double reversal;       /* != 0: the graph reverses gradients, analytic = reversal * numeric (-lambda) */
 } gc;
 
 static void gc_init(gc *c) {
@@ -163,7 +165,7 @@ static void gc_check(gc *c, gr_value *y) {
   }
   if (c->labels) {
     int32_t *t = storage(&p, slab, arena, c->labels);
-    for (int k = 0; k < NB; k++) t[k] = (int32_t)((k * 7 + 3) % c->classes);
+    for (int k = 0; k < NB; k++) t[k] = c->ignore_some && k % 3 == 1 ? -1 : (int32_t)((k * 7 + 3) % c->classes);
   }
   if (c->ids) {
     int32_t *t = storage(&p, slab, arena, c->ids);
@@ -198,7 +200,7 @@ static void gc_check(gc *c, gr_value *y) {
       p.fn(slab, arena, NB, step_scalars);
       double lm = weighted_sum(yp, r, ny);
       x[k] = x0;
-      double numeric = (lp - lm) / (2 * eps);
+      double numeric = (lp - lm) / (2 * eps) * (c->reversal != 0 ? c->reversal : 1);
       double scale = fmax(1.0, fmax(fabs(numeric), fabs(analytic[k])));
       if (fabs(numeric - analytic[k]) > 1e-6 * scale)
         fail_msg("d/d%s[%lld]: analytic %.10g, numeric %.10g", v->name, (long long)k, analytic[k], numeric);
@@ -526,14 +528,32 @@ static void check_dropout(void) {
 }
 
 static void check_softmax_ce(void) {
-  for (int smooth = 0; smooth < 2; smooth++) { /* plain, and with label smoothing 0.2 */
+  for (int smooth = 0; smooth < 4; smooth++) { /* plain, and with label smoothing 0.2; then with ignored rows */
     gc c;
     gc_init(&c);
-    gr_attrs a = {.smoothing = smooth ? 0.2 : 0};
+    c.ignore_some = smooth >= 2;
+    gr_attrs a = {.smoothing = smooth % 2 ? 0.2 : 0};
     gr_value *in[2] = {leaf(&c, S(2, N, D(5))), labels(&c, 5)};
     gc_check(&c, gr_apply(c.g, GR_OP_SOFTMAX_CE, in, 2, &a, (gr_loc){0}));
     gc_free(&c);
   }
+}
+
+/* gradient reversal inside a chain, tanh(grad_reverse(x)), at lambda 1 and 0.37: the finite
+ * difference sees the identity, so the analytic gradient must be -lambda times it */
+static void check_grad_reverse(void) {
+  for (int k = 0; k < 2; k++) {
+    float lambda = k ? 0.37f : 1.0f;
+    step_scalars[GR_SCALAR_LAMBDA] = lambda;
+    gc c;
+    gc_init(&c);
+    c.reversal = -lambda;
+    gr_value *x = leaf(&c, S(2, N, D(4)));
+    gr_value *r = gr_unary(c.g, GR_OP_GRAD_REVERSE, x, (gr_loc){0});
+    gc_check(&c, gr_unary(c.g, GR_OP_TANH, r, (gr_loc){0}));
+    gc_free(&c);
+  }
+  step_scalars[GR_SCALAR_LAMBDA] = 0;
 }
 
 /* layernorm over the last dimension of [N, 5] and [N, 2, 4], and over the last two of [N, 3, 2, 3] */
@@ -744,6 +764,7 @@ static void test_op(void **state) {
   case GR_OP_SIGMOID:
   case GR_OP_TANH: check_unary(op, 0); return;
   case GR_OP_RESHAPE: check_reshape(); return;
+  case GR_OP_GRAD_REVERSE: check_grad_reverse(); return;
   case GR_OP_CONCAT: check_concat(); return;
   case GR_OP_BATCHNORM: check_batchnorm(); return;
   case GR_OP_CONV2D_BN: check_conv2d_bn(); return;
@@ -791,6 +812,7 @@ static void test_op(void **state) {
   case GR_OP_CONV2D_GRAD_WEIGHT:
   case GR_OP_MAXPOOL2D_GRAD:
   case GR_OP_SOFTMAX_CE_GRAD:
+  case GR_OP_GRAD_REVERSE_GRAD:
   case GR_OP_LAYERNORM_GRAD_INPUT:
   case GR_OP_LAYERNORM_GRAD_GAMMA:
   case GR_OP_SUM_ROWS:
