@@ -89,6 +89,9 @@ typedef struct gr_compiled {
   gr_model eval_model; /* for evaluation: the same as model, or its twin when batchnorm makes them differ */
   gr_graph *g;
   gr_value *labels, *loss, *dloss, *eval_loss;
+  /* domain adaptation (NULL without): domain labels, the head's output in training and evaluation,
+   * and the label and domain losses (loss is their sum) */
+  gr_value *dom_labels, *dom_out, *eval_dom_out, *label_loss, *dom_loss;
   gr_program train, eval;
   const gr_value *cut;               /* the feature cache's input (NULL: no cache), see passes.c */
   gr_program features, train_cached; /* with a cut: the frozen prefix up to it; training from it */

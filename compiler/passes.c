@@ -197,19 +197,26 @@ static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
     rt->cache_dir = c->plan.feature_cache_dir;
     rt->features = (gr_rt_program){.name = c->features.name, .fn = c->features.fn, .arena_bytes = c->features.arena_bytes,
                                    .x_off = arena_offset(&c->features, c->model.input), .y_off = -1, .dloss_off = -1, .loss_off = -1,
-                                   .out_off = arena_offset(&c->features, c->cut)};
+                                   .out_off = arena_offset(&c->features, c->cut), .dom_y_off = -1, .dom_out_off = -1,
+                                   .label_loss_off = -1, .dom_loss_off = -1};
     gr_program *t = &c->train_cached;
     rt->train_cached = (gr_rt_program){.name = t->name, .fn = t->fn, .arena_bytes = t->arena_bytes, .x_off = arena_offset(t, c->cut),
                                        .y_off = arena_offset(t, c->labels), .dloss_off = arena_offset(t, c->dloss),
-                                       .loss_off = arena_offset(t, c->loss), .out_off = arena_offset(t, c->model.output)};
+                                       .loss_off = arena_offset(t, c->loss), .out_off = arena_offset(t, c->model.output),
+                                       .dom_y_off = -1, .dom_out_off = -1, .label_loss_off = -1, .dom_loss_off = -1};
   }
   for (int k = 0; k < 2; k++) {
     const gr_model *m = k == 0 ? &c->model : &c->eval_model;
     *rs[k] = (gr_rt_program){.name = ps[k]->name, .fn = ps[k]->fn, .arena_bytes = ps[k]->arena_bytes,
                              .x_off = arena_offset(ps[k], m->input), .y_off = arena_offset(ps[k], c->labels),
                              .dloss_off = k == 0 ? arena_offset(ps[k], c->dloss) : -1,
-                             .loss_off = arena_offset(ps[k], k == 0 ? c->loss : c->eval_loss), .out_off = arena_offset(ps[k], m->output)};
+                             .loss_off = arena_offset(ps[k], k == 0 ? c->loss : c->eval_loss), .out_off = arena_offset(ps[k], m->output),
+                             .dom_y_off = k == 0 ? arena_offset(ps[k], c->dom_labels) : -1,
+                             .dom_out_off = arena_offset(ps[k], k == 0 ? c->dom_out : c->eval_dom_out),
+                             .label_loss_off = k == 0 ? arena_offset(ps[k], c->label_loss) : -1,
+                             .dom_loss_off = k == 0 ? arena_offset(ps[k], c->dom_loss) : -1};
   }
+  rt->domain = c->dom_out != NULL;
   for (int k = 0; k < 2; k++) { /* where the training programs leave each parameter's gradient */
     gr_program *tp = k ? &c->train_cached : &c->train;
     gr_rt_program *rp = k ? &rt->train_cached : &rt->train;
@@ -221,6 +228,52 @@ static void fill_rt(gr_compiled *c, int64_t slab_bytes) {
     }
     rp->grad_off = offs;
   }
+}
+
+/* Domain adaptation: the plan's head on the output of its `features` layer behind a gradient
+ * reversal (and again on the evaluation twin's, sharing parameters), its cross-entropy against the
+ * domain labels, and the training loss made the sum of the label and domain losses. */
+static bool build_domain(gr_compiled *c) {
+  gr_graph *g = c->g;
+  const gr_domain *dm = &c->plan.domain;
+  gr_value *feat[2] = {NULL, NULL};
+  const gr_model *ms[2] = {&c->model, &c->eval_model};
+  for (int k = 0; k < 2; k++)
+    for (int i = 0; i < ms[k]->n_layers; i++)
+      if (!strcmp(ms[k]->layer_names[i], dm->features)) feat[k] = ms[k]->layer_outputs[i];
+  if (!feat[0]) {
+    char names[512];
+    int len = 0;
+    for (int i = 0; i < c->model.n_layers && len < (int)sizeof names - 40; i++)
+      len += snprintf(names + len, sizeof names - (size_t)len, "%s%s", i ? ", " : "", c->model.layer_names[i]);
+    gr_error(c->diag, dm->features_loc, "the model has no layer '%s' for the domain head to read", dm->features);
+    gr_note(c->diag, c->model.input_loc, "the layers of model '%s' are: %s%s", c->model.name, names, len >= (int)sizeof names - 40 ? ", ..." : "");
+    return false;
+  }
+  gr_value *out[2] = {NULL, NULL};
+  gr_loc at = dm->head_loc;
+  for (int k = 0; k < (c->model.mode_dependent ? 2 : 1); k++) {
+    gr_value *rev = gr_unary(g, GR_OP_GRAD_REVERSE, feat[k], dm->features_loc);
+    if (!rev || !gr_model_head(c->plan.path, "domain_adaptation", "head", "domain.", g, k ? GR_MODE_EVAL : GR_MODE_TRAIN, rev, &out[k], &at))
+      return false;
+  }
+  if (!c->model.mode_dependent) out[1] = out[0];
+  const gr_shape *s = &out[0]->shape;
+  if (s->rank != 2 || s->dim[1] != 2) {
+    char buf[64];
+    gr_error(c->diag, at, "the domain head must end in 2 outputs per sample (source, target), this one gives %s", gr_shape_str(s, buf, sizeof buf));
+    return false;
+  }
+  c->dom_labels = gr_input(g, "domain_labels", GR_I32, gr_shape_make(1, (int64_t[]){GR_BATCH}), dm->loc);
+  gr_value *in[2] = {out[0], c->dom_labels};
+  gr_attrs none = {0};
+  c->dom_loss = gr_apply(g, GR_OP_SOFTMAX_CE, in, 2, &none, dm->loc);
+  GR_CHECK(c->dom_loss != NULL, "domain loss");
+  c->label_loss = c->loss;
+  c->loss = gr_binary(g, GR_OP_ADD, c->label_loss, c->dom_loss, dm->loc);
+  c->dom_out = out[0];
+  c->eval_dom_out = out[1];
+  return c->loss != NULL;
 }
 
 /* Whether the model takes what the plan's data gives: image folders give [C, H, W] pictures with C 1
@@ -301,6 +354,13 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   gr_value *ein[2] = {c->eval_model.output, c->labels};
   c->eval_loss = c->model.mode_dependent ? gr_apply(g, lop, ein, 2, &la, c->plan.loss_loc) : c->loss;
   GR_CHECK(c->eval_loss != NULL, "the evaluation twin's output does not fit the loss");
+  if (c->plan.domain.present) {
+    if (!labels) {
+      gr_error(d, c->plan.loss_loc, "domain adaptation trains a classifier: the loss must be cross_entropy, not %s", gr_loss_names[c->plan.loss]);
+      return false;
+    }
+    if (!build_domain(c)) return false;
+  }
   if (dump_here(o, "loss")) return gr_graph_dump(g, dump, NULL), true;
   /* autodiff */
   c->dloss = gr_input(g, "loss.grad", g->fdtype, c->loss->shape, c->plan.loss_loc);
@@ -321,14 +381,19 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   /* the runtime reads the loss, the output and the labels (for accuracy) after a step */
   /* ... and, when the loss is not finite, the gradients, to name the first that is not either */
   int n_keep = 3;
-  gr_value **train_keep = gr_alloc(g->arena, sizeof(gr_value *) * (size_t)(g->n_values + 3));
+  gr_value **train_keep = gr_alloc(g->arena, sizeof(gr_value *) * (size_t)(g->n_values + 8));
   train_keep[0] = c->loss, train_keep[1] = c->model.output, train_keep[2] = c->labels;
+  if (c->dom_out) { /* ... and, adapting domains, both losses, the domain head's output and the domain labels */
+    train_keep[n_keep++] = c->label_loss, train_keep[n_keep++] = c->dom_loss;
+    train_keep[n_keep++] = c->dom_out, train_keep[n_keep++] = c->dom_labels;
+  }
   for (int i = 0; i < g->n_values; i++)
     if (g->values[i]->role == GR_ROLE_PARAM && g->values[i]->grad) train_keep[n_keep++] = g->values[i]->grad;
   select_program(g, &c->train, "graft_train", train_keep, n_keep, true, NULL);
-  gr_value *eval_keep[3] = {c->eval_loss, c->eval_model.output, c->labels};
-  select_program(g, &c->eval, "graft_eval", eval_keep, 3, false, NULL);
-  c->cut = c->plan.feature_cache ? cache_cut(c) : NULL;
+  gr_value *eval_keep[4] = {c->eval_loss, c->eval_model.output, c->labels, c->eval_dom_out};
+  select_program(g, &c->eval, "graft_eval", eval_keep, c->eval_dom_out ? 4 : 3, false, NULL);
+  /* no feature cache when adapting domains: a step's batch is two data sets' rows */
+  c->cut = c->plan.feature_cache && !c->dom_out ? cache_cut(c) : NULL;
   if (c->cut) { /* the frozen prefix once per sample (graft_features), the rest per step (graft_train_cached) */
     gr_value *cut = (gr_value *)c->cut;
     select_program(g, &c->features, "graft_features", &cut, 1, false, NULL);

@@ -29,6 +29,12 @@ typedef struct gr_model {
  * where the plan names the model file: a file that cannot be opened is reported there. */
 typedef enum { GR_MODE_TRAIN, GR_MODE_EVAL, GR_MODE_COUNT } gr_model_mode;
 bool gr_model_load(const char *path, gr_loc from, gr_graph *g, gr_model_mode mode, gr_model *out);
+/* Builds the list of layers at root[section][key] of the YAML file `path` (a plan's domain head),
+ * in the model format, on x: parameters are named prefix + layer name ("domain.fc1.weight") and, as
+ * with gr_model_load, a second build (mode eval) shares the first one's. *out gets the last layer's
+ * output and *loc its place. False after reporting. */
+bool gr_model_head(const char *path, const char *section, const char *key, const char *prefix, gr_graph *g, gr_model_mode mode,
+                   gr_value *x, gr_value **out, gr_loc *loc);
 
 typedef struct gr_data_split {
   bool present;
@@ -96,6 +102,25 @@ typedef struct gr_transfer {
   int n_phases;
 } gr_transfer;
 
+/* Domain adaptation (DANN, Ganin & Lempitsky 2015): a domain classifier (`head`, layers as in a
+ * model file, written in the plan) reads the output of the model layer `features` through a gradient
+ * reversal layer. A training batch is source rows (the plan's data) followed by target rows; the
+ * label loss applies to the rows of `label_on`, the domain loss (source 0, target 1) to all. */
+enum { GR_STREAM_SOURCE, GR_STREAM_TARGET, GR_STREAM_BOTH, GR_STREAM_COUNT };
+extern const char *const gr_stream_names[GR_STREAM_COUNT + 1];
+typedef struct gr_domain {
+  bool present;
+  gr_loc loc;
+  const char *features; /* the model layer whose output the head reads */
+  gr_loc features_loc, head_loc;
+  gr_data_split train, test; /* target data (train's labels only needed when the label loss uses them) */
+  double source_fraction;    /* of each batch: round(batch_size * it) source rows, at least 1 of each */
+  int label_on;              /* GR_STREAM_*: rows the label loss sees */
+  gr_loc label_on_loc;
+  bool lambda_constant;      /* lambda = lambda_max, or the DANN schedule lambda_max (2 / (1 + exp(-gamma p)) - 1) */
+  double lambda_max, lambda_gamma;
+} gr_domain;
+
 typedef struct gr_plan {
   const char *path;
   const char *model_path; /* resolved relative to the plan */
@@ -140,6 +165,7 @@ typedef struct gr_plan {
     gr_loc loc;
   } ckpt;
   int on_nan;                 /* GR_NAN_*: stop, skip or rollback */
+  gr_domain domain;           /* domain_adaptation (present: on) */
   uint64_t seed;
   gr_loc batch_loc;
 } gr_plan;

@@ -78,7 +78,7 @@ enum { MAX_DEPTH = 32 };
 
 static const char *const layer_ops[] = {"linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "batchnorm", "layernorm", "embedding",
                                         "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax", "dropout", "identity", "flatten",
-                                        "reshape", "mean", "add", "mul", "concat", "sequential", NULL};
+                                        "reshape", "mean", "add", "mul", "concat", "sequential", "grad_reverse", NULL};
 static const char *const common_keys[] = {"name", "op", "in", "when", "repeat"};
 enum { N_COMMON = 5 };
 
@@ -490,7 +490,8 @@ static gr_op unary_op(const char *op) {
     const char *name;
     gr_op op;
   } table[] = {{"relu", GR_OP_RELU}, {"sigmoid", GR_OP_SIGMOID}, {"tanh", GR_OP_TANH},
-               {"gelu", GR_OP_GELU}, {"softmax", GR_OP_SOFTMAX}, {"log_softmax", GR_OP_LOG_SOFTMAX}};
+               {"gelu", GR_OP_GELU}, {"softmax", GR_OP_SOFTMAX}, {"log_softmax", GR_OP_LOG_SOFTMAX},
+               {"grad_reverse", GR_OP_GRAD_REVERSE}};
   for (size_t i = 0; i < sizeof table / sizeof *table; i++)
     if (!strcmp(table[i].name, op)) return table[i].op;
   return GR_OP_COUNT;
@@ -789,6 +790,27 @@ static bool check_blocks(mctx *m, gr_ynode *blocks) {
   m->blocks = blocks;
   return true;
 }
+bool gr_model_head(const char *path, const char *section, const char *key, const char *prefix, gr_graph *g, gr_model_mode mode,
+                   gr_value *x, gr_value **out, gr_loc *loc) {
+  gr_ydoc y;
+  *out = NULL;
+  if (!gr_ydoc_load(&y, path, (gr_loc){0}, g->diag, g->arena)) {
+    gr_ydoc_free(&y);
+    return false;
+  }
+  scope top = {.prefix = prefix};
+  mctx m = {.y = &y, .g = g, .mode = mode, .sc = &top, .op_choices = (const char **)layer_ops};
+  y.subst = subst_param;
+  y.subst_ctx = &m;
+  gr_ynode *sec = gr_yget(&y, gr_yroot(&y), section), *layers = sec ? gr_yget(&y, sec, key) : NULL;
+  GR_CHECK(layers != NULL, "%s has no %s.%s (the plan frontend checked it)", path, section, key);
+  define(&m, "input", x, gr_yloc(&y, layers));
+  bool ok = build_sequence(&m, layers, x, gr_sprintf(g->arena, "'%s'", key), out);
+  if (ok) *loc = top.names[top.n_names - 1].loc;
+  gr_ydoc_free(&y);
+  return ok;
+}
+
 static const char *const input_keys[] = {"shape", "name", "dtype", NULL};
 static const char *const input_dtypes[] = {"float32", "int32", NULL};
 

@@ -62,7 +62,7 @@ const char *const gr_loss_names[GR_LOSS_COUNT + 1] = {"cross_entropy", "bce_with
 const char *const gr_opt_names[GR_OPT_COUNT + 1] = {"sgd", "adam", "adamw", NULL};
 
 static const char *const plan_keys[] = {"model", "init", "data", "loss", "optimizer", "schedule", "batch_size", "epochs", "seed", "log_every", "eval_every", "feature_cache", "feature_cache_mb", "feature_cache_dir", "fold_batchnorm", "checkpoint", "on_nan", "phases",
-                                        "freeze", "unfreeze", "batchnorm", "param_groups", NULL};
+                                        "freeze", "unfreeze", "batchnorm", "param_groups", "domain_adaptation", NULL};
 static const char *const data_keys[] = {"format", "train", "test", "normalize", "shuffle", "classes", "per_class", "resize", "random_crop",
                                         "flip", NULL};
 static const char *const split_keys[] = {"images", "labels", NULL};
@@ -70,7 +70,7 @@ static const char *const tensor_split_keys[] = {"file", NULL};
 static const char *const image_split_keys[] = {"dir", NULL};
 static const char *const norm_keys[] = {"mean", "std", NULL};
 static const char *const opt_keys[] = {"type", "learning_rate", "momentum", "weight_decay", "nesterov", "betas", "eps", "clip_grad_norm", NULL};
-static const char *const sched_keys[] = {"type", "unit", "step_size", "gamma", "milestones", "min_lr", "warmup", "warmup_factor", NULL};
+static const char *const sched_keys[] = {"type", "unit", "step_size", "gamma", "milestones", "min_lr", "warmup", "warmup_factor", "alpha", "beta", NULL};
 static const char *const sched_units[] = {"epoch", "step", NULL};
 const char *const gr_data_format_names[GR_DATA_FORMAT_COUNT + 1] = {"idx", "tensors", "images", NULL};
 
@@ -279,12 +279,12 @@ static bool parse_schedule(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
   s->kind = (gr_sched_kind)kind;
   gr_ynode *u = gr_yget(y, n, "unit");
   if (u && !gr_yenum(y, u, "schedule unit", sched_units, &unit)) return false;
-  s->per_step = unit == 1;
+  s->per_step = unit == 1 || (!u && kind == GR_SCHED_DANN); /* dann's progress p moves every step unless told */
   /* keys each type takes */
   static const char *const takes[GR_SCHED_COUNT][4] = {
       [GR_SCHED_CONSTANT] = {NULL}, [GR_SCHED_STEP] = {"step_size", "gamma", NULL},
-      [GR_SCHED_MULTISTEP] = {"milestones", "gamma", NULL}, [GR_SCHED_COSINE] = {"min_lr", NULL}};
-  static const char *const specific[] = {"step_size", "gamma", "milestones", "min_lr", NULL};
+      [GR_SCHED_MULTISTEP] = {"milestones", "gamma", NULL}, [GR_SCHED_COSINE] = {"min_lr", NULL}, [GR_SCHED_DANN] = {"alpha", "beta", NULL}};
+  static const char *const specific[] = {"step_size", "gamma", "milestones", "min_lr", "alpha", "beta", NULL};
   bool ok = true;
   for (const char *const *k = specific; *k; k++) {
     if (!gr_yget(y, n, *k)) continue;
@@ -322,8 +322,79 @@ static bool parse_schedule(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
   }
   ok &= gr_yopt_float(y, n, "gamma", 0, 1e6, &s->gamma);
   ok &= gr_yopt_float(y, n, "min_lr", 0, 1e6, &s->min_lr);
+  s->alpha = 10, s->beta = 0.75;
+  ok &= gr_yopt_float(y, n, "alpha", 0, 1e6, &s->alpha) && gr_yopt_float(y, n, "beta", 0, 100, &s->beta);
   ok &= gr_yopt_int(y, n, "warmup", 0, INT64_MAX / 2, &s->warmup);
   ok &= gr_yopt_float(y, n, "warmup_factor", 0, 1, &s->warmup_factor);
+  return ok;
+}
+
+const char *const gr_stream_names[GR_STREAM_COUNT + 1] = {"source", "target", "both", NULL};
+
+/* domain_adaptation: {features: LAYER, head: [layers], target: {train: SPLIT, test: SPLIT},
+ *                     source_fraction: 0.5, lambda: dann | NUMBER | {schedule: dann|constant, gamma, max},
+ *                     losses: {label: source|target|both, domain: both}}
+ * The head's layers are checked when the compiler builds them (gr_model_head). */
+static bool parse_domain(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
+  static const char *const keys[] = {"features", "head", "target", "source_fraction", "lambda", "losses", NULL};
+  static const char *const target_keys[] = {"train", "test", NULL};
+  static const char *const lambda_keys[] = {"schedule", "gamma", "max", NULL};
+  static const char *const lambda_kinds[] = {"dann", "constant", NULL};
+  static const char *const loss_keys[] = {"label", "domain", NULL};
+  static const char *const domain_streams[] = {"both", NULL};
+  gr_domain *dm = &p->domain;
+  dm->present = true;
+  dm->loc = gr_yloc(y, n);
+  dm->source_fraction = 0.5;
+  dm->lambda_max = 1;
+  dm->lambda_gamma = 10;
+  if (!gr_ymap_check(y, n, "'domain_adaptation'", keys)) return false;
+  gr_ynode *f = gr_yreq(y, n, "features", "'domain_adaptation'"), *h = gr_yreq(y, n, "head", "'domain_adaptation'");
+  gr_ynode *t = gr_yreq(y, n, "target", "'domain_adaptation' (the unlabelled target data)");
+  if (!f || !h || !t || !gr_ystr(y, f, "'features' (a layer of the model)", &dm->features)) return false;
+  dm->features_loc = gr_yloc(y, f);
+  dm->head_loc = gr_yloc(y, h);
+  if (!gr_ymap_check(y, t, "'target'", target_keys)) return false;
+  gr_ynode *tr = gr_yreq(y, t, "train", "'target'"), *te = gr_yget(y, t, "test");
+  if (!tr) return false;
+  /* unlabelled target training data: labels may be left out of an idx split */
+  bool ok = true;
+  if (p->data_format == GR_DATA_IDX && tr->type == YAML_MAPPING_NODE && !gr_yget(y, tr, "labels")) {
+    const char *a;
+    gr_ynode *im = gr_yreq(y, tr, "images", "'train'");
+    ok = gr_ymap_check(y, tr, "'train'", (const char *const[]){"images", "labels", NULL}) && im && gr_ystr(y, im, "'images'", &a);
+    if (ok) dm->train = (gr_data_split){.present = true, .images = gr_ypath(y, a), .loc = gr_yloc(y, tr), .images_loc = gr_yloc(y, im)};
+  } else {
+    ok = parse_split(y, tr, "'train'", p->data_format, &dm->train);
+  }
+  if (te) ok &= parse_split(y, te, "'test'", p->data_format, &dm->test);
+  ok &= gr_yopt_float(y, n, "source_fraction", 1e-6, 1 - 1e-6, &dm->source_fraction);
+  gr_ynode *lam = gr_yget(y, n, "lambda");
+  if (lam && lam->type == YAML_MAPPING_NODE) {
+    int kind = 0;
+    gr_ynode *sk = gr_yget(y, lam, "schedule");
+    ok &= gr_ymap_check(y, lam, "'lambda'", lambda_keys) && (!sk || gr_yenum(y, sk, "lambda schedule", lambda_kinds, &kind));
+    dm->lambda_constant = kind == 1;
+    ok &= gr_yopt_float(y, lam, "gamma", 0, 1e6, &dm->lambda_gamma) && gr_yopt_float(y, lam, "max", 0, 1e6, &dm->lambda_max);
+  } else if (lam && lam->type == YAML_SCALAR_NODE && !strcmp((const char *)lam->data.scalar.value, "dann")) {
+    dm->lambda_constant = false;
+  } else if (lam) {
+    dm->lambda_constant = true;
+    ok &= gr_yfloat(y, lam, "'lambda' (dann, a number, or {schedule, gamma, max})", 0, 1e6, &dm->lambda_max);
+  }
+  gr_ynode *ls = gr_yget(y, n, "losses");
+  if (ls) {
+    int dk = 0;
+    gr_ynode *lb = gr_yget(y, ls, "label"), *dn = gr_yget(y, ls, "domain");
+    ok &= gr_ymap_check(y, ls, "'losses'", loss_keys) && (!lb || gr_yenum(y, lb, "label loss stream", gr_stream_names, &dm->label_on)) &&
+          (!dn || gr_yenum(y, dn, "domain loss stream", domain_streams, &dk));
+    if (lb) dm->label_on_loc = gr_yloc(y, lb);
+  }
+  if (ok && dm->label_on != GR_STREAM_SOURCE && p->data_format == GR_DATA_IDX && !dm->train.labels) {
+    gr_error(y->diag, dm->label_on_loc, "the label loss applies to the target rows, but the target training data has no 'labels'");
+    gr_note(y->diag, dm->train.loc, "the target training data is named here");
+    ok = false;
+  }
   return ok;
 }
 
@@ -406,6 +477,8 @@ bool gr_plan_load(const char *path, gr_arena *a, gr_diag *d, gr_plan *p) {
     static const char *const nan_modes[] = {"stop", "skip", "rollback", NULL};
     if (nan && gr_yenum(&y, nan, "on_nan action", nan_modes, &p->on_nan) && p->on_nan == 2 && !p->ckpt.dir)
       gr_error(d, gr_yloc(&y, nan), "on_nan: rollback goes back to the last checkpoint, but the plan writes none (add 'checkpoint: {dir: ...}')");
+    gr_ynode *da = gr_yget(&y, root, "domain_adaptation");
+    if (da) parse_domain(&y, da, p);
     gr_ynode *fd = gr_yget(&y, root, "feature_cache_dir");
     const char *dir;
     if (fd && gr_ystr(&y, fd, "'feature_cache_dir'", &dir)) p->feature_cache_dir = gr_ypath(&y, dir);

@@ -151,6 +151,14 @@ typedef struct gr_train_cfg {
   int on_nan;               /* GR_NAN_*: what a step with a non-finite loss does */
   int rollbacks;            /* on_nan rollback: how many this run has made already (0 at the start) */
   bool quiet;               /* no progress lines, only per-epoch summaries */
+  /* domain adaptation (for a model with m->domain): the target data, in the source's format and
+   * normalisation; labels of the training part may be NULL (unlabelled) */
+  const char *target_images, *target_labels, *target_test_images, *target_test_labels;
+  gr_loc target_loc, target_test_loc;
+  double source_fraction;  /* of each batch's rows: source; the rest target */
+  int label_on;            /* rows the label loss sees: 0 source, 1 target, 2 both (frontend.h GR_STREAM_*) */
+  bool lambda_constant;    /* lambda = lambda_max; else lambda_max (2 / (1 + exp(-lambda_gamma p)) - 1), p the run's progress */
+  double lambda_max, lambda_gamma;
 } gr_train_cfg;
 
 typedef struct gr_train_result {
@@ -158,6 +166,7 @@ typedef struct gr_train_result {
   double final_train_loss;
   double test_loss, test_accuracy; /* of the last epoch; NaN without test data */
   double samples_per_s;            /* training throughput, whole run */
+  double target_accuracy, domain_accuracy; /* domain adaptation, last epoch: on the target test set; the domain head on both test sets */
 } gr_train_result;
 
 typedef struct gr_session gr_session; /* parameters + arenas of one model */
@@ -168,6 +177,12 @@ void gr_session_free(gr_session *s);
  * floats), also the model's output for every sample. False after reporting an image that cannot be
  * decoded. */
 bool gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy, float *outputs, gr_diag *d);
+/* The same for a model with a domain head: also counts the samples the head assigns to `domain` (0
+ * source, 1 target) into *dom_correct. */
+bool gr_session_evaluate_domain(gr_session *s, const gr_dataset *ds, int domain, double *loss, double *accuracy, int64_t *dom_correct,
+                                gr_diag *d);
+/* The gradient reversal factor of domain adaptation at progress p in [0, 1] (see gr_train_cfg). */
+double gr_dann_lambda(const gr_train_cfg *cfg, double p);
 const gr_rt_model *gr_session_model(const gr_session *s);
 float *gr_session_param(gr_session *s, int i); /* the i-th parameter's values in the slab */
 float *gr_session_state(gr_session *s, int i); /* the i-th optimizer state tensor's */

@@ -97,6 +97,54 @@ static bool gather(const gr_rt_program *p, uint8_t *arena, const gr_dataset *ds,
   return gr_dataset_samples(ds, idx, n, augment, seed, arena + p->x_off, d);
 }
 
+/* Domain adaptation's batch: after the n source rows gather() put in, nt target rows idx[0..nt);
+ * the class labels of the rows the label loss does not see set to -1 (ignored), the domain labels
+ * 0 (source) and 1 (target). */
+static bool gather_target(const gr_rt_program *p, uint8_t *arena, const gr_dataset *tgt, const int64_t *idx, int64_t n, int64_t nt,
+                          int label_on, uint64_t seed, gr_diag *d) {
+  int32_t *y = (int32_t *)(arena + p->y_off), *dy = (int32_t *)(arena + p->dom_y_off);
+  for (int64_t i = 0; i < nt; i++) y[n + i] = label_on == 0 ? -1 : ((const int32_t *)tgt->y)[idx[i]];
+  for (int64_t i = 0; label_on == 1 && i < n; i++) y[i] = -1;
+  for (int64_t i = 0; i < n + nt; i++) dy[i] = i >= n;
+  return gr_dataset_samples(tgt, idx, nt, false, seed, arena + p->x_off + 4 * (size_t)(n * tgt->sample_numel), d);
+}
+
+/* The target rows of a step: the target set is walked in passes, each a fresh shuffle, regardless of
+ * the source's epochs; which rows a step takes depends only on the seed and the step, so a resumed
+ * run takes the same ones. */
+typedef struct target_stream {
+  const gr_dataset *ds;
+  int64_t rows, pass, *perm; /* perm: the shuffle of pass `pass` */
+  uint64_t seed;
+  bool shuffle;              /* false: every pass in file order (data.shuffle: false) */
+} target_stream;
+
+static void target_rows(target_stream *t, int64_t step, int64_t *idx) {
+  int64_t n = t->ds->n;
+  for (int64_t r = 0; r < t->rows; r++) {
+    int64_t pos = step * t->rows + r, pass = pos / n;
+    if (pass != t->pass) {
+      gr_rng g;
+      gr_rng_seed(&g, t->seed ^ 0x7A26E7DULL ^ ((uint64_t)pass * 0x9E3779B97F4A7C15ULL));
+      for (int64_t i = 0; i < n; i++) t->perm[i] = i;
+      if (t->shuffle) gr_rng_shuffle(&g, t->perm, n);
+      t->pass = pass;
+    }
+    idx[r] = t->perm[pos % n];
+  }
+}
+
+double gr_dann_lambda(const gr_train_cfg *cfg, double p) {
+  return cfg->lambda_constant ? cfg->lambda_max : cfg->lambda_max * (2 / (1 + exp(-cfg->lambda_gamma * p)) - 1);
+}
+
+/* Domain accuracy: how many rows of out[n, 2] the domain head assigns to `domain`. */
+static int64_t count_domain(const float *out, int64_t n, int domain) {
+  int64_t k = 0;
+  for (int64_t i = 0; i < n; i++) k += (out[2 * i + 1] > out[2 * i]) == domain;
+  return k;
+}
+
 /* The indices b .. b+n-1, for walking a data set in order. */
 static void iota(int64_t *idx, int64_t b, int64_t n) {
   for (int64_t i = 0; i < n; i++) idx[i] = b + i;
@@ -113,6 +161,10 @@ static int64_t count_correct(const gr_rt_model *m, const float *out, const void 
   } else if (m->accuracy == GR_ACC_ARGMAX) {
     const int32_t *labels = y;
     for (int64_t i = 0; i < n; i++) {
+      if (labels[i] < 0) { /* a row without a label (domain adaptation's target rows) */
+        --*total;
+        continue;
+      }
       const float *row = out + i * C;
       int64_t best = 0;
       for (int64_t c = 1; c < C; c++)
@@ -128,14 +180,28 @@ static double ratio(const gr_rt_model *m, int64_t correct, int64_t total) {
   return m->accuracy == GR_ACC_NONE || total == 0 ? NAN : (double)correct / (double)total;
 }
 
+static bool evaluate(gr_session *s, const gr_dataset *ds, int domain, double *loss, double *accuracy, int64_t *dom_correct, float *outputs,
+                     gr_diag *d);
+
 bool gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, double *accuracy, float *outputs, gr_diag *d) {
+  return evaluate(s, ds, 0, loss, accuracy, NULL, outputs, d);
+}
+
+bool gr_session_evaluate_domain(gr_session *s, const gr_dataset *ds, int domain, double *loss, double *accuracy, int64_t *dom_correct,
+                                gr_diag *d) {
+  *dom_correct = 0;
+  return evaluate(s, ds, domain, loss, accuracy, dom_correct, NULL, d);
+}
+
+static bool evaluate(gr_session *s, const gr_dataset *ds, int domain, double *loss, double *accuracy, int64_t *dom_correct, float *outputs,
+                     gr_diag *d) {
   const gr_rt_model *m = s->m;
   const gr_rt_program *p = &m->eval;
   int64_t B = m->max_batch, *idx = malloc(sizeof(int64_t) * 2 * (size_t)B), *next = idx + B;
   GR_CHECK(idx != NULL, "out of memory");
   double total = 0;
   int64_t correct = 0, counted = 0, k;
-  float scal[GR_SCALAR_TOTAL] = {0};
+  float scal[GR_SCALAR_TOTAL] = {[GR_SCALAR_LAMBDA] = 1};
   bool ok = true;
   for (int64_t b = 0; b < ds->n && ok; b += B) {
     int64_t n = ds->n - b < B ? ds->n - b : B, nb = b + B, nn = ds->n - nb < B ? ds->n - nb : B;
@@ -147,6 +213,7 @@ bool gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, doub
     total += (double)*(float *)(s->eval_arena + p->loss_off) * (double)n;
     correct += count_correct(m, (float *)(s->eval_arena + p->out_off), s->eval_arena + p->y_off, n, &k);
     counted += k;
+    if (dom_correct && p->dom_out_off >= 0) *dom_correct += count_domain((float *)(s->eval_arena + p->dom_out_off), n, domain);
     if (outputs) memcpy(outputs + b * m->n_classes, s->eval_arena + p->out_off, sizeof(float) * (size_t)(n * m->n_classes));
   }
   free(idx);
@@ -458,7 +525,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   for (int i = 0; i < n_phases; i++) epochs += phases[i].epochs;
   memset(res, 0, sizeof *res);
   if (cfg->save_path && !can_create(cfg->save_path, d)) return false;
-  res->test_loss = res->test_accuracy = NAN;
+  res->test_loss = res->test_accuracy = res->target_accuracy = res->domain_accuracy = NAN;
   FILE *log = cfg->log ? cfg->log : stdout;
   if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);
   /* the cheap checks first (memory, weights), then the data sets, which take seconds to decode */
@@ -470,8 +537,10 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
     return false;
   }
   if (!s) return false;
-  gr_dataset train = {0}, test = {0};
+  gr_dataset train = {0}, test = {0}, tgt = {0}, tgt_test = {0}; /* tgt*: domain adaptation's target data */
   gr_metrics *metrics = NULL;
+  bool dann = m->domain;
+  GR_CHECK(!dann || cfg->target_images, "a domain-adaptation model without target data");
   bool loaded = gr_dataset_load(&train, cfg->data_format, cfg->train_images, cfg->train_labels, &cfg->pixels, m, &cfg->train_select, d);
   if (!loaded && cfg->train_loc.file) gr_note(d, cfg->train_loc, "in the training data named here");
   if (loaded && cfg->test_images) {
@@ -479,14 +548,30 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
              same_classes(&train, &test, d);
     if (!loaded && cfg->test_loc.file) gr_note(d, cfg->test_loc, "in the test data named here");
   }
+  if (loaded && dann) {
+    loaded = gr_dataset_load(&tgt, cfg->data_format, cfg->target_images, cfg->target_labels, &cfg->pixels, m, NULL, d);
+    if (!loaded && cfg->target_loc.file) gr_note(d, cfg->target_loc, "in the target training data named here");
+    if (loaded && cfg->target_test_images) {
+      loaded = gr_dataset_load(&tgt_test, cfg->data_format, cfg->target_test_images, cfg->target_test_labels, &cfg->pixels, m, NULL, d);
+      if (!loaded && cfg->target_test_loc.file) gr_note(d, cfg->target_test_loc, "in the target test data named here");
+    }
+    if (loaded && tgt.n == 0) {
+      gr_error(d, cfg->target_loc, "the target training data has no samples");
+      loaded = false;
+    }
+  }
   if (!loaded || (cfg->metrics_path && !(metrics = gr_metrics_open(cfg->metrics_path, cfg->resume != NULL, d)))) {
     gr_session_free(s);
     gr_dataset_free(&train);
     gr_dataset_free(&test);
+    gr_dataset_free(&tgt);
+    gr_dataset_free(&tgt_test);
     return false;
   }
   fprintf(log, "training on %lld samples", (long long)train.n);
+  if (dann) fprintf(log, " and %lld target samples", (long long)tgt.n);
   if (test.n) fprintf(log, ", evaluating on %lld", (long long)test.n);
+  if (tgt_test.n) fprintf(log, " and %lld target samples", (long long)tgt_test.n);
   fprintf(log, ", batch %lld, %lld epoch%s\n", (long long)m->max_batch, (long long)epochs, epochs == 1 ? "" : "s");
   bool augment = train.img && (cfg->pixels.random_crop || cfg->pixels.flip);
   gr_rng rng, drop_rng;
@@ -496,7 +581,24 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   GR_CHECK(perm != NULL, "out of memory");
   for (int64_t i = 0; i < train.n; i++) perm[i] = i;
   int64_t B = m->max_batch, steps_per_epoch = (train.n + B - 1) / B, step = 0;
-  float scal[GR_SCALAR_TOTAL] = {0};
+  /* a step takes sb source rows (domain adaptation: and tb target rows, the last partial batch of
+   * source rows dropped) from the epoch's first epoch_rows of the shuffle */
+  int64_t sb = B, tb = 0, epoch_rows = train.n;
+  target_stream ts = {.ds = &tgt, .pass = -1, .seed = cfg->seed, .shuffle = cfg->shuffle};
+  int64_t *tidx = NULL;
+  if (dann) {
+    sb = llround((double)B * cfg->source_fraction);
+    sb = sb < 1 ? 1 : sb > B - 1 ? B - 1 : sb;
+    tb = ts.rows = B - sb;
+    steps_per_epoch = train.n / sb > 0 ? train.n / sb : 1;
+    epoch_rows = train.n < sb ? train.n : steps_per_epoch * sb;
+    ts.perm = malloc(sizeof(int64_t) * (size_t)(tgt.n + tb));
+    tidx = ts.perm + tgt.n;
+    GR_CHECK(ts.perm != NULL, "out of memory");
+    fprintf(log, "domain adaptation: %lld source and %lld target rows a step, %lld steps an epoch\n", (long long)sb, (long long)tb,
+            (long long)steps_per_epoch);
+  }
+  float scal[GR_SCALAR_TOTAL] = {[GR_SCALAR_LAMBDA] = 1};
   int64_t sched_total = cfg->schedule.per_step ? steps_per_epoch * epochs : epochs;
   /* where the run is, as a checkpoint records it: phase_start is the step at which each phase began */
   gr_ckpt_pos run = {.n_phases = n_phases, .seed = cfg->seed, .batch_size = B, .samples = train.n};
@@ -560,7 +662,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
     cache_free(&cache);
     for (int64_t pe = ph == start_ph ? start_pe : 1; pe <= phases[ph].epochs && ok; pe++) {
       bool first = ph == start_ph && pe == start_pe; /* the first epoch this process runs */
-      int64_t b0 = first ? start_b * B : 0;     /* a resumed run continues mid-epoch */
+      int64_t b0 = first ? start_b * sb : 0;    /* a resumed run continues mid-epoch */
       epoch++;
       if (cfg->shuffle && b0 == 0) gr_rng_shuffle(&rng, perm, train.n);
       double t_epoch = gr_now(), win_loss = 0, ep_loss = 0;
@@ -576,25 +678,32 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       }
       int64_t win_n = 0, win_correct = 0, win_counted = 0, ep_n = 0;
       double t_win = t_epoch;
-      for (int64_t b = b0; b < train.n; b += B) {
-        int64_t n = train.n - b < B ? train.n - b : B;
+      for (int64_t b = b0; b < epoch_rows; b += sb) {
+        int64_t n = epoch_rows - b < sb ? epoch_rows - b : sb;
         lr = gr_schedule_lr(&cfg->schedule, cfg->lr, cfg->schedule.per_step ? step : epoch - 1, sched_total) * phases[ph].lr_mult;
         scal[GR_SCALAR_LR] = (float)lr;
         for (int k = 0; k < m->n_groups; k++) scal[GR_SCALAR_COUNT + k] = (float)(lr * m->lr_mult[k]);
         scal[GR_SCALAR_STEP] = (float)(step + 1);
         for (int j = 1; j <= ph; j++) scal[GR_SCALAR_PHASE_STEP + j - 1] = (float)(step - run.phase_start[j] + 1);
         scal[GR_SCALAR_SEED] = (float)(gr_rng_next(&drop_rng) >> 40); /* < 2^24: exact in a float */
+        double lambda = dann ? gr_dann_lambda(cfg, (double)step / (double)(steps_per_epoch * epochs)) : 1;
+        scal[GR_SCALAR_LAMBDA] = (float)lambda;
         uint64_t aug_seed = cfg->seed ^ ((uint64_t)step << 20) ^ 0xA5A5F00DULL; /* a training image's crop and flip */
         if (!gather(p, arena, src, perm + b, n, augment, aug_seed, d)) {
           ok = false;
           break;
         }
-        if (b + B < train.n) /* the next batch is decoded while this one trains */
-          gr_dataset_prefetch(src, perm + b + B, train.n - b - B < B ? train.n - b - B : B, augment,
+        if (dann) target_rows(&ts, step, tidx);
+        if (dann && !gather_target(p, arena, &tgt, tidx, n, tb, cfg->label_on, aug_seed, d)) {
+          ok = false;
+          break;
+        }
+        if (b + sb < epoch_rows) /* the next batch is decoded while this one trains */
+          gr_dataset_prefetch(src, perm + b + sb, epoch_rows - b - sb < sb ? epoch_rows - b - sb : sb, augment,
                               cfg->seed ^ ((uint64_t)(step + 1) << 20) ^ 0xA5A5F00DULL);
         if (p->dloss_off >= 0) *(float *)(arena + p->dloss_off) = 1.0f; /* absent when only batchnorm statistics move */
         if (snap) memcpy(snap, s->slab, (size_t)m->slab_bytes); /* on_nan: skip undoes a bad step with it */
-        p->fn(s->slab, arena, n, scal);
+        p->fn(s->slab, arena, n + tb, scal);
         step++;
         gr_fault("step"); /* tests: a crash mid-run, the step's updates made but not recorded */
         float loss = *(float *)(arena + p->loss_off);
@@ -616,26 +725,33 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
           break;
         }
         skipped = 0;
+        if (dann)
+          gr_metrics_record(metrics, "domain", "epoch#", (double)epoch, "step#", (double)step, "lr", lr, "lambda", lambda, "label_loss",
+                            (double)*(float *)(arena + p->label_loss_off), "domain_loss", (double)*(float *)(arena + p->dom_loss_off),
+                            "domain_accuracy",
+                            (double)(count_domain((float *)(arena + p->dom_out_off), n, 0) +
+                                     count_domain((float *)(arena + p->dom_out_off) + 2 * n, tb, 1)) / (double)(n + tb), NULL);
         if (cfg->ckpt_dir && cfg->ckpt_every_steps > 0 && step % cfg->ckpt_every_steps == 0) {
-          int64_t done = b / B + 1; /* batches of this epoch done */
+          int64_t done = b / sb + 1; /* batches of this epoch done */
           run.epoch = done == steps_per_epoch ? epoch : epoch - 1;
           run.batch = done == steps_per_epoch ? 0 : done;
           run.step = step;
           if (!(ok = gr_checkpoint_write(s, cfg->ckpt_dir, &run, cfg->ckpt_keep, prog.tty ? NULL : log, d))) break;
           last_ckpt = step;
         }
-        win_loss += (double)loss * (double)n;
-        ep_loss += (double)loss * (double)n;
-        win_n += n;
-        ep_n += n;
+        win_loss += (double)loss * (double)(n + tb);
+        ep_loss += (double)loss * (double)(n + tb);
+        win_n += n + tb;
+        ep_n += n + tb;
         if (p->out_off >= 0) {
           int64_t k;
-          win_correct += count_correct(m, (float *)(arena + p->out_off), arena + p->y_off, n, &k);
+          win_correct += count_correct(m, (float *)(arena + p->out_off), arena + p->y_off, n + tb, &k);
           win_counted += k;
         }
-        int64_t in_epoch = b / B + 1;
+        int64_t in_epoch = b / sb + 1;
         double now = gr_now(), rate = (double)ep_n / (now - t_epoch + 1e-12);
-        double eta = ((double)(steps_per_epoch - in_epoch) * (double)B + (double)(epochs - epoch) * (double)train.n) / rate;
+        double step_time = (now - t_epoch) / (double)(in_epoch - b0 / sb);
+        double eta = ((double)(steps_per_epoch - in_epoch) + (double)(epochs - epoch) * (double)steps_per_epoch) * step_time;
         bool log_now = step % cfg->log_every == 0;
         if (!cfg->quiet && (prog.tty || log_now))
           gr_progress_step(&prog, epoch, epochs, in_epoch, steps_per_epoch, ep_loss / (double)ep_n, rate, eta, false);
@@ -662,8 +778,10 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       res->final_train_loss = ep_loss / (double)ep_n;
       fprintf(log, "epoch %lld/%lld: train loss %.4f (%.1f s, %.0f samples/s)", (long long)epoch, (long long)epochs,
               res->final_train_loss, ep_time, (double)ep_n / ep_time);
-      if (test.n && (cfg->eval_every <= 1 || epoch % cfg->eval_every == 0 || epoch == epochs)) {
-        if (!gr_session_evaluate(s, &test, &res->test_loss, &res->test_accuracy, NULL, d)) {
+      bool eval_now = cfg->eval_every <= 1 || epoch % cfg->eval_every == 0 || epoch == epochs;
+      int64_t dom_right[2] = {0, 0};
+      if (test.n && eval_now) {
+        if (!gr_session_evaluate_domain(s, &test, 0, &res->test_loss, &res->test_accuracy, &dom_right[0], d)) {
           ok = false;
           break;
         }
@@ -671,6 +789,17 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
         if (!isnan(res->test_accuracy)) fprintf(log, ", test accuracy %.4f", res->test_accuracy);
         gr_metrics_record(metrics, "test", "epoch#", (double)epoch, "step#", (double)step, "loss", res->test_loss, "accuracy",
                           res->test_accuracy, NULL);
+      }
+      if (tgt_test.n && eval_now) { /* domain adaptation: the target test set, and the domain head on both */
+        double tl;
+        if (!gr_session_evaluate_domain(s, &tgt_test, 1, &tl, &res->target_accuracy, &dom_right[1], d)) {
+          ok = false;
+          break;
+        }
+        res->domain_accuracy = (double)(dom_right[0] + dom_right[1]) / (double)(test.n + tgt_test.n);
+        fprintf(log, ", target test accuracy %.4f, domain accuracy %.4f", res->target_accuracy, res->domain_accuracy);
+        gr_metrics_record(metrics, "target_test", "epoch#", (double)epoch, "step#", (double)step, "loss", tl, "accuracy",
+                          res->target_accuracy, "domain_accuracy", res->domain_accuracy, NULL);
       }
       fputc('\n', log);
       fflush(log);
@@ -687,17 +816,21 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   res->samples_per_s = train_time > 0 ? (double)samples / train_time : 0;
   if (ok && test.n && !isnan(res->test_accuracy)) fprintf(log, "final test accuracy: %.4f\n", res->test_accuracy);
   else if (ok && test.n) fprintf(log, "final test loss: %.6g\n", res->test_loss);
+  if (ok && tgt_test.n) fprintf(log, "final target test accuracy: %.4f\nfinal domain accuracy: %.4f\n", res->target_accuracy, res->domain_accuracy);
   if (ok && cfg->save_path) {
     ok = gr_session_save(s, cfg->save_path, d);
     if (ok) fprintf(log, "saved %d parameters to %s\n", m->n_params, cfg->save_path);
   }
   free(perm);
+  free(ts.perm);
   free(snap);
   cache_free(&cache); /* its labels are the training set's */
   gr_session_free(s);
   gr_metrics_close(metrics);
   gr_dataset_free(&train);
   gr_dataset_free(&test);
+  gr_dataset_free(&tgt);
+  gr_dataset_free(&tgt_test);
   if (rollback) { /* the run again from its last checkpoint, at half the learning rate */
     gr_train_cfg again = *cfg;
     again.resume = cfg->ckpt_dir;

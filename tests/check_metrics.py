@@ -38,6 +38,11 @@ with open(a.file) as f:
         elif split in ("test", "val"):
             need = {"epoch": int, "loss": float, "accuracy": float}
             evals.append(r)
+        elif split == "domain":  # domain adaptation, every step
+            need = {"epoch": int, "step": int, "lr": float, "lambda": float, "label_loss": float, "domain_loss": float,
+                    "domain_accuracy": float}
+        elif split == "target_test":
+            need = {"epoch": int, "step": int, "loss": float, "accuracy": float, "domain_accuracy": float}
         else:
             fail(f"{a.file}:{n}: unknown split {split!r}")
         for k, t in need.items():
@@ -46,8 +51,9 @@ with open(a.file) as f:
                 fail(f"{a.file}:{n}: {split} record needs integer {k!r}, got {v!r}")
             if t is float and (not isinstance(v, (int, float)) or not math.isfinite(v)):
                 fail(f"{a.file}:{n}: {split} record needs a finite number {k!r}, got {v!r}")
-        if "accuracy" in r and r["accuracy"] is not None and not 0 <= r["accuracy"] <= 1:
-            fail(f"{a.file}:{n}: accuracy out of [0, 1]: {r['accuracy']}")
+        for k in ("accuracy", "domain_accuracy"):
+            if k in r and r[k] is not None and not 0 <= r[k] <= 1:
+                fail(f"{a.file}:{n}: {k} out of [0, 1]: {r[k]}")
 
 if not train:
     fail("no training records")

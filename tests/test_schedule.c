@@ -1,5 +1,6 @@
 /* test_schedule.c — learning-rate schedules against the values torch.optim.lr_scheduler gives for the
- * same settings (StepLR, MultiStepLR, CosineAnnealingLR, and a LinearLR warm-up), epoch by epoch. */
+ * same settings (StepLR, MultiStepLR, CosineAnnealingLR, and a LinearLR warm-up), epoch by epoch, and
+ * DANN's annealing (Ganin & Lempitsky 2015) against its formula's values. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,10 +51,20 @@ static void test_warmup(void **state) {
   expect(&s, 1.0, 5, (double[]){0.1, 0.55, 1, 0.5, 0.25}, 5);
 }
 
+/* DANN's annealing lr / (1 + 10 p)^0.75 over 4 units, p = t/4, from 0.01: the formula, and its values
+ * printed to 10 digits by Python */
+static void test_dann(void **state) {
+  (void)state;
+  gr_schedule s = {.kind = GR_SCHED_DANN, .alpha = 10, .beta = 0.75};
+  expect(&s, 0.01, 4, (double[]){0.01, 0.01 / pow(3.5, 0.75), 0.01 / pow(6, 0.75), 0.01 / pow(8.5, 0.75), 0.01 / pow(11, 0.75)}, 5);
+  double want[] = {0.0039079497, 0.0026084743, 0.0020087959, 0.0016556003};
+  for (int t = 1; t <= 4; t++) assert_true(fabs(gr_schedule_lr(&s, 0.01, t, 4) - want[t - 1]) < 1e-10);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_constant), cmocka_unit_test(test_step), cmocka_unit_test(test_multistep),
-      cmocka_unit_test(test_cosine),   cmocka_unit_test(test_warmup),
+      cmocka_unit_test(test_cosine),   cmocka_unit_test(test_warmup), cmocka_unit_test(test_dann),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

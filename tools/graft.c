@@ -178,6 +178,7 @@ static void print_summary(const gr_compiled *c, const gr_compiled *base, FILE *f
   const gr_model *m = &c->model;
   char sb[96], b1[32], b2[32], b3[32];
   step_cost k = cost_of(c);
+  int64_t B = c->plan.batch_size;
   bool any_frozen = k.frozen > 0;
   fprintf(f, "plan %s: model '%s' (%s)\n", c->plan.path, m->name, m->path);
   fprintf(f, "  %-12s %-14s %-18s %12s%s\n", "layer", "op", "output", "parameters", any_frozen ? "       frozen" : "");
@@ -190,12 +191,30 @@ static void print_summary(const gr_compiled *c, const gr_compiled *base, FILE *f
     if (any_frozen) fprintf(f, " %12lld", (long long)fr);
     fputc('\n', f);
   }
+  const gr_domain *dm = &c->plan.domain;
+  if (c->dom_out) {
+    int64_t tr, fr;
+    layer_params(c->g, "domain", &tr, &fr);
+    const gr_value *feat = c->dom_out;
+    for (int i = 0; i < m->n_layers; i++)
+      if (!strcmp(m->layer_names[i], dm->features)) feat = m->layer_outputs[i];
+    int64_t src = llround((double)B * dm->source_fraction);
+    src = src < 1 ? 1 : src > B - 1 ? B - 1 : src;
+    fprintf(f, "domain adaptation: a domain head of %lld parameters reads '%s' %s through a gradient reversal layer; output %s\n",
+            (long long)(tr + fr), dm->features, gr_shape_str(&feat->shape, sb, sizeof sb),
+            gr_shape_str(&c->dom_out->shape, b1, sizeof b1));
+    if (dm->lambda_constant)
+      fprintf(f, "  a batch: %lld source + %lld target rows; lambda %g; label loss on %s rows, domain loss on both\n", (long long)src,
+              (long long)(B - src), dm->lambda_max, gr_stream_names[dm->label_on]);
+    else
+      fprintf(f, "  a batch: %lld source + %lld target rows; lambda %g * (2/(1+exp(-%g p)) - 1), p the progress; label loss on %s rows, domain loss on both\n",
+              (long long)src, (long long)(B - src), dm->lambda_max, dm->lambda_gamma, gr_stream_names[dm->label_on]);
+  }
   fprintf(f, "parameters: %lld (%lld trainable, %lld frozen); buffers (batchnorm statistics): %lld\n",
           (long long)(k.trainable + k.frozen), (long long)k.trainable, (long long)k.frozen, (long long)k.buffers);
   fprintf(f, "loss: %s; optimizer: %s, learning rate %g, momentum %g, weight decay %g%s\n", gr_loss_names[c->plan.loss],
           gr_opt_names[c->plan.opt.kind], c->plan.opt.lr, c->plan.opt.momentum, c->plan.opt.weight_decay,
           c->plan.opt.nesterov ? ", nesterov" : "");
-  int64_t B = c->plan.batch_size;
   fprintf(f, "per step (batch %lld): forward %.1f MFLOP, backward + update %.1f MFLOP\n", (long long)B, k.fwd / 1e6, k.bwd / 1e6);
   human_bytes(b1, sizeof b1, (double)k.slab);
   human_bytes(b2, sizeof b2, (double)k.train_arena);
@@ -528,6 +547,15 @@ int main(int argc, char **argv) {
                         .ckpt_dir = p->ckpt.dir, .ckpt_every_steps = p->ckpt.every_steps, .ckpt_every_epoch = p->ckpt.every_epoch,
                         .ckpt_keep = (int)p->ckpt.keep, .on_nan = p->on_nan,
                         .threads = (int)threads, .log = stdout, .quiet = quiet};
+    const gr_domain *dm = &p->domain;
+    if (dm->present) {
+      cfg.target_images = dm->train.images, cfg.target_labels = dm->train.labels, cfg.target_loc = dm->train.loc;
+      cfg.target_test_images = dm->test.present ? dm->test.images : NULL;
+      cfg.target_test_labels = dm->test.present ? dm->test.labels : NULL;
+      cfg.target_test_loc = dm->test.loc;
+      cfg.source_fraction = dm->source_fraction, cfg.label_on = dm->label_on;
+      cfg.lambda_constant = dm->lambda_constant, cfg.lambda_max = dm->lambda_max, cfg.lambda_gamma = dm->lambda_gamma;
+    }
     gr_train_result res;
     int n_ph = p->tl.n_phases > 0 ? p->tl.n_phases : 1;
     gr_compiled *later = calloc((size_t)n_ph, sizeof *later); /* phases 2..n: each compiled on its own */

@@ -758,6 +758,115 @@ log_every: 1
             compare(f"clip {opt_name} {k} after {STEPS} steps", w1[k], v.numpy())
 
 
+DANN_MODEL = """name: dannp
+input: {shape: [1, 8, 8]}
+layers:
+  - {name: conv, op: conv2d, out_channels: 3, kernel_size: 3}
+  - {name: relu, op: relu}
+  - {name: features, op: flatten}
+  - {name: fc, op: linear, out_features: 5}
+"""
+
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dann import Reverse  # noqa: E402 (the recipe's reference: identity forward, gradient * -lambda)
+
+
+class DannNet(nn.Module):
+    """The parity case's DANN network, with graft's parameter names: a label path (conv, fc) and a
+    domain head (domain.fc1, domain.fc2) on the flattened conv features behind a gradient reversal."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.fc = nn.Linear(108, 5)
+        self.domain = nn.Module()
+        self.domain.fc1 = nn.Linear(108, 6)
+        self.domain.fc2 = nn.Linear(6, 2)
+
+    def forward(self, x, lam):
+        f = torch.relu(self.conv(x)).flatten(1)
+        h = self.domain.fc2(torch.relu(self.domain.fc1(Reverse.apply(f, lam))))
+        return self.fc(f), h
+
+
+def dann_case():
+    """Domain adaptation: 3 steps of batches of 4 source and 4 target rows (file order), the label
+    loss on the source rows (or on both), the domain loss on all, through the gradient reversal at
+    a constant lambda, and at the DANN schedules of lambda and the learning rate (p = step / 3)."""
+    variants = {"constant": ("lambda: 0.7", "", "source", lambda p: 0.7, lambda p: 1.0),
+                "schedule": ("lambda: {schedule: dann, gamma: 10, max: 0.9}", "schedule: {type: dann, alpha: 10, beta: 0.75}", "both",
+                             lambda p: 0.9 * (2 / (1 + np.exp(-10 * p)) - 1), lambda p: 1 / (1 + 10 * p) ** 0.75)}
+    for vname, (lam_yaml, sched_yaml, label_on, lam_of, lr_of) in variants.items():
+        d = os.path.join(WORK, f"dann-{vname}")
+        os.makedirs(d, exist_ok=True)
+        torch.manual_seed(5)
+        model = DannNet()
+        w0 = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+        write_safetensors(f"{d}/w0.safetensors", w0)
+        with open(f"{d}/model.yaml", "w") as f:
+            f.write(DANN_MODEL)
+        xs, ys = torch.randn(4 * STEPS, 1, 8, 8), torch.randint(0, 5, (4 * STEPS,))
+        xt, yt = torch.randn(4 * STEPS, 1, 8, 8) * 2 + 0.5, torch.randint(0, 5, (4 * STEPS,))
+        write_safetensors(f"{d}/source.safetensors", {"x": xs.numpy(), "y": ys.numpy()})
+        write_safetensors(f"{d}/target.safetensors", {"x": xt.numpy(), "y": yt.numpy()})
+        with open(f"{d}/dann.plan.yaml", "w") as f:
+            f.write(f"""model: model.yaml
+init: w0.safetensors
+data: {{format: tensors, train: {{file: source.safetensors}}, shuffle: false}}
+domain_adaptation:
+  features: features
+  head:
+    - {{name: fc1, op: linear, out_features: 6}}
+    - {{name: relu, op: relu}}
+    - {{name: fc2, op: linear, out_features: 2}}
+  target: {{train: {{file: target.safetensors}}}}
+  {lam_yaml}
+  losses: {{label: {label_on}}}
+loss: cross_entropy
+optimizer: {{type: sgd, learning_rate: 0.1, momentum: 0.9}}
+{sched_yaml}
+batch_size: 8
+epochs: 1
+log_every: 1
+""")
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        losses, lams, lrs = [], [], []
+        dom = torch.tensor([0] * 4 + [1] * 4)
+        for st in range(STEPS):
+            p = st / STEPS
+            for g in opt.param_groups:
+                g["lr"] = 0.1 * lr_of(p)
+            opt.zero_grad(set_to_none=True)
+            x = torch.cat([xs[st * 4:(st + 1) * 4], xt[st * 4:(st + 1) * 4]])
+            out, h = model(x, float(lam_of(p)))
+            ysb = ys[st * 4:(st + 1) * 4]
+            lab = nn.functional.cross_entropy(out[:4], ysb) if label_on == "source" else \
+                nn.functional.cross_entropy(out, torch.cat([ysb, yt[st * 4:(st + 1) * 4]]))
+            loss = lab + nn.functional.cross_entropy(h, dom)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            lams.append(float(lam_of(p)))
+            lrs.append(0.1 * lr_of(p))
+        metrics = f"{d}/dann.jsonl"
+        r = graft("train", f"{d}/dann.plan.yaml", "-q", "--metrics", metrics, "--save", f"{d}/dann.w1.safetensors")
+        if r.returncode != 0:
+            failures.append(f"dann {vname}: graft train failed: {r.stderr.strip()}")
+            continue
+        recs = [json.loads(l) for l in open(metrics)]
+        steps = [q for q in recs if q["split"] == "domain"]
+        compare(f"dann {vname} loss per step", [q["loss"] for q in recs if q["split"] == "train"], losses)
+        compare(f"dann {vname} lambda per step", [q["lambda"] for q in steps], lams)
+        compare(f"dann {vname} learning rate per step", [q["lr"] for q in steps], lrs)
+        w1 = read_safetensors(f"{d}/dann.w1.safetensors")
+        for k, v in model.state_dict().items():
+            compare(f"dann {vname} {k} after {STEPS} steps", w1[k], v.numpy())
+
+
+if not ONLY or "dann" in ONLY:
+    dann_case()
 if not ONLY or "clip" in ONLY:
     clip_case()
 if not ONLY or "images" in ONLY:
@@ -780,6 +889,7 @@ if not ONLY:
     plans = [os.path.join(WORK, name, f"{opt_name}.plan.yaml") for opt_name in optimizers(1.0)
              for name in list(CASES) + ["transfer"] + [f"phases-{c}" for c in PHASES]]  # transfer: conv2d_bn (a frozen batchnorm folded)
     plans += [os.path.join(WORK, f"clip-{o}", "clip.plan.yaml") for o in ("sgd", "adam")]  # sum_squares, clip_coef, scale
+    plans += [os.path.join(WORK, f"dann-{v}", "dann.plan.yaml") for v in ("constant", "schedule")]  # grad_reverse
     for plan in plans:
         if os.path.exists(plan):
             r = graft("ir", plan, "--after=optimizer")
