@@ -390,6 +390,10 @@ static bool parse_domain(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
           (!dn || gr_yenum(y, dn, "domain loss stream", domain_streams, &dk));
     if (lb) dm->label_on_loc = gr_yloc(y, lb);
   }
+  if (ok && p->n_select && (dm->label_on != GR_STREAM_SOURCE || dm->test.present)) {
+    gr_error(y->diag, p->select_loc, "'classes' renumbers the source labels only; with domain adaptation, the target data's labels would not match");
+    ok = false;
+  }
   if (ok && dm->label_on != GR_STREAM_SOURCE && p->data_format == GR_DATA_IDX && !dm->train.labels) {
     gr_error(y->diag, dm->label_on_loc, "the label loss applies to the target rows, but the target training data has no 'labels'");
     gr_note(y->diag, dm->train.loc, "the target training data is named here");

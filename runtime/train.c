@@ -552,7 +552,8 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
     loaded = gr_dataset_load(&tgt, cfg->data_format, cfg->target_images, cfg->target_labels, &cfg->pixels, m, NULL, d);
     if (!loaded && cfg->target_loc.file) gr_note(d, cfg->target_loc, "in the target training data named here");
     if (loaded && cfg->target_test_images) {
-      loaded = gr_dataset_load(&tgt_test, cfg->data_format, cfg->target_test_images, cfg->target_test_labels, &cfg->pixels, m, NULL, d);
+      loaded = gr_dataset_load(&tgt_test, cfg->data_format, cfg->target_test_images, cfg->target_test_labels, &cfg->pixels, m, NULL, d) &&
+               same_classes(&train, &tgt_test, d);
       if (!loaded && cfg->target_test_loc.file) gr_note(d, cfg->target_test_loc, "in the target test data named here");
     }
     if (loaded && tgt.n == 0) {
