@@ -35,7 +35,8 @@ reshuffled and restarted (the rest dropped), independently of the source epochs.
 Schedules, p = step / total_steps (step 0-based, before the step; total = epochs * steps/epoch):
   lambda = lambda_max * (2/(1+exp(-gamma p)) - 1)   learning rate = lr / (1 + 10 p)^0.75  (all modes)
   (--lambda-max, default 1, and --gamma, default 10, the paper's values; dann mode only)
-SGD, momentum 0.9, no weight decay.
+Adam (torch.optim.Adam's defaults but the rate: lr 0.0005 annealed as above), as examples/domain's
+plans; --optimizer sgd: SGD with momentum 0.9 instead. No weight decay.
 
 After every epoch, one JSON line on stderr: source_acc (MNIST test), target_acc (MNIST-M test) and,
 in dann mode, domain_acc (domain classifier on the union of both test sets: 0 MNIST, 1 MNIST-M).
@@ -50,7 +51,7 @@ to the paper's MNIST -> MNIST-M target accuracies (source only .5225, DANN .7666
 metrics file.
 
 usage: dann.py [--data DIR] [--mode source|dann|target[,...]]... [--seeds 1,2,3] [--epochs 15]
-               [--batch 128] [--lr 0.01] [--lambda-max 1] [--gamma 10] [--threads 2]
+               [--batch 128] [--lr 0.0005] [--optimizer adam|sgd] [--lambda-max 1] [--gamma 10] [--threads 2]
                [--log-steps FILE] [--table]"""
 import argparse
 import json
@@ -138,7 +139,7 @@ def run(mode, seed, data, a, log):
     torch.manual_seed(seed)
     features, label, domain = build(mode == "dann")
     params = [p for m in (features, label, domain) if m is not None for p in m.parameters()]
-    opt = torch.optim.SGD(params, lr=a.lr, momentum=0.9)
+    opt = torch.optim.SGD(params, lr=a.lr, momentum=0.9) if a.optimizer == "sgd" else torch.optim.Adam(params, lr=a.lr)
     ce = nn.CrossEntropyLoss()
     train = tgt if mode == "target" else src
     half = B // 2 if mode == "dann" else B
@@ -214,9 +215,10 @@ def main():
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--lr", type=float, default=0.0005)
     ap.add_argument("--lambda-max", type=float, default=1.0, help="scale of the lambda schedule (dann mode; default 1)")
     ap.add_argument("--gamma", type=float, default=10.0, help="lambda = lambda_max*(2/(1+exp(-gamma p))-1) (default 10)")
+    ap.add_argument("--optimizer", choices=("sgd", "adam"), default="adam", help="adam (default: the recipe's) or sgd (momentum 0.9)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-steps", metavar="FILE")
     ap.add_argument("--table", action="store_true")
