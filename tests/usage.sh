@@ -31,7 +31,7 @@ expect 2 "--epochs takes an integer from 1 to 100000, got '0'" train "$plan" --e
 expect 2 "--threads takes an integer from 1 to 1024, got 'many'" train "$plan" --threads many
 expect 2 "option '--save' needs a value" train "$plan" --save
 expect 2 "more than one plan given ('b.yaml')" check "$plan" b.yaml
-expect 2 "--split takes test or train, got 'val'" eval "$plan" --split val
+expect 2 "--split takes test, train or target, got 'val'" eval "$plan" --split val
 expect 2 "--metrics writes test records; it cannot be used with --split train" eval "$plan" --metrics m.jsonl --split train
 expect 2 "predict needs an input file after the plan" predict "$plan"
 expect 2 "unknown pass 'parse'; expected frontend, freeze, fold, loss, autodiff, optimizer, memplan or codegen" ir "$plan" --after=parse

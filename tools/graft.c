@@ -32,7 +32,7 @@ static void usage(FILE *f) {
         "      -q, --quiet      no progress line\n"
         "  eval PLAN            evaluate the model on the plan's test data\n"
         "      --weights FILE   parameters to evaluate (default: the plan's init)\n"
-        "      --split S        test (default) or train\n"
+        "      --split S        test (default), train, or target (domain adaptation's target test data)\n"
         "      --output FILE    write the model's outputs for every sample to FILE (safetensors 'output')\n"
         "      --metrics FILE   write the evaluation record to FILE\n"
         "      --threads N      BLAS threads (default: all cores)\n"
@@ -382,15 +382,19 @@ static bool run_predict(gr_compiled *c, gr_diag *d, const char *weights, const c
 static bool run_eval(gr_compiled *c, gr_diag *d, const char *weights, const char *split, const char *output,
                      const char *metrics_path, int threads) {
   const gr_plan *p = &c->plan;
-  const gr_data_split *ds_spec = !strcmp(split, "test") ? &p->test : &p->train;
+  bool target = !strcmp(split, "target");
+  const gr_data_split *ds_spec = target ? &p->domain.test : !strcmp(split, "test") ? &p->test : &p->train;
   if (!ds_spec->present) {
-    gr_error(d, p->data_loc, "the plan has no %s data to evaluate", split);
+    if (target)
+      gr_error(d, p->domain.present ? p->domain.loc : p->data_loc, "the plan has no target test data to evaluate (domain_adaptation: target: test:)");
+    else
+      gr_error(d, p->data_loc, "the plan has no %s data to evaluate", split);
     return false;
   }
   gr_session *s = weighted_session(c, d, weights, threads);
   bool ok = s != NULL;
   gr_dataset ds = {0};
-  gr_data_select sel = {p->n_select, p->select, ds_spec == &p->train ? p->per_class : 0};
+  gr_data_select sel = {target ? 0 : p->n_select, p->select, ds_spec == &p->train ? p->per_class : 0};
   if (ok && !gr_dataset_load(&ds, (int)p->data_format, ds_spec->images, ds_spec->labels, &p->pixels, &c->rt, &sel, d)) {
     gr_note(d, ds_spec->loc, "in the %s data named here", split);
     ok = false;
@@ -476,7 +480,8 @@ int main(int argc, char **argv) {
     } else if (eval && (v = opt_value(argc, argv, &i, "--output", &missing))) {
       output = v;
     } else if (eval && (v = opt_value(argc, argv, &i, "--split", &missing))) {
-      if (strcmp(v, "test") && strcmp(v, "train")) return usage_error("--split takes test or train, got '%s'", v);
+      if (strcmp(v, "test") && strcmp(v, "train") && strcmp(v, "target"))
+        return usage_error("--split takes test, train or target, got '%s'", v);
       split = v;
     } else if (predict && (v = opt_value(argc, argv, &i, "--top", &missing))) {
       if (!parse_int(v, 1, 1 << 24, &top)) return usage_error("--top takes a positive integer, got '%s'", v);
