@@ -91,7 +91,7 @@ typedef struct gr_compiled {
   gr_value *labels, *loss, *dloss, *eval_loss;
   /* domain adaptation (NULL without): domain labels, the head's output in training and evaluation,
    * and the label and domain losses (loss is their sum) */
-  gr_value *dom_labels, *dom_out, *eval_dom_out, *label_loss, *dom_loss;
+  gr_value *dom_in, *dom_labels, *dom_out, *eval_dom_out, *label_loss, *dom_loss; /* dom_in: the features the head reads */
   gr_program train, eval;
   const gr_value *cut;               /* the feature cache's input (NULL: no cache), see passes.c */
   gr_program features, train_cached; /* with a cut: the frozen prefix up to it; training from it */

@@ -271,6 +271,7 @@ static bool build_domain(gr_compiled *c) {
   GR_CHECK(c->dom_loss != NULL, "domain loss");
   c->label_loss = c->loss;
   c->loss = gr_binary(g, GR_OP_ADD, c->label_loss, c->dom_loss, dm->loc);
+  c->dom_in = feat[0];
   c->dom_out = out[0];
   c->eval_dom_out = out[1];
   return c->loss != NULL;

@@ -74,8 +74,9 @@ static const char *const sched_keys[] = {"type", "unit", "step_size", "gamma", "
 static const char *const sched_units[] = {"epoch", "step", NULL};
 const char *const gr_data_format_names[GR_DATA_FORMAT_COUNT + 1] = {"idx", "tensors", "images", NULL};
 
-/* idx: {images: F, labels: F}; tensors: {file: F}; images: {dir: D} */
-static bool parse_split(gr_ydoc *y, gr_ynode *n, const char *what, gr_data_format fmt, gr_data_split *s) {
+/* idx: {images: F, labels: F} (labels may be left out when optional: unlabelled data); tensors:
+ * {file: F}; images: {dir: D} */
+static bool parse_split(gr_ydoc *y, gr_ynode *n, const char *what, gr_data_format fmt, bool labels_optional, gr_data_split *s) {
   const char *const *keys = fmt == GR_DATA_TENSORS ? tensor_split_keys : fmt == GR_DATA_IMAGES ? image_split_keys : split_keys;
   if (!gr_ymap_check(y, n, what, keys)) return false;
   s->loc = gr_yloc(y, n);
@@ -89,14 +90,16 @@ static bool parse_split(gr_ydoc *y, gr_ynode *n, const char *what, gr_data_forma
     s->present = true;
     return true;
   }
-  gr_ynode *im = gr_yreq(y, n, "images", what), *lb = gr_yreq(y, n, "labels", what);
-  if (!im || !lb) return false;
+  gr_ynode *im = gr_yreq(y, n, "images", what), *lb = labels_optional ? gr_yget(y, n, "labels") : gr_yreq(y, n, "labels", what);
+  if (!im || (!lb && !labels_optional)) return false;
   const char *a, *b;
-  if (!gr_ystr(y, im, "'images'", &a) || !gr_ystr(y, lb, "'labels'", &b)) return false;
+  if (!gr_ystr(y, im, "'images'", &a) || (lb && !gr_ystr(y, lb, "'labels'", &b))) return false;
   s->images = gr_ypath(y, a);
-  s->labels = gr_ypath(y, b);
   s->images_loc = gr_yloc(y, im);
-  s->labels_loc = gr_yloc(y, lb);
+  if (lb) {
+    s->labels = gr_ypath(y, b);
+    s->labels_loc = gr_yloc(y, lb);
+  }
   s->present = true;
   return true;
 }
@@ -110,9 +113,9 @@ static bool parse_data(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
   if (f && !gr_yenum(y, f, "data format", gr_data_format_names, &fmt)) return false;
   p->data_format = (gr_data_format)fmt;
   gr_ynode *tr = gr_yreq(y, n, "train", "'data'");
-  ok &= tr && parse_split(y, tr, "'train'", p->data_format, &p->train);
+  ok &= tr && parse_split(y, tr, "'train'", p->data_format, false, &p->train);
   gr_ynode *te = gr_yget(y, n, "test");
-  if (te) ok &= parse_split(y, te, "'test'", p->data_format, &p->test);
+  if (te) ok &= parse_split(y, te, "'test'", p->data_format, false, &p->test);
   ok &= gr_yopt_bool(y, n, "shuffle", &p->shuffle);
   gr_ynode *cl = gr_yget(y, n, "classes");
   if (cl) { /* a subset of the labels, renumbered in the order listed */
@@ -357,17 +360,8 @@ static bool parse_domain(gr_ydoc *y, gr_ynode *n, gr_plan *p) {
   if (!gr_ymap_check(y, t, "'target'", target_keys)) return false;
   gr_ynode *tr = gr_yreq(y, t, "train", "'target'"), *te = gr_yget(y, t, "test");
   if (!tr) return false;
-  /* unlabelled target training data: labels may be left out of an idx split */
-  bool ok = true;
-  if (p->data_format == GR_DATA_IDX && tr->type == YAML_MAPPING_NODE && !gr_yget(y, tr, "labels")) {
-    const char *a;
-    gr_ynode *im = gr_yreq(y, tr, "images", "'train'");
-    ok = gr_ymap_check(y, tr, "'train'", (const char *const[]){"images", "labels", NULL}) && im && gr_ystr(y, im, "'images'", &a);
-    if (ok) dm->train = (gr_data_split){.present = true, .images = gr_ypath(y, a), .loc = gr_yloc(y, tr), .images_loc = gr_yloc(y, im)};
-  } else {
-    ok = parse_split(y, tr, "'train'", p->data_format, &dm->train);
-  }
-  if (te) ok &= parse_split(y, te, "'test'", p->data_format, &dm->test);
+  bool ok = parse_split(y, tr, "'train'", p->data_format, true, &dm->train); /* unlabelled: labels optional */
+  if (te) ok &= parse_split(y, te, "'test'", p->data_format, false, &dm->test);
   ok &= gr_yopt_float(y, n, "source_fraction", 1e-6, 1 - 1e-6, &dm->source_fraction);
   gr_ynode *lam = gr_yget(y, n, "lambda");
   if (lam && lam->type == YAML_MAPPING_NODE) {

@@ -181,6 +181,8 @@ bool gr_session_evaluate(gr_session *s, const gr_dataset *ds, double *loss, doub
  * source, 1 target) into *dom_correct. */
 bool gr_session_evaluate_domain(gr_session *s, const gr_dataset *ds, int domain, double *loss, double *accuracy, int64_t *dom_correct,
                                 gr_diag *d);
+/* Domain adaptation's source rows in a batch of B: round(B * fraction), at least 1, at most B - 1. */
+int64_t gr_source_rows(int64_t B, double fraction);
 /* The gradient reversal factor of domain adaptation at progress p in [0, 1] (see gr_train_cfg). */
 double gr_dann_lambda(const gr_train_cfg *cfg, double p);
 const gr_rt_model *gr_session_model(const gr_session *s);

@@ -134,6 +134,11 @@ static void target_rows(target_stream *t, int64_t step, int64_t *idx) {
   }
 }
 
+int64_t gr_source_rows(int64_t B, double fraction) {
+  int64_t n = llround((double)B * fraction);
+  return n < 1 ? 1 : n > B - 1 ? B - 1 : n;
+}
+
 double gr_dann_lambda(const gr_train_cfg *cfg, double p) {
   return cfg->lambda_constant ? cfg->lambda_max : cfg->lambda_max * (2 / (1 + exp(-cfg->lambda_gamma * p)) - 1);
 }
@@ -588,8 +593,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   target_stream ts = {.ds = &tgt, .pass = -1, .seed = cfg->seed, .shuffle = cfg->shuffle};
   int64_t *tidx = NULL;
   if (dann) {
-    sb = llround((double)B * cfg->source_fraction);
-    sb = sb < 1 ? 1 : sb > B - 1 ? B - 1 : sb;
+    sb = gr_source_rows(B, cfg->source_fraction);
     tb = ts.rows = B - sb;
     steps_per_epoch = train.n / sb > 0 ? train.n / sb : 1;
     epoch_rows = train.n < sb ? train.n : steps_per_epoch * sb;

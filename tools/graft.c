@@ -195,13 +195,9 @@ static void print_summary(const gr_compiled *c, const gr_compiled *base, FILE *f
   if (c->dom_out) {
     int64_t tr, fr;
     layer_params(c->g, "domain", &tr, &fr);
-    const gr_value *feat = c->dom_out;
-    for (int i = 0; i < m->n_layers; i++)
-      if (!strcmp(m->layer_names[i], dm->features)) feat = m->layer_outputs[i];
-    int64_t src = llround((double)B * dm->source_fraction);
-    src = src < 1 ? 1 : src > B - 1 ? B - 1 : src;
+    int64_t src = gr_source_rows(B, dm->source_fraction);
     fprintf(f, "domain adaptation: a domain head of %lld parameters reads '%s' %s through a gradient reversal layer; output %s\n",
-            (long long)(tr + fr), dm->features, gr_shape_str(&feat->shape, sb, sizeof sb),
+            (long long)(tr + fr), dm->features, gr_shape_str(&c->dom_in->shape, sb, sizeof sb),
             gr_shape_str(&c->dom_out->shape, b1, sizeof b1));
     if (dm->lambda_constant)
       fprintf(f, "  a batch: %lld source + %lld target rows; lambda %g; label loss on %s rows, domain loss on both\n", (long long)src,
