@@ -12,12 +12,10 @@ usage: dann_trajectory.py GRAFT MNISTM WORKDIR   exit 0 agree, 1 not, 77 no torc
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
 
 try:
-    import numpy as np
     import torch
     from torch import nn
 except ImportError:
@@ -27,7 +25,8 @@ except ImportError:
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from dann import Reverse, build, norm  # noqa: E402
+from dann import Reverse, build, load, norm  # noqa: E402
+from safetensors_io import write_safetensors  # noqa: E402
 
 GRAFT, MNISTM, WORK = sys.argv[1:4]
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -38,30 +37,15 @@ subprocess.run(["sh", os.path.join(ROOT, "scripts", "get-domain-data.sh"), DATA]
 torch.set_num_threads(1)
 
 
-def idx(name):
-    b = open(os.path.join(DATA, name), "rb").read()
-    dims = struct.unpack(">" + "I" * b[3], b[4:4 + 4 * b[3]])
-    return torch.from_numpy(np.frombuffer(b, np.uint8, offset=4 + 4 * b[3]).reshape(dims).copy())
-
-
-xs, ys = idx("mnist-train-images.idx"), idx("mnist-train-labels.idx").long()
-xt = idx("mnistm-train-images.idx")
-xtt, ytt = idx("mnistm-test-images.idx"), idx("mnistm-test-labels.idx").long()
+xs, ys = load(DATA, "mnist", "train")
+xt, _ = load(DATA, "mnistm", "train")
+xtt, ytt = load(DATA, "mnistm", "test")
 
 torch.manual_seed(1)
 F, L, Dm = build(True)
 modules = {"conv1": F[0], "conv2": F[3], "fc1": L[0], "fc2": L[2], "fc3": L[4], "domain.fc1": Dm[0], "domain.fc2": Dm[2]}
-header, blobs, off = {}, [], 0
-for name, m in modules.items():
-    for kind in ("weight", "bias"):
-        b = getattr(m, kind).detach().numpy().astype(np.float32).tobytes()
-        header[f"{name}.{kind}"] = {"dtype": "F32", "shape": list(getattr(m, kind).shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-h = json.dumps(header).encode()
-h += b" " * (-len(h) % 8)
-with open(f"{WORK}/w0.safetensors", "wb") as f:
-    f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+write_safetensors(f"{WORK}/w0.safetensors",
+                  {f"{name}.{kind}": getattr(m, kind).detach().numpy() for name, m in modules.items() for kind in ("weight", "bias")})
 with open(f"{WORK}/dann.yaml", "w") as f:
     f.write(f"""model: {ROOT}/examples/domain/model.yaml
 init: w0.safetensors

@@ -17,7 +17,6 @@ usage: parity.py GRAFT WORKDIR [CASE...]   exit 0 all agree, 1 a mismatch, 77 no
 import collections
 import json
 import os
-import struct
 import subprocess
 import sys
 
@@ -29,6 +28,10 @@ except ImportError:
     print("parity: python3-torch is not installed; skipping")
     sys.exit(77)
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
+
 GRAFT, WORK, ONLY = sys.argv[1], sys.argv[2], sys.argv[3:]
 os.makedirs(WORK, exist_ok=True)
 TOL = 1e-4
@@ -36,35 +39,6 @@ B = 4            # batch
 STEPS = 3        # optimizer steps
 failures = []
 passed = 0
-
-
-def write_safetensors(path, tensors):
-    """A minimal safetensors writer: {name: numpy array}."""
-    header, blobs, off = {}, [], 0
-    for name, a in tensors.items():
-        a = np.array(a, order="C")  # (ascontiguousarray would make a scalar 1-d)
-        dt = {np.float32: "F32", np.int64: "I64"}[a.dtype.type]  # num_batches_tracked is I64
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
-        blobs.append(a.tobytes())
-        off += a.nbytes
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = t["data_offsets"]
-        out[name] = np.frombuffer(data[8 + n + b:8 + n + e], dtype=np.float32).reshape(t["shape"])
-    return out
 
 
 def compare(what, got, want, tol=TOL, relative=False):
@@ -768,8 +742,6 @@ layers:
 """
 
 
-sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dann import Reverse  # noqa: E402 (the recipe's reference: identity forward, gradient * -lambda)
 
 
