@@ -11,6 +11,7 @@
  * The writer composes the header in memory, checks everything it would check on reading (so graft never
  * writes a file it would refuse), and replaces the target atomically through a temp file and rename(2). */
 #include "runtime/safetensors.h"
+#include "ir/atomic.h"
 #include "runtime/runtime.h"
 #include "ir/input.h"
 #include <errno.h>
@@ -1232,39 +1233,28 @@ static int build_header(const char *path, const gr_st_out *t, int n, const char 
   return 0;
 }
 
-/* Writes all n bytes; returns 0 or an errno value. */
-static int write_all(int fd, const void *buf, size_t n) {
-  const uint8_t *p = buf;
-  while (n > 0) {
-    ssize_t k = write(fd, p, n < IO_CHUNK ? n : IO_CHUNK);
-    if (k < 0 && errno == EINTR) continue;
-    if (k < 0) return errno;
-    if (k == 0) return EIO;
-    p += k;
-    n -= (size_t)k;
-  }
-  return 0;
-}
-
 /* Writes floats as little-endian bytes; on a big-endian host through a byte-swapping chunk. */
-static int write_f32(int fd, const float *x, uint64_t bytes) {
+static void write_f32(gr_atomic_file *f, const float *x, uint64_t bytes) {
   const uint16_t probe = 1;
   uint8_t first;
   memcpy(&first, &probe, 1);
-  if (first == 1) return write_all(fd, x, (size_t)bytes);
+  if (first == 1) {
+    gr_atomic_write(f, x, (size_t)bytes);
+    return;
+  }
   uint8_t chunk[1 << 14];
   const uint8_t *src = (const uint8_t *)x;
   while (bytes > 0) {
     size_t n = bytes < sizeof chunk ? (size_t)bytes : sizeof chunk;
     for (size_t i = 0; i < n; i += 4)
       for (int j = 0; j < 4; j++) chunk[i + (size_t)j] = src[i + 3 - (size_t)j];
-    int err = write_all(fd, chunk, n);
-    if (err) return err;
+    gr_atomic_write(f, chunk, n);
     src += n;
     bytes -= n;
   }
-  return 0;
 }
+
+static void fault_rename(void) { gr_fault("rename"); } /* tests: a crash with the temporary file complete */
 
 int gr_st_write(const char *path, const gr_st_out *t, int n, const char *metadata_json, gr_diag *d) {
   GR_ASSERT(path && d);
@@ -1279,69 +1269,17 @@ int gr_st_write(const char *path, const gr_st_out *t, int n, const char *metadat
     return -1;
   }
 
-  size_t plen = strlen(path);
-  char *tmp = malloc(plen + 32);
-  if (!tmp) {
-    free(b.p);
-    gr_error(d, l, "cannot write: out of memory");
-    return -1;
-  }
-  snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) {
-    gr_error(d, l, "cannot create the temporary file %s: %s", tmp, strerror(errno));
-    free(tmp);
+  gr_atomic_file f;
+  if (!gr_atomic_begin(&f, path, d)) {
     free(b.p);
     return -1;
   }
-  int err = write_all(fd, b.p, b.len);
+  gr_atomic_write(&f, b.p, b.len);
   free(b.p);
-  for (int i = 0; i < n && !err; i++) {
+  for (int i = 0; i < n; i++) {
     uint64_t bytes = 0;
     check_out(path, t + i, i, &bytes, d); /* checked in build_header: cannot fail */
-    err = write_f32(fd, t[i].data, bytes);
+    write_f32(&f, t[i].data, bytes);
   }
-  const char *step = "write";
-  if (!err && fsync(fd) != 0) {
-    err = errno;
-    step = "sync";
-  }
-  if (close(fd) != 0 && !err) {
-    err = errno;
-    step = "close";
-  }
-  if (!err) gr_fault("rename"); /* tests: a crash with the temporary file complete */
-  if (!err && rename(tmp, path) != 0) {
-    gr_error(d, l, "cannot rename %s to %s: %s (the old file is unchanged)", tmp, path, strerror(errno));
-    unlink(tmp);
-    free(tmp);
-    return -1;
-  }
-  if (err) {
-    gr_error(d, l, "cannot %s the temporary file %s: %s (the old file is unchanged)", step, tmp, strerror(err));
-    unlink(tmp);
-    free(tmp);
-    return -1;
-  }
-  free(tmp);
-
-  /* make the rename itself durable: fsync the directory that holds path */
-  char *dir = strdup(path);
-  if (!dir) {
-    gr_error(d, l, "out of memory after writing (the file was replaced, but its directory was not synced)");
-    return -1;
-  }
-  char *slash = strrchr(dir, '/');
-  const char *dname = !slash ? "." : slash == dir ? "/" : (*slash = 0, dir);
-  int dfd = open(dname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  err = dfd < 0 ? errno : fsync(dfd) != 0 ? errno : 0;
-  if (dfd >= 0) close(dfd);
-  if (err && err != EINVAL && err != ENOTSUP) { /* EINVAL, ENOTSUP: the file system cannot sync directories */
-    gr_error(d, l, "cannot sync the directory %s: %s (the file was replaced, but the rename may not survive a crash)",
-             dname, strerror(err));
-    free(dir);
-    return -1;
-  }
-  free(dir);
-  return 0;
+  return gr_atomic_commit(&f, fault_rename, d) ? 0 : -1;
 }
