@@ -6,3 +6,29 @@ needs_graft_and_torch() {
 }
 # median: of the numbers on standard input, one per line.
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# resnet_data FILE: 640 random 3x64x64 images with labels of 1000 classes, as a tensors file (python3-numpy).
+resnet_data() {
+  /usr/bin/python3 - "$1" <<'PY'
+import json, struct, sys
+import numpy as np
+rng = np.random.default_rng(0)
+x = rng.standard_normal((640, 3, 64, 64), dtype=np.float32)
+y = rng.integers(0, 1000, 640).astype(np.int64)
+h = json.dumps({"x": {"dtype": "F32", "shape": list(x.shape), "data_offsets": [0, x.nbytes]},
+                "y": {"dtype": "I64", "shape": [640], "data_offsets": [x.nbytes, x.nbytes + y.nbytes]}}).encode()
+h += b" " * (-len(h) % 8)
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h + x.tobytes() + y.tobytes())
+PY
+}
+# resnet_plan FILE EPOCHS: a plan fine-tuning examples/resnet18 (batch 64, SGD momentum) on data.safetensors beside it.
+resnet_plan() {
+  cat > "$1" <<YAML
+model: $PWD/examples/resnet18/model.yaml
+data: {format: tensors, train: {file: data.safetensors}}
+loss: cross_entropy
+optimizer: {type: sgd, learning_rate: 0.01, momentum: 0.9}
+batch_size: 64
+epochs: $2
+YAML
+}

@@ -15,27 +15,9 @@ cd "$(dirname "$0")/.."
 [ -x build/graft ] || { echo "build graft first (make)"; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-/usr/bin/python3 - "$work/data.safetensors" <<'PY'
-import json, struct, sys
-import numpy as np
-rng = np.random.default_rng(0)
-x = rng.standard_normal((640, 3, 64, 64), dtype=np.float32)
-y = rng.integers(0, 1000, 640).astype(np.int64)
-h = json.dumps({"x": {"dtype": "F32", "shape": list(x.shape), "data_offsets": [0, x.nbytes]},
-                "y": {"dtype": "I64", "shape": [640], "data_offsets": [x.nbytes, x.nbytes + y.nbytes]}}).encode()
-h += b" " * (-len(h) % 8)
-with open(sys.argv[1], "wb") as f:
-    f.write(struct.pack("<Q", len(h)) + h + x.tobytes() + y.tobytes())
-PY
+resnet_data "$work/data.safetensors"
 for mode in full features unfolded cached; do
-  cat > "$work/$mode.yaml" <<YAML
-model: $PWD/examples/resnet18/model.yaml
-data: {format: tensors, train: {file: data.safetensors}}
-loss: cross_entropy
-optimizer: {type: sgd, learning_rate: 0.01, momentum: 0.9}
-batch_size: 64
-epochs: 2
-YAML
+  resnet_plan "$work/$mode.yaml" 2
 done
 printf 'freeze: ["*"]\nunfreeze: [fc]\nfeature_cache: off\n' >> "$work/features.yaml"
 printf 'freeze: ["*"]\nunfreeze: [fc]\nfeature_cache: off\nfold_batchnorm: false\n' >> "$work/unfolded.yaml"

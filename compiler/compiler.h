@@ -7,7 +7,8 @@
  *   autodiff    backward nodes, only between trainable parameters and the loss
  *   optimizer   one update node per trainable parameter, with its state
  *   memplan     slab layout for parameters and state; one arena per program, by liveness
- *   codegen     LLVM IR for every program, O3 for the host CPU, JIT-compiled with ORC LLJIT
+ *   codegen     LLVM IR for every program, O3 for the host CPU, compiled to an object (or read from
+ *               the kernel cache) and linked by ORC LLJIT; aot.c writes it out for `graft compile`
  *
  * `graft ir --after=PASS` prints the graph after any of them. */
 #ifndef GRAFT_COMPILER_H
@@ -17,6 +18,7 @@
 #include "frontends/frontend.h"
 #include "ir/ir.h"
 #include "runtime/model.h"
+#include "runtime/runtime.h"
 
 extern const char *const gr_pass_names[]; /* NULL-terminated, in order */
 
@@ -67,9 +69,18 @@ typedef struct gr_jit gr_jit;
 typedef struct gr_codegen_opts {
   FILE *llvm_dump;   /* print the optimised LLVM IR here (NULL: don't) */
   bool no_opt;       /* skip the O3 pipeline (debugging) */
+  bool no_cache;     /* neither read nor write the kernel cache */
+  const char *cache_dir; /* the kernel cache (NULL: $GRAFT_CACHE_DIR, $XDG_CACHE_HOME/graft or ~/.cache/graft) */
 } gr_codegen_opts;
 gr_jit *gr_jit_compile(gr_graph *g, gr_program *progs, int n_progs, const gr_codegen_opts *o, gr_diag *d);
 void gr_jit_free(gr_jit *j);
+/* How a compile went: its machine code read from the kernel cache, or compiled (and, with `cached`,
+ * stored there); the seconds from the module built to the step functions callable. */
+typedef struct gr_jit_info {
+  bool from_cache, cached;
+  double seconds;
+} gr_jit_info;
+gr_jit_info gr_jit_stats(const gr_jit *j);
 
 /* passes.c: the whole pipeline for a plan. */
 typedef struct gr_compile_opts {
@@ -102,5 +113,31 @@ typedef struct gr_compiled {
 
 bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o, gr_compiled *c);
 void gr_compiled_free(gr_compiled *c);
+
+/* api_plan.c: a plan compiled whole, as graft_open_plan (include/graft.h) and graft compile (aot.c)
+ * need it: every phase of gradual unfreezing (c[k] for phase k) and the run they make. */
+typedef struct gr_plan_build {
+  int n;
+  gr_compiled c[GR_MAX_PHASES];
+  gr_run run;
+} gr_plan_build;
+bool gr_build_plan(const char *plan, gr_diag *d, const gr_compile_opts *o, gr_plan_build *b);
+void gr_plan_build_free(gr_plan_build *b);
+/* The plan's init weights (with its renaming and exclusions) loaded into s, a session of phase 0;
+ * true without an init. */
+bool gr_plan_init_weights(gr_plan_build *b, gr_session *s, gr_diag *d);
+/* The plan's init mapping as the runtime's load options (allocated in c's arena). */
+gr_load_opts gr_plan_load_opts(gr_compiled *c);
+
+/* aot.c: graft compile — the plan's every phase into OUT/<name>.o, OUT/lib<name>.a and OUT/<name>.h
+ * (see the file). */
+typedef struct gr_aot_opts {
+  const char *out_dir;
+  const char *name;            /* the artifact's C name (NULL: the model's) */
+  const char *cpu, *features;  /* the target (NULL: the host's CPU and features) */
+  gr_codegen_opts cg;
+  FILE *log;                   /* a line saying what was written (NULL: none) */
+} gr_aot_opts;
+bool gr_aot_compile(const char *plan, const gr_aot_opts *o, gr_diag *d);
 
 #endif

@@ -2,7 +2,8 @@
  * variable GRAFT_FAULT=POINT:N, the process kills itself with SIGKILL (no handlers, no buffers
  * flushed, exactly as a power cut or the OOM killer would end it) the N-th time it passes the named
  * point. Points: "step" (after a training step's kernels ran, before anything about the step is
- * recorded) and "rename" (an atomic file write, its temporary file complete and synced, before it
+ * recorded), "before_step" (just before a training step's kernels run: benchmarks time start-up with
+ * it) and "rename" (an atomic file write, its temporary file complete and synced, before it
  * replaces the target). Unset, a point costs a string comparison. */
 #include "runtime/runtime.h"
 #include <signal.h>

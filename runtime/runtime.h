@@ -187,6 +187,8 @@ int64_t gr_source_rows(int64_t B, double fraction);
 double gr_dann_lambda(const gr_train_cfg *cfg, double p);
 const gr_rt_model *gr_session_model(const gr_session *s);
 float *gr_session_param(gr_session *s, int i); /* the i-th parameter's values in the slab */
+uint8_t *gr_session_slab(gr_session *s);       /* the slab: parameters, then optimizer state */
+uint8_t *gr_session_arena(gr_session *s);      /* the training program's arena */
 float *gr_session_state(gr_session *s, int i); /* the i-th optimizer state tensor's */
 /* weights.c — parameters from/to safetensors by name (strict); false after reporting. The options
  * (NULL: none) rename the file's tensors by prefix and exclude model parameters by pattern (they keep
@@ -218,6 +220,19 @@ bool gr_checkpoint_open(const char *path, struct gr_st_file *f, gr_ckpt_pos *pos
 /* Copies the checkpoint's parameters and optimizer state into s (state it lacks starts at zero). */
 bool gr_checkpoint_restore(gr_session *s, const struct gr_st_file *f, gr_diag *d);
 
+/* A run's random generators from its seed: the batch order (each epoch shuffles the previous epoch's
+ * order again) and the dropout seeds (one draw per step). */
+void gr_run_rngs(uint64_t seed, gr_rng *order, gr_rng *drop);
+/* The run-time scalars of a training step (GR_SCALAR_*, model.h): learning rate lr (and each
+ * parameter group's), `step` optimizer steps taken before it, in phase ph (0-based) of a run whose
+ * phase j began after phase_start[j] steps, a dropout seed drawn from drop_rng, and lambda. */
+void gr_step_scalars(float *scal, const gr_rt_model *m, double lr, int64_t step, int ph, const int64_t *phase_start, gr_rng *drop_rng,
+                     double lambda);
+/* The session of the next phase (model m): the previous one's parameters and optimizer state copied
+ * by name (state a parameter did not have yet starts at zero); the previous session is freed. NULL
+ * after reporting (old freed too). */
+gr_session *gr_session_next_phase(gr_session *old, const gr_rt_model *m, uint64_t seed, gr_diag *d);
+
 /* Trains (and evaluates after each epoch); false after reporting an error. */
 bool gr_train(const gr_rt_model *m, const gr_train_cfg *cfg, gr_diag *d, gr_train_result *res);
 /* Gradual unfreezing: the phases run in order on one data set, each with its own compiled model (the
@@ -230,5 +245,16 @@ typedef struct gr_train_phase {
   double lr_mult;
 } gr_train_phase;
 bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_cfg *cfg, gr_diag *d, gr_train_result *res);
+
+/* A compiled plan's run as the embedding API (api.c) drives it: its phases (one without gradual
+ * unfreezing) and what training takes from the plan beyond the compiled models. */
+typedef struct gr_run {
+  int n_phases;
+  gr_train_phase phases[GR_MAX_PHASES];
+  uint64_t seed;
+  bool shuffle;
+  double lr;            /* the base learning rate */
+  gr_schedule schedule; /* how it changes */
+} gr_run;
 
 #endif

@@ -74,6 +74,8 @@ gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d) {
 }
 
 const gr_rt_model *gr_session_model(const gr_session *s) { return s->m; }
+uint8_t *gr_session_slab(gr_session *s) { return s->slab; }
+uint8_t *gr_session_arena(gr_session *s) { return s->train_arena; }
 float *gr_session_param(gr_session *s, int i) { return (float *)(s->slab + s->m->params[i].offset); }
 float *gr_session_state(gr_session *s, int i) { return (float *)(s->slab + s->m->states[i].offset); }
 
@@ -359,9 +361,22 @@ static bool can_create(const char *path, gr_diag *d) {
   return false;
 }
 
-/* The session of the next phase: the previous one's parameters and optimizer state copied by name
- * (state a parameter did not have yet starts at zero); the previous session is freed. */
-static gr_session *next_phase(gr_session *old, const gr_rt_model *m, uint64_t seed, gr_diag *d) {
+void gr_run_rngs(uint64_t seed, gr_rng *order, gr_rng *drop) {
+  gr_rng_seed(order, seed ^ 0x5DEECE66DULL);
+  gr_rng_seed(drop, seed ^ 0xD50D50D5ULL);
+}
+
+void gr_step_scalars(float *scal, const gr_rt_model *m, double lr, int64_t step, int ph, const int64_t *phase_start, gr_rng *drop_rng,
+                     double lambda) {
+  scal[GR_SCALAR_LR] = (float)lr;
+  for (int k = 0; k < m->n_groups; k++) scal[GR_SCALAR_COUNT + k] = (float)(lr * m->lr_mult[k]);
+  scal[GR_SCALAR_STEP] = (float)(step + 1);
+  for (int j = 1; j <= ph; j++) scal[GR_SCALAR_PHASE_STEP + j - 1] = (float)(step - phase_start[j] + 1);
+  scal[GR_SCALAR_SEED] = (float)(gr_rng_next(drop_rng) >> 40); /* < 2^24: exact in a float */
+  scal[GR_SCALAR_LAMBDA] = (float)lambda;
+}
+
+gr_session *gr_session_next_phase(gr_session *old, const gr_rt_model *m, uint64_t seed, gr_diag *d) {
   gr_session *s = gr_session_new(m, seed, d);
   if (!s) {
     gr_session_free(old);
@@ -581,8 +596,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   fprintf(log, ", batch %lld, %lld epoch%s\n", (long long)m->max_batch, (long long)epochs, epochs == 1 ? "" : "s");
   bool augment = train.img && (cfg->pixels.random_crop || cfg->pixels.flip);
   gr_rng rng, drop_rng;
-  gr_rng_seed(&rng, cfg->seed ^ 0x5DEECE66DULL);
-  gr_rng_seed(&drop_rng, cfg->seed ^ 0xD50D50D5ULL);
+  gr_run_rngs(cfg->seed, &rng, &drop_rng);
   int64_t *perm = malloc(sizeof(int64_t) * (size_t)train.n);
   GR_CHECK(perm != NULL, "out of memory");
   for (int64_t i = 0; i < train.n; i++) perm[i] = i;
@@ -645,7 +659,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   for (int ph = start_ph; ph < n_phases && ok; ph++) {
     m = phases[ph].m;
     bool own_session = resumed ? ph == at.phase : ph == 0; /* else the previous phase's carries over */
-    if (!own_session && !(s = next_phase(s, m, cfg->seed, d))) {
+    if (!own_session && !(s = gr_session_next_phase(s, m, cfg->seed, d))) {
       ok = false;
       break;
     }
@@ -686,13 +700,8 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       for (int64_t b = b0; b < epoch_rows; b += sb) {
         int64_t n = epoch_rows - b < sb ? epoch_rows - b : sb;
         lr = gr_schedule_lr(&cfg->schedule, cfg->lr, cfg->schedule.per_step ? step : epoch - 1, sched_total) * phases[ph].lr_mult;
-        scal[GR_SCALAR_LR] = (float)lr;
-        for (int k = 0; k < m->n_groups; k++) scal[GR_SCALAR_COUNT + k] = (float)(lr * m->lr_mult[k]);
-        scal[GR_SCALAR_STEP] = (float)(step + 1);
-        for (int j = 1; j <= ph; j++) scal[GR_SCALAR_PHASE_STEP + j - 1] = (float)(step - run.phase_start[j] + 1);
-        scal[GR_SCALAR_SEED] = (float)(gr_rng_next(&drop_rng) >> 40); /* < 2^24: exact in a float */
         double lambda = dann ? gr_dann_lambda(cfg, (double)step / (double)(steps_per_epoch * epochs)) : 1;
-        scal[GR_SCALAR_LAMBDA] = (float)lambda;
+        gr_step_scalars(scal, m, lr, step, ph, run.phase_start, &drop_rng, lambda);
         uint64_t aug_seed = cfg->seed ^ ((uint64_t)step << 20) ^ 0xA5A5F00DULL; /* a training image's crop and flip */
         if (!gather(p, arena, src, perm + b, n, augment, aug_seed, d)) {
           ok = false;
@@ -708,6 +717,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
                               cfg->seed ^ ((uint64_t)(step + 1) << 20) ^ 0xA5A5F00DULL);
         if (p->dloss_off >= 0) *(float *)(arena + p->dloss_off) = 1.0f; /* absent when only batchnorm statistics move */
         if (snap) memcpy(snap, s->slab, (size_t)m->slab_bytes); /* on_nan: skip undoes a bad step with it */
+        gr_fault("before_step"); /* benchmarks: the time from process start to the first step (bench/startup.sh) */
         p->fn(s->slab, arena, n + tb, scal);
         step++;
         gr_fault("step"); /* tests: a crash mid-run, the step's updates made but not recorded */

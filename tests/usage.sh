@@ -24,7 +24,9 @@ expect() {
   fi
 }
 expect 2 "" 
-expect 2 "unknown command 'trian'; expected check, ir, train, eval or predict" trian "$plan"
+expect 2 "unknown command 'trian'; expected check, ir, train, eval, predict or compile" trian "$plan"
+expect 2 "compile needs an output directory: -o DIR" compile "$plan"
+expect 2 "unknown option '--target'" compile "$plan" -o out --target x86-64-v3
 expect 2 "train needs a plan file" train
 expect 2 "unknown option '--epoch'" train "$plan" --epoch 3
 expect 2 "--epochs takes an integer from 1 to 100000, got '0'" train "$plan" --epochs 0

@@ -1,5 +1,5 @@
-/* graft.c — the driver. `graft check|ir|train PLAN [options]`: compile a plan and show it, dump its
- * IR after any pass, or train it. Exit status: 0 success, 1 a diagnosed error in the input or run,
+/* graft.c — the driver. `graft check|ir|train|eval|predict|compile PLAN [options]`: compile a plan and
+ * show it, dump its IR after any pass, train, evaluate or run it, or compile it ahead of time. Exit status: 0 success, 1 a diagnosed error in the input or run,
  * 2 a command-line usage error. */
 #include "compiler/compiler.h"
 #include "runtime/runtime.h"
@@ -9,8 +9,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define GRAFT_VERSION "0.1.0"
 
 static void usage(FILE *f) {
   fputs("usage: graft <command> PLAN [options]\n"
@@ -42,6 +40,20 @@ static void usage(FILE *f) {
         "      --weights FILE   parameters to use (default: the plan's init)\n"
         "      --top K          classes per sample (default 5)\n"
         "      --threads N      BLAS threads (default: all cores)\n"
+        "  compile PLAN -o DIR  compile the plan ahead of time into DIR/<name>.o, DIR/lib<name>.a and the\n"
+        "                       header DIR/<name>.h, for C programs that train or predict through graft.h\n"
+        "                       with graft's runtime library only (no LLVM, no YAML files)\n"
+        "      -o, --output DIR the output directory (created if missing)\n"
+        "      --name NAME      the C name of the artifact (default: the model's name)\n"
+        "      --target-cpu CPU the CPU to compile for, as LLVM names it (e.g. x86-64-v3 for any AVX2\n"
+        "                       machine, x86-64-v4 for AVX-512; default: this machine's)\n"
+        "      --target-features F  LLVM feature string, e.g. +avx2,+fma (default: the CPU's own)\n"
+        "\n"
+        "  train, eval and predict keep the compiled kernels in a cache on disk, so that the next run of\n"
+        "  the same plan skips LLVM's optimisation and code generation:\n"
+        "      --cache-dir DIR  the kernel cache (default: $GRAFT_CACHE_DIR, else $XDG_CACHE_HOME/graft,\n"
+        "                       else ~/.cache/graft)\n"
+        "      --no-cache       compile everything, and neither read nor write the cache\n"
         "\n"
         "  graft --help | --version\n",
         f);
@@ -269,14 +281,6 @@ static void print_phase(const gr_compiled *c, int k, int64_t epochs, FILE *f) {
   print_cache(c, f);
 }
 
-/* The plan's init mapping as the runtime's load options. */
-static gr_load_opts init_opts(gr_compiled *c) {
-  const gr_transfer *t = &c->plan.tl;
-  const char **ex = gr_alloc(&c->arena, sizeof(char *) * (size_t)(t->exclude.n + 1));
-  for (int k = 0; k < t->exclude.n; k++) ex[k] = t->exclude.v[k].glob;
-  return (gr_load_opts){t->n_rename, t->rename_from, t->rename_to, t->exclude.n, ex};
-}
-
 /* A session with the model's weights: --weights (graft's own files, loaded strictly), else the plan's
  * init (with its mapping), else random with a warning. NULL after reporting. */
 static gr_session *weighted_session(gr_compiled *c, gr_diag *d, const char *weights, int threads) {
@@ -288,7 +292,7 @@ static gr_session *weighted_session(gr_compiled *c, gr_diag *d, const char *weig
     gr_warning(d, p->init_loc, "the plan's init leaves the parameters matching 'exclude' at their random start: pass the trained "
                                "weights with --weights");
   gr_session *s = gr_session_new(&c->rt, p->seed, d); /* weights first: cheaper to check than data */
-  gr_load_opts lo = init_opts(c);
+  gr_load_opts lo = gr_plan_load_opts(c);
   if (s && wpath && !gr_session_load(s, wpath, weights ? NULL : &lo, NULL, d)) {
     if (!weights) gr_note(d, p->init_loc, "in the weights named here");
     gr_session_free(s);
@@ -440,9 +444,11 @@ int main(int argc, char **argv) {
     printf("graft %s\n", GRAFT_VERSION);
     return 0;
   }
-  if (strcmp(cmd, "check") && strcmp(cmd, "ir") && strcmp(cmd, "train") && strcmp(cmd, "eval") && strcmp(cmd, "predict"))
-    return usage_error("unknown command '%s'; expected check, ir, train, eval or predict", cmd);
-  bool train = !strcmp(cmd, "train"), eval = !strcmp(cmd, "eval"), predict = !strcmp(cmd, "predict");
+  if (strcmp(cmd, "check") && strcmp(cmd, "ir") && strcmp(cmd, "train") && strcmp(cmd, "eval") && strcmp(cmd, "predict") &&
+      strcmp(cmd, "compile"))
+    return usage_error("unknown command '%s'; expected check, ir, train, eval, predict or compile", cmd);
+  bool train = !strcmp(cmd, "train"), eval = !strcmp(cmd, "eval"), predict = !strcmp(cmd, "predict"), compile = !strcmp(cmd, "compile");
+  gr_aot_opts aot = {.log = stdout};
   bool dot = false;
   long long top = 5;
   const char *inputs[argc]; /* predict's input files */
@@ -450,6 +456,7 @@ int main(int argc, char **argv) {
   const char *plan = NULL, *after = NULL, *metrics = NULL, *save = NULL, *resume = NULL, *weights = NULL, *output = NULL, *split = "test";
   long long epochs = 0, seed = -1, threads = 0;
   bool quiet = false;
+  gr_compile_opts o = {.dump = stdout};
   for (int i = 2; i < argc; i++) {
     bool missing = false;
     const char *v;
@@ -483,6 +490,18 @@ int main(int argc, char **argv) {
       if (!parse_int(v, 1, 1 << 24, &top)) return usage_error("--top takes a positive integer, got '%s'", v);
     } else if ((train || eval || predict) && (v = opt_value(argc, argv, &i, "--threads", &missing))) {
       if (!parse_int(v, 1, 1024, &threads)) return usage_error("--threads takes an integer from 1 to 1024, got '%s'", v);
+    } else if (compile && ((v = opt_value(argc, argv, &i, "-o", &missing)) || (v = opt_value(argc, argv, &i, "--output", &missing)))) {
+      aot.out_dir = v;
+    } else if (compile && (v = opt_value(argc, argv, &i, "--name", &missing))) {
+      aot.name = v;
+    } else if (compile && (v = opt_value(argc, argv, &i, "--target-cpu", &missing))) {
+      aot.cpu = v;
+    } else if (compile && (v = opt_value(argc, argv, &i, "--target-features", &missing))) {
+      aot.features = v;
+    } else if ((train || eval || predict) && (v = opt_value(argc, argv, &i, "--cache-dir", &missing))) {
+      o.cg.cache_dir = v;
+    } else if ((train || eval || predict) && !strcmp(a, "--no-cache")) {
+      o.cg.no_cache = true;
     } else if (!strcmp(cmd, "train") && (!strcmp(a, "-q") || !strcmp(a, "--quiet"))) {
       quiet = true;
     } else if (missing) {
@@ -498,13 +517,20 @@ int main(int argc, char **argv) {
     }
   }
   if (!plan) return usage_error("%s needs a plan file", cmd);
+  if (compile && !aot.out_dir) return usage_error("compile needs an output directory: -o DIR (for %s)", plan);
+  if (compile) {
+    gr_diag cd;
+    gr_diag_init(&cd);
+    bool done = gr_aot_compile(plan, &aot, &cd);
+    gr_diag_free(&cd);
+    return done ? 0 : 1;
+  }
   if (predict && !n_inputs) return usage_error("predict needs an input file after the plan (%s): images in the plan's data format", plan);
   if (eval && metrics && strcmp(split, "test"))
     return usage_error("--metrics writes test records; it cannot be used with --split %s", split);
 
   gr_diag diag;
   gr_diag_init(&diag);
-  gr_compile_opts o = {.dump = stdout};
   if (dot && after) return usage_error("--dot draws the compiled training program; it takes no --after (%s)", after);
   if (!strcmp(cmd, "ir") && !dot) o.dump_after = after ? after : "memplan";
   if (dot) o.stop_before_codegen = true;
@@ -535,7 +561,7 @@ int main(int argc, char **argv) {
   } else if (ok && !strcmp(cmd, "train")) {
     const gr_plan *p = &c.plan;
     gr_train_cfg cfg = {.data_format = (int)p->data_format, .shuffle = p->shuffle, .init_path = p->init_path,
-                        .init_loc = p->init_loc, .init_opts = init_opts(&c), .save_path = save,
+                        .init_loc = p->init_loc, .init_opts = gr_plan_load_opts(&c), .save_path = save,
                         .train_images = p->train.images, .train_labels = p->train.labels,
                         .test_images = p->test.present ? p->test.images : NULL,
                         .test_labels = p->test.present ? p->test.labels : NULL,
@@ -566,6 +592,19 @@ int main(int argc, char **argv) {
     for (int k = 1; k < n_ph && rc == 0; k++) {
       if (!compile_again(plan, &diag, &o, k, false, &later[k])) rc = 1;
       phases[k] = (gr_train_phase){&later[k].rt, p->tl.phases[k].epochs, p->tl.phases[k].lr_mult};
+    }
+    if (rc == 0) { /* where the machine code came from: compiled now, or the kernel cache */
+      gr_jit_info ji = gr_jit_stats(c.jit);
+      int hits = ji.from_cache;
+      for (int k = 1; k < n_ph; k++) {
+        gr_jit_info jk = gr_jit_stats(later[k].jit);
+        ji.seconds += jk.seconds;
+        hits += jk.from_cache;
+      }
+      if (hits == n_ph)
+        printf("kernels: from the kernel cache (%.2f s)\n", ji.seconds);
+      else
+        printf("kernels: compiled in %.2f s%s\n", ji.seconds, ji.cached ? ", kept in the kernel cache for the next run" : "");
     }
     if (rc == 0) rc = gr_train_phases(phases, n_ph, &cfg, &diag, &res) ? 0 : 1;
     for (int k = 1; k < n_ph; k++) gr_compiled_free(&later[k]);
