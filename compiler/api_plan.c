@@ -23,6 +23,9 @@ bool gr_build_plan(const char *plan, gr_diag *d, const gr_compile_opts *o, gr_pl
   }
   b->n = 1;
   const gr_plan *p = &b->c[0].plan;
+  if (p->pixels.random_crop || p->pixels.flip) /* the API takes samples, not image files */
+    gr_warning(d, p->data_loc, "the C API trains on the samples it is given: the plan's random_crop and flip are not applied (augment "
+                               "the samples yourself), so its weights will differ from graft train's");
   int n_ph = p->tl.n_phases > 0 ? p->tl.n_phases : 1;
   bool mute = d->mute_warnings;
   d->mute_warnings = true; /* the later phases repeat the first one's warnings */

@@ -20,6 +20,8 @@
 #include "ir/sha256.h"
 #include "runtime/runtime.h"
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <llvm-c/Analysis.h>
 #include <llvm-c/BitWriter.h>
 #include <llvm-c/Error.h>
@@ -31,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct gr_jit {
   LLVMOrcLLJITRef jit;
@@ -46,13 +49,14 @@ static bool llvm_failed(LLVMErrorRef err, gr_diag *d, const char *what) {
   return true;
 }
 
+static void init_llvm(void) {
+  LLVMInitializeNativeTarget();
+  LLVMInitializeNativeAsmPrinter();
+}
+
 LLVMTargetMachineRef gr_llvm_machine(const char *cpu, const char *features, gr_diag *d) {
-  static bool init;
-  if (!init) {
-    LLVMInitializeNativeTarget();
-    LLVMInitializeNativeAsmPrinter();
-    init = true;
-  }
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, init_llvm);
   char *triple = LLVMGetDefaultTargetTriple(), *err = NULL;
   LLVMTargetRef target;
   if (LLVMGetTargetFromTriple(triple, &target, &err)) {
@@ -61,9 +65,18 @@ LLVMTargetMachineRef gr_llvm_machine(const char *cpu, const char *features, gr_d
     LLVMDisposeMessage(triple);
     return NULL;
   }
-  char *hcpu = cpu ? NULL : LLVMGetHostCPUName(), *hfeat = cpu || features ? NULL : LLVMGetHostCPUFeatures();
-  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu ? cpu : hcpu, features ? features : hfeat ? hfeat : "",
+  /* the host's CPU comes with the host's features, then any given ones (which can add or remove); a
+   * named CPU with its own implied features plus the given ones */
+  char *hcpu = cpu ? NULL : LLVMGetHostCPUName(), *hfeat = cpu ? NULL : LLVMGetHostCPUFeatures(), *feat = NULL;
+  if (hfeat && features && *features) {
+    size_t n = strlen(hfeat) + strlen(features) + 2;
+    feat = malloc(n);
+    GR_CHECK(feat != NULL, "out of memory");
+    snprintf(feat, n, "%s,%s", hfeat, features);
+  }
+  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu ? cpu : hcpu, feat ? feat : hfeat ? hfeat : features ? features : "",
                                                     LLVMCodeGenLevelAggressive, LLVMRelocPIC, LLVMCodeModelDefault);
+  free(feat);
   LLVMDisposeMessage(hcpu);
   LLVMDisposeMessage(hfeat);
   LLVMDisposeMessage(triple);
@@ -156,10 +169,22 @@ static bool make_dirs(const char *dir) {
   for (char *s = p + 1; *s; s++)
     if (*s == '/') {
       *s = 0;
-      if (mkdir(p, 0777) && errno != EEXIST) return false;
+      if (mkdir(p, 0700) && errno != EEXIST) return false;
       *s = '/';
     }
-  return !mkdir(p, 0777) || errno == EEXIST;
+  return !mkdir(p, 0700) || errno == EEXIST;
+}
+
+/* Machine code from the cache is run, so the cache must be the user's alone: a directory that other
+ * users can write (or that belongs to another user) is not used, with a warning. A missing one is
+ * fine (it is created 0700). */
+static bool cache_dir_private(const char *dir, gr_diag *d) {
+  struct stat st;
+  if (stat(dir, &st) != 0) return true;
+  if (S_ISDIR(st.st_mode) && st.st_uid == geteuid() && !(st.st_mode & (S_IWGRP | S_IWOTH))) return true;
+  gr_warning(d, gr_loc_file(dir), "the kernel cache directory is %s: not used (the kernels are compiled; chmod go-w it, or use --cache-dir)",
+             !S_ISDIR(st.st_mode) ? "not a directory" : st.st_uid != geteuid() ? "owned by another user" : "writable by other users");
+  return false;
 }
 
 static void cache_key(LLVMModuleRef mod, LLVMTargetMachineRef tm, const gr_codegen_opts *o, uint8_t key[32]) {
@@ -190,14 +215,23 @@ static void entry_path(const char *dir, const uint8_t key[32], char *buf, size_t
 /* The cached object for key, or NULL: absent (silently), or damaged (with a warning: it will be
  * compiled and written again). */
 static LLVMMemoryBufferRef cache_read(const char *path, const uint8_t key[32], gr_diag *d) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+  if (!f) {
+    if (fd >= 0) close(fd);
+    if (errno == ELOOP) gr_warning(d, gr_loc_file(path), "kernel cache entry is a symbolic link: not trusted, compiling the kernels again");
+    return NULL;
+  }
   const char *why = NULL;
   uint8_t head[KC_HEADER], sum[32];
   char *data = NULL;
   uint64_t size = 0;
   struct stat st;
-  if (fstat(fileno(f), &st) || fread(head, 1, KC_HEADER, f) != KC_HEADER || memcmp(head, kc_magic, 8))
+  if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode))
+    why = "not a regular file";
+  else if (st.st_uid != geteuid())
+    why = "owned by another user";
+  else if (fread(head, 1, KC_HEADER, f) != KC_HEADER || memcmp(head, kc_magic, 8))
     why = "not a graft kernel cache entry";
   else if (memcmp(head + 8, key, 32))
     why = "its key is not its name";
@@ -229,7 +263,7 @@ static LLVMMemoryBufferRef cache_read(const char *path, const uint8_t key[32], g
 static void ignore_diag(void *user, gr_diag_kind kind, gr_loc loc, const char *msg) {}
 
 /* Stores obj under key, atomically; a failure is a warning (the run goes on without the cache). */
-static void cache_write(const char *dir, const char *path, const uint8_t key[32], LLVMMemoryBufferRef obj, gr_diag *d) {
+static bool cache_write(const char *dir, const char *path, const uint8_t key[32], LLVMMemoryBufferRef obj, gr_diag *d) {
   const char *data = LLVMGetBufferStart(obj);
   uint64_t size = LLVMGetBufferSize(obj);
   uint8_t head[KC_HEADER];
@@ -256,6 +290,7 @@ static void cache_write(const char *dir, const char *path, const uint8_t key[32]
   if (!ok)
     gr_warning(d, gr_loc_file(dir), "cannot write to the kernel cache: %s (the next run compiles again; --no-cache turns the cache off)",
                strerror(err ? err : EIO));
+  return ok;
 }
 
 /* An LLJIT holding obj (consumed), with the step functions' addresses put in progs; NULL after
@@ -292,6 +327,7 @@ gr_jit *gr_jit_compile(gr_graph *g, gr_program *progs, int n_progs, const gr_cod
   gr_llvm_target(mod, tm);
   char dbuf[4096], path[4300];
   const char *dir = o && (o->no_cache || o->llvm_dump) ? NULL : cache_dir(o, dbuf, sizeof dbuf);
+  if (dir && !cache_dir_private(dir, d)) dir = NULL;
   uint8_t key[32];
   LLVMMemoryBufferRef obj = NULL;
   if (dir) {
@@ -309,12 +345,12 @@ gr_jit *gr_jit_compile(gr_graph *g, gr_program *progs, int n_progs, const gr_cod
     if (!j) gr_warning(d, gr_loc_file(path), "kernel cache entry cannot be loaded: compiling the kernels again");
     gr_diag_free(&quiet);
   }
-  bool hit = j != NULL;
+  bool hit = j != NULL, stored = false;
   if (!j && gr_llvm_optimise(mod, tm, o, d) && (obj = gr_llvm_emit(mod, tm, d))) {
-    if (dir) cache_write(dir, path, key, obj, d);
+    stored = dir && cache_write(dir, path, key, obj, d);
     j = load_object(obj, gr_llvm_machine(NULL, NULL, d), progs, n_progs, d);
   }
-  if (j) j->info = (gr_jit_info){.from_cache = hit, .cached = dir != NULL, .seconds = gr_now() - t0};
+  if (j) j->info = (gr_jit_info){.from_cache = hit, .cached = stored, .seconds = gr_now() - t0};
   LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
   LLVMDisposeTargetMachine(tm);

@@ -34,7 +34,8 @@
  * never exits or prints on its own otherwise. Samples are float32 rows of graft_input_numel values (or
  * int32 token ids for a model whose input is integer); targets are int32 class labels, or
  * graft_target_numel float32 values per sample for losses on values. A model is not thread-safe: use
- * one from one thread at a time (BLAS may use several threads inside a call). */
+ * one from one thread at a time (BLAS may use several threads inside a call); open plans
+ * (graft_open_plan) from one thread at a time. */
 #ifndef GRAFT_H
 #define GRAFT_H
 #include <stddef.h>
@@ -52,7 +53,7 @@ typedef enum graft_status {
   GRAFT_OK = 0,
   GRAFT_ERR_ARGUMENT,    /* a NULL pointer, a batch larger than the model's, a count out of range */
   GRAFT_ERR_INPUT,       /* the plan, its model, a weights file or a label is wrong (the diagnostics say where) */
-  GRAFT_ERR_IO,          /* a file cannot be read or written */
+  GRAFT_ERR_IO,          /* a file cannot be written (one that cannot be read is GRAFT_ERR_INPUT) */
   GRAFT_ERR_MEMORY,      /* out of memory */
   GRAFT_ERR_NUMERIC,     /* a training step made the loss NaN or infinite (the step's updates stay) */
   GRAFT_ERR_UNSUPPORTED, /* the plan uses something this API does not do (domain adaptation) */
@@ -69,7 +70,8 @@ typedef void (*graft_diag_fn)(void *user, graft_diag_kind kind, const char *file
 typedef struct graft_options {
   graft_diag_fn diag;    /* NULL: print diagnostics to stderr */
   void *diag_user;
-  int threads;           /* BLAS threads (0: as the process has them, by default all cores) */
+  int threads;           /* BLAS threads (0: as the process has them, by default all cores); OpenBLAS's
+                            setting is the whole process's, so it applies to every model */
   const char *cache_dir; /* graft_open_plan: the kernel cache (NULL: as graft train has it) */
   int no_cache;          /* graft_open_plan: compile everything, no kernel cache */
 } graft_options;

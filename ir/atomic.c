@@ -10,14 +10,18 @@
 #include <unistd.h>
 
 bool gr_atomic_begin(gr_atomic_file *f, const char *path, gr_diag *d) {
-  size_t n = strlen(path) + 32;
+  size_t n = strlen(path) + 48;
   *f = (gr_atomic_file){.path = path, .tmp = malloc(n), .fd = -1};
   if (!f->tmp) {
     gr_error(d, gr_loc_file(path), "cannot write: out of memory");
     return false;
   }
-  snprintf(f->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-  f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  /* a name of this process and call alone, created exclusively: threads writing the same path do not
+   * share a temporary file, and a symlink planted under the name makes the open fail rather than
+   * redirect the write */
+  static _Atomic unsigned serial;
+  snprintf(f->tmp, n, "%s.tmp.%ld.%u", path, (long)getpid(), serial++);
+  f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
   if (f->fd < 0) {
     gr_error(d, gr_loc_file(path), "cannot create the temporary file %s: %s", f->tmp, strerror(errno));
     free(f->tmp);

@@ -1,4 +1,5 @@
-/* atomic.h — files written whole or not at all: the bytes go to "<path>.tmp.<pid>", which is synced,
+/* atomic.h — files written whole or not at all: the bytes go to "<path>.tmp.<pid>.<n>" (created
+ * exclusively, n counting this process's writes), which is synced,
  * closed and renamed over path, and then the directory is synced, so that a crash or an error at any
  * point leaves the old file (or none) in place, never a partial one. Used for weights, checkpoints,
  * kernel cache entries and graft compile's outputs. */

@@ -25,6 +25,8 @@ struct graft_model {
   int64_t phase_start[GR_MAX_PHASES];
   gr_rng order, drop;
   int64_t *perm, perm_n; /* graft_train_epoch's batch order, shuffled again every epoch */
+  int64_t *rows;         /* graft_train_step's: 0 .. max_batch - 1 */
+  bool sized;            /* steps_per_epoch known (graft_train_epoch or graft_set_train_size) */
   float scal[GR_SCALAR_TOTAL];
 };
 
@@ -96,6 +98,10 @@ graft_status gr_api_start(graft_model *m, const gr_run *run, void *owner, void (
   }
   gr_run_rngs(run->seed, &m->order, &m->drop);
   m->steps_per_epoch = 1;
+  int64_t B = 0;
+  for (int k = 0; k < run->n_phases; k++) B = run->phases[k].m->max_batch > B ? run->phases[k].m->max_batch : B;
+  if (!(m->rows = malloc(sizeof(int64_t) * (size_t)B))) return GRAFT_ERR_MEMORY;
+  for (int64_t i = 0; i < B; i++) m->rows[i] = i;
   return GRAFT_OK;
 }
 
@@ -104,6 +110,7 @@ void graft_close(graft_model *m) {
   gr_session_free(m->s);
   if (m->free_owner) m->free_owner(m->owner);
   free(m->perm);
+  free(m->rows);
   gr_diag_free(&m->diag);
   free(m);
 }
@@ -202,6 +209,7 @@ graft_status graft_set_train_size(graft_model *m, int64_t n) {
   }
   int64_t B = model_of(m)->max_batch;
   m->steps_per_epoch = (n + B - 1) / B;
+  m->sized = true;
   return GRAFT_OK;
 }
 
@@ -209,19 +217,27 @@ graft_status graft_train_step(graft_model *m, const void *x, const void *y, int6
   if (!m) return GRAFT_ERR_ARGUMENT;
   graft_status st = check_batch(m, "graft_train_step", x, y, n, model_of(m)->max_batch);
   if (st) return st;
-  int64_t idx[n];
-  for (int64_t i = 0; i < n; i++) idx[i] = i;
-  return step(m, x, y, idx, n, loss);
+  if (m->run.schedule.per_step && !m->sized) {
+    gr_error(&m->diag, (gr_loc){0}, "graft_train_step: the plan's learning-rate schedule advances every step, so it needs the steps in "
+                                    "an epoch: call graft_set_train_size first");
+    return GRAFT_ERR_ARGUMENT;
+  }
+  return step(m, x, y, m->rows, n, loss);
 }
 
 graft_status graft_end_epoch(graft_model *m) {
   if (!m) return GRAFT_ERR_ARGUMENT;
+  if (m->phase_epoch + 1 >= m->run.phases[m->phase].epochs && m->phase + 1 < m->run.n_phases) {
+    /* the next phase: its own trainable set, the same parameters; on failure nothing moves */
+    gr_session *s = gr_session_next_phase(m->s, m->run.phases[m->phase + 1].m, m->run.seed, &m->diag);
+    if (!s) return GRAFT_ERR_MEMORY;
+    m->s = s;
+    m->phase++;
+    m->phase_epoch = -1;
+    m->phase_start[m->phase] = m->step;
+  }
   m->epoch++;
-  if (++m->phase_epoch < m->run.phases[m->phase].epochs || m->phase + 1 >= m->run.n_phases) return GRAFT_OK;
-  m->phase++; /* the next phase: its own trainable set, the same parameters */
-  m->phase_epoch = 0;
-  m->phase_start[m->phase] = m->step;
-  if (!(m->s = gr_session_next_phase(m->s, m->run.phases[m->phase].m, m->run.seed, &m->diag))) return GRAFT_ERR_MEMORY;
+  m->phase_epoch++;
   return GRAFT_OK;
 }
 
@@ -294,13 +310,19 @@ graft_status graft_load(graft_model *m, const char *path) {
 
 /* ---- plans compiled ahead of time ---- */
 
-/* Whether this CPU has the x86 feature LLVM calls f; features the check does not know count as present. */
+/* Whether this CPU has the x86 feature LLVM calls f (or is of the x86-64 level f names); features the
+ * check does not know (lzcnt, movbe, f16c, ...) count as present. */
 static bool x86_has(const char *f) {
 #if defined(__x86_64__) && defined(__GNUC__)
 #define F(llvm, gcc) \
   if (!strcmp(f, llvm)) return __builtin_cpu_supports(gcc);
-  F("sse4.2", "sse4.2") F("avx", "avx") F("avx2", "avx2") F("fma", "fma") F("bmi2", "bmi2") F("avx512f", "avx512f")
-  F("avx512bw", "avx512bw") F("avx512dq", "avx512dq") F("avx512vl", "avx512vl") F("avx512cd", "avx512cd")
+  F("ssse3", "ssse3") F("sse4.1", "sse4.1") F("sse4.2", "sse4.2") F("popcnt", "popcnt") F("aes", "aes") F("pclmul", "pclmul")
+  F("avx", "avx") F("avx2", "avx2") F("fma", "fma") F("bmi", "bmi") F("bmi2", "bmi2") F("gfni", "gfni") F("vpclmulqdq", "vpclmulqdq")
+  F("avx512f", "avx512f") F("avx512bw", "avx512bw") F("avx512dq", "avx512dq") F("avx512vl", "avx512vl") F("avx512cd", "avx512cd")
+  F("avx512vnni", "avx512vnni") F("avx512bf16", "avx512bf16") F("avx512vbmi", "avx512vbmi") F("avx512vbmi2", "avx512vbmi2")
+  F("avx512ifma", "avx512ifma") F("avx512vpopcntdq", "avx512vpopcntdq") F("avx512bitalg", "avx512bitalg")
+  /* the x86-64 micro-architecture levels, as --target-cpu names them */
+  F("x86-64-v2", "x86-64-v2") F("x86-64-v3", "x86-64-v3") F("x86-64-v4", "x86-64-v4")
 #undef F
 #endif
   return true;
@@ -349,7 +371,7 @@ graft_status graft_open_artifact(const graft_artifact *a, const graft_options *o
     gr_arena_init(arena);
     if (!gr_artifact_decode(a->desc, a->desc_size, a->steps, a->n_steps, arena, &run, &info, &m->diag)) {
       st = GRAFT_ERR_INPUT;
-    } else if (cpu_lacks(info.features, missing, sizeof missing)) {
+    } else if (cpu_lacks(info.features, missing, sizeof missing) || (!x86_has(info.cpu) && snprintf(missing, sizeof missing, "%s", info.cpu))) {
       gr_error(&m->diag, (gr_loc){0}, "the compiled plan '%s' was compiled for CPU %s, and this CPU lacks its feature '%s': compile it again "
                "with --target-cpu (e.g. x86-64-v3 for AVX2 machines)", info.name, info.cpu, missing);
       st = GRAFT_ERR_CPU;

@@ -2,6 +2,7 @@
  * reader walk the same fields in the same order through one function per structure, each taking an
  * `io` that either appends a field or reads it back, so the two cannot drift apart. */
 #include "runtime/artifact.h"
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,7 +98,8 @@ static void param(io *s, gr_rt_param *p) {
 static void params(io *s, int *n, gr_rt_param **v) {
   int32(s, n, 0, 1 << 24);
   *v = array(s, *v, *n, sizeof **v);
-  for (int i = 0; i < *n; i++) param(s, &(*v)[i]);
+  if (s->bad) *n = 0;
+  for (int i = 0; i < *n && !s->bad; i++) param(s, &(*v)[i]);
 }
 
 /* A program; `present` (writing): whether the model has it (the feature cache's two only with a cache). */
@@ -111,13 +113,55 @@ static void program(io *s, gr_rt_program *p, bool present, int n_params, int64_t
   bool grads = p->grad_off != NULL;
   flag(s, &grads);
   int64_t *g = grads ? array(s, p->grad_off, n_params, sizeof(int64_t)) : NULL;
-  for (int i = 0; grads && i < n_params; i++) i64(s, &g[i]);
+  for (int i = 0; grads && i < n_params && !s->bad; i++) i64(s, &g[i]);
   if (!s->reading) return;
   p->grad_off = g;
   if (index >= 0 && (uint64_t)index != (uint64_t)step) s->bad = true; /* the table's order is fixed */
   p->fn = index >= 0 && (uint64_t)index < n_steps ? steps[index] : NULL;
   if (index >= 0 && !p->fn) s->bad = true;
   if (p->fn && p->arena_bytes < 0) s->bad = true;
+}
+
+/* A tensor of the slab: a name, a shape whose elements it counts, inside the slab, 4-byte aligned. */
+static bool slab_tensor_ok(const gr_rt_param *p, int64_t slab) {
+  int64_t numel = 1;
+  for (int i = 0; i < p->shape.rank; i++) {
+    if (p->shape.dim[i] < 0 || (p->shape.dim[i] && numel > INT64_MAX / p->shape.dim[i])) return false;
+    numel *= p->shape.dim[i];
+  }
+  return p->name && numel == p->numel && p->offset >= 0 && p->offset % 4 == 0 && p->offset <= slab && p->numel <= (slab - p->offset) / 4 &&
+         (p->zero_row == -1 || (p->shape.rank > 0 && p->zero_row >= 0 && p->zero_row < p->shape.dim[0]));
+}
+
+/* An arena offset: absent (-1) or inside the arena. */
+static bool arena_ok(int64_t off, int64_t arena) { return off == -1 || (off >= 0 && off < arena); }
+
+/* What the runtime relies on in a decoded model: f32, tensors inside the slab, the programs' slots
+ * inside their arenas (those it writes and reads present), integer inputs bounded. */
+static bool model_ok(const gr_rt_model *m) {
+  if (m->dtype != GR_F32 || m->max_batch < 1 || m->slab_bytes < 0 || m->n_classes < 1 || m->sample_numel < 1 || m->target_numel < 0 ||
+      (m->in_dtype == GR_I32 && m->in_limit < 1) || m->feat_numel < 0 || (m->in_dtype != GR_F32 && m->in_dtype != GR_I32))
+    return false;
+  for (int i = 0; i < m->n_params; i++)
+    if (!slab_tensor_ok(&m->params[i], m->slab_bytes)) return false;
+  for (int i = 0; i < m->n_states; i++)
+    if (!slab_tensor_ok(&m->states[i], m->slab_bytes)) return false;
+  for (int k = 0; k < 4; k++) {
+    const gr_rt_program *p = gr_artifact_program(m, k);
+    if (!p->fn) {
+      if (k < 2 || m->feat_numel > 0) return false; /* train and eval always; the cache's two with a cache */
+      continue;
+    }
+    int64_t a = p->arena_bytes, o[] = {p->x_off, p->y_off, p->dloss_off, p->loss_off, p->out_off, p->dom_y_off, p->dom_out_off,
+                                       p->label_loss_off, p->dom_loss_off};
+    if (a < 0 || p->x_off < 0 || (k != 2 && (p->y_off < 0 || p->loss_off < 0)) || (k == 1 && p->out_off < 0) || (k == 2 && p->out_off < 0))
+      return false;
+    for (size_t j = 0; j < sizeof o / sizeof *o; j++)
+      if (!arena_ok(o[j], a)) return false;
+    for (int i = 0; p->grad_off && i < m->n_params; i++)
+      if (!arena_ok(p->grad_off[i], a)) return false;
+  }
+  return true;
 }
 
 static void model(io *s, gr_rt_model *m, int phase, gr_step_fn const *steps, uint64_t n_steps) {
@@ -147,10 +191,7 @@ static void model(io *s, gr_rt_model *m, int phase, gr_step_fn const *steps, uin
   for (int k = 0; k < 4; k++)
     program(s, (gr_rt_program *)gr_artifact_program(m, k), k < 2 || m->feat_numel > 0, m->n_params, gr_artifact_step(phase, k), steps,
             n_steps);
-  if (!s->reading) return;
-  if (m->max_batch < 1 || m->slab_bytes < 0 || m->n_classes < 1 || m->sample_numel < 1 || !m->train.fn || !m->eval.fn) s->bad = true;
-  for (int i = 0; i < m->n_params && !s->bad; i++)
-    if (m->params[i].offset + 4 * m->params[i].numel > m->slab_bytes) s->bad = true;
+  if (s->reading && !s->bad && !model_ok(m)) s->bad = true;
 }
 
 /* The whole description: header, run, phases. */
@@ -209,6 +250,14 @@ bool gr_artifact_decode(const uint8_t *desc, size_t size, gr_step_fn const *step
   memset(info, 0, sizeof *info);
   run_desc(&s, run, info, steps, n_steps);
   if (!s.bad && s.pos != size) s.bad = true;
+  if (!s.bad && (!info->name || !info->cpu || !info->features)) s.bad = true;
+  for (int k = 1; k < run->n_phases && !s.bad; k++) { /* the phases share their parameters, in order */
+    const gr_rt_model *p0 = run->phases[0].m, *pk = run->phases[k].m;
+    if (p0->n_params != pk->n_params || p0->max_batch != pk->max_batch || p0->sample_numel != pk->sample_numel || p0->n_classes != pk->n_classes)
+      s.bad = true;
+    for (int i = 0; i < p0->n_params && !s.bad; i++)
+      if (strcmp(p0->params[i].name, pk->params[i].name) || p0->params[i].numel != pk->params[i].numel) s.bad = true;
+  }
   if (s.bad) gr_error(d, (gr_loc){0}, "the compiled plan's description is damaged (at byte %zu of %zu): rebuild it with graft compile", s.pos, size);
   return !s.bad;
 }

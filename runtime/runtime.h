@@ -230,7 +230,7 @@ void gr_step_scalars(float *scal, const gr_rt_model *m, double lr, int64_t step,
                      double lambda);
 /* The session of the next phase (model m): the previous one's parameters and optimizer state copied
  * by name (state a parameter did not have yet starts at zero); the previous session is freed. NULL
- * after reporting (old freed too). */
+ * after reporting, the previous session kept. */
 gr_session *gr_session_next_phase(gr_session *old, const gr_rt_model *m, uint64_t seed, gr_diag *d);
 
 /* Trains (and evaluates after each epoch); false after reporting an error. */

@@ -378,10 +378,7 @@ void gr_step_scalars(float *scal, const gr_rt_model *m, double lr, int64_t step,
 
 gr_session *gr_session_next_phase(gr_session *old, const gr_rt_model *m, uint64_t seed, gr_diag *d) {
   gr_session *s = gr_session_new(m, seed, d);
-  if (!s) {
-    gr_session_free(old);
-    return NULL;
-  }
+  if (!s) return NULL; /* the old one stays, usable */
   const gr_rt_model *o = old->m;
   for (int i = 0; i < m->n_params; i++) {
     GR_CHECK(i < o->n_params && !strcmp(o->params[i].name, m->params[i].name), "phases differ in their parameters");
@@ -659,10 +656,12 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   for (int ph = start_ph; ph < n_phases && ok; ph++) {
     m = phases[ph].m;
     bool own_session = resumed ? ph == at.phase : ph == 0; /* else the previous phase's carries over */
-    if (!own_session && !(s = gr_session_next_phase(s, m, cfg->seed, d))) {
+    gr_session *ns = own_session ? s : gr_session_next_phase(s, m, cfg->seed, d);
+    if (!ns) {
       ok = false;
       break;
     }
+    s = ns;
     if (!(resumed && ph == at.phase)) run.phase_start[ph] = step;
     run.phase = ph;
     if (cfg->on_nan == GR_NAN_SKIP) {

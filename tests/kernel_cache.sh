@@ -48,6 +48,16 @@ cat other.tail >> other.yaml
 "$graft" train other.yaml -q --cache-dir other > other.log 2>&1 || bad "the other plan failed" other.log
 damage "its key is not its name" "cp other/*.o $e"
 
+# machine code is run from the cache, so only the user's own, private cache is trusted
+mkdir shared && chmod 777 shared
+run shared --cache-dir shared
+grep -q "warning: the kernel cache directory is writable by other users: not used" shared.log && [ -z "$(ls shared)" ] &&
+  cmp -s cold.safetensors shared.safetensors && ok "a cache directory others can write is not used" || bad "a shared cache directory was used" shared.log
+mv "$e" real.o && ln -s "$dir/real.o" "$e"
+run link --cache-dir cache
+grep -q "warning: kernel cache entry is a symbolic link: not trusted" link.log && [ ! -L "$e" ] &&
+  ok "an entry that is a symbolic link is not followed, and is replaced" || bad "a symbolic link in the cache was trusted" link.log
+
 rm -rf nocache
 mkdir nocache
 run off --cache-dir nocache --no-cache

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 #include "graft.h"
+#include "compiler/compiler.h"
+#include "runtime/artifact.h"
 
 static char dir[64];
 
@@ -161,6 +163,9 @@ static void steps_match_epochs(void **state) {
   seen s = {0};
   graft_model *a = open_plan("ordered.yaml", &s), *b = open_plan("ordered.yaml", &s);
   for (int e = 0; e < 2; e++) assert_int_equal(graft_train_epoch(a, X, Y, N, NULL), GRAFT_OK);
+  float small_loss;
+  assert_int_equal(graft_train_step(b, X, Y, 32, &small_loss), GRAFT_ERR_ARGUMENT); /* a per-step schedule: the epoch's size first */
+  assert_int_equal(graft_step(b), 0);
   assert_int_equal(graft_set_train_size(b, N), GRAFT_OK);
   for (int e = 0; e < 2; e++) {
     for (int i = 0; i < N; i += 32) assert_int_equal(graft_train_step(b, X + i * D, Y + i, N - i < 32 ? N - i : 32, NULL), GRAFT_OK);
@@ -202,6 +207,13 @@ static void error_paths(void **state) {
   fake.abi = 999;
   assert_int_equal(graft_open_artifact(&fake, &o, &m), GRAFT_ERR_INPUT);
   assert_non_null(strstr(s.msg, "ABI 999"));
+  static const unsigned char garbage[] = "GRAFTDSC\1\0\0\0 not a description";
+  fake.abi = 1;
+  fake.desc = garbage;
+  fake.desc_size = sizeof garbage;
+  assert_int_equal(graft_open_artifact(&fake, &o, &m), GRAFT_ERR_INPUT);
+  assert_null(m);
+  assert_non_null(strstr(s.msg, "description is damaged"));
   /* calls on a good model */
   m = open_plan("plan.yaml", &s);
   memset(&s, 0, sizeof s);
@@ -253,11 +265,70 @@ static void error_paths(void **state) {
   (void)state;
 }
 
+static void ignore(void *user, gr_diag_kind kind, gr_loc loc, const char *msg) {}
+
+/* The description graft compile embeds reads back whole, and every damaged copy of it (each byte
+ * changed, every truncation) is refused, never trusted or crashed on (ASan runs this too). */
+static void artifact_description_mutations(void **state) {
+  write_file("phases.yaml", "model: model.yaml\ndata: {format: tensors, train: {file: unused.safetensors}}\nloss: cross_entropy\n"
+                            "optimizer: {type: adam, learning_rate: 0.01}\nfreeze: [fc1]\nphases: [{epochs: 1}, {epochs: 2, unfreeze: fc1}]\n"
+                            "batch_size: 16\nseed: 5\n");
+  gr_diag d;
+  gr_diag_init(&d);
+  d.sink = ignore;
+  gr_plan_build b;
+  assert_true(gr_build_plan(path_of("phases.yaml"), &d, &(gr_compile_opts){.stop_before_codegen = true}, &b));
+  gr_step_fn steps[8];
+  for (int i = 0; i < 8; i++) steps[i] = (gr_step_fn)(uintptr_t)(0x1000 + i); /* never called */
+  for (int k = 0; k < b.n; k++) /* as graft compile's table has them */
+    for (int p = 0; p < 2; p++) ((gr_rt_program *)gr_artifact_program(&b.c[k].rt, p))->fn = steps[4 * k + p];
+  gr_artifact_info info = {"tiny", "x86-64", "+avx2"};
+  size_t size;
+  uint8_t *desc = gr_artifact_encode(&b.run, &info, &size);
+  gr_arena a;
+  gr_arena_init(&a);
+  gr_run run;
+  gr_artifact_info back;
+  assert_true(gr_artifact_decode(desc, size, steps, 8, &a, &run, &back, &d));
+  assert_int_equal(run.n_phases, 2);
+  assert_int_equal(run.phases[1].epochs, 2);
+  assert_int_equal(run.seed, 5);
+  assert_string_equal(back.features, "+avx2");
+  assert_ptr_equal(run.phases[1].m->train.fn, steps[4]);
+  assert_int_equal(run.phases[1].m->n_params, b.c[1].rt.n_params);
+  assert_string_equal(run.phases[1].m->params[1].name, b.c[1].rt.params[1].name);
+  gr_arena_free(&a);
+  int accepted = 0;
+  uint8_t *copy = malloc(size);
+  for (size_t i = 0; i < size; i++) {
+    static const uint8_t flips[] = {0x01, 0x80, 0xff};
+    for (int f = 0; f < 3; f++) {
+      memcpy(copy, desc, size);
+      copy[i] ^= flips[f];
+      gr_arena_init(&a);
+      accepted += gr_artifact_decode(copy, size, steps, 8, &a, &run, &back, &d); /* a float or an unchecked name may still be fine */
+      gr_arena_free(&a);
+    }
+  }
+  for (size_t n = 0; n < size; n++) {
+    gr_arena_init(&a);
+    assert_false(gr_artifact_decode(desc, n, steps, 8, &a, &run, &back, &d));
+    gr_arena_free(&a);
+  }
+  assert_true(accepted < (int)size * 3);
+  free(copy);
+  free(desc);
+  gr_plan_build_free(&b);
+  gr_diag_free(&d);
+  (void)state;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(train_evaluate_predict),
       cmocka_unit_test(steps_match_epochs),
       cmocka_unit_test(error_paths),
+      cmocka_unit_test(artifact_description_mutations),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
