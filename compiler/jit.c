@@ -320,6 +320,7 @@ static gr_jit *load_object(LLVMMemoryBufferRef obj, LLVMTargetMachineRef tm_cons
 }
 
 gr_jit *gr_jit_compile(gr_graph *g, gr_program *progs, int n_progs, const gr_codegen_opts *o, gr_diag *d) {
+  double t0 = gr_now();
   LLVMTargetMachineRef tm = gr_llvm_machine(NULL, NULL, d);
   if (!tm) return NULL;
   LLVMContextRef ctx = LLVMContextCreate();
@@ -336,7 +337,6 @@ gr_jit *gr_jit_compile(gr_graph *g, gr_program *progs, int n_progs, const gr_cod
     obj = cache_read(path, key, d);
   }
   gr_jit *j = NULL;
-  double t0 = gr_now();
   if (obj) { /* a hit: no optimisation, no code generation */
     gr_diag quiet; /* a valid-looking entry LLVM cannot use is not trusted either: compiled again */
     gr_diag_init(&quiet);
