@@ -25,8 +25,10 @@
 #include <llvm-c/Analysis.h>
 #include <llvm-c/BitWriter.h>
 #include <llvm-c/Error.h>
+#include <llvm-c/ExecutionEngine.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
+#include <llvm-c/OrcEE.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
@@ -293,6 +295,16 @@ static bool cache_write(const char *dir, const char *path, const uint8_t key[32]
   return ok;
 }
 
+/* GRAFT_PERF=1: objects are linked by RTDyld with LLVM's perf listener, which writes a jitdump file,
+ * so that `perf record -k 1` then `perf inject --jit` names every kernel of the JIT code (they are
+ * anonymous addresses otherwise). For profiling only; the default JITLink layer is used otherwise. */
+static LLVMOrcObjectLayerRef perf_layer(void *ctx, LLVMOrcExecutionSessionRef es, const char *triple) {
+  LLVMOrcObjectLayerRef layer = LLVMOrcCreateRTDyldObjectLinkingLayerWithSectionMemoryManager(es);
+  LLVMJITEventListenerRef perf = LLVMCreatePerfJITEventListener(); /* NULL when LLVM was built without it */
+  if (perf) LLVMOrcRTDyldObjectLinkingLayerRegisterJITEventListener(layer, perf);
+  return layer;
+}
+
 /* An LLJIT holding obj (consumed), with the step functions' addresses put in progs; NULL after
  * reporting. */
 static gr_jit *load_object(LLVMMemoryBufferRef obj, LLVMTargetMachineRef tm_consumed, gr_program *progs, int n_progs, gr_diag *d) {
@@ -300,6 +312,8 @@ static gr_jit *load_object(LLVMMemoryBufferRef obj, LLVMTargetMachineRef tm_cons
   GR_CHECK(j != NULL, "out of memory");
   LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
   LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm_consumed));
+  const char *perf = getenv("GRAFT_PERF");
+  if (perf && *perf && strcmp(perf, "0")) LLVMOrcLLJITBuilderSetObjectLinkingLayerCreator(builder, perf_layer, NULL);
   bool ok = !llvm_failed(LLVMOrcCreateLLJIT(&j->jit, builder), d, "JIT creation"); /* consumes builder */
   ok = ok && define_externs(j->jit, d);
   if (ok) {

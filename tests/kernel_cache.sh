@@ -58,6 +58,12 @@ run link --cache-dir cache
 grep -q "warning: kernel cache entry is a symbolic link: not trusted" link.log && [ ! -L "$e" ] &&
   ok "an entry that is a symbolic link is not followed, and is replaced" || bad "a symbolic link in the cache was trusted" link.log
 
+# GRAFT_PERF=1 links through RTDyld with LLVM's perf listener (jitdump files for perf inject): the same weights
+mkdir jitdump
+JITDUMPDIR=$dir/jitdump GRAFT_PERF=1 run perf --cache-dir cache
+cmp -s cold.safetensors perf.safetensors && [ -n "$(find jitdump -name 'jit-*.dump')" ] &&
+  ok "GRAFT_PERF=1 trains to the same weights and writes a jitdump for perf" || bad "GRAFT_PERF=1 failed" perf.log
+
 rm -rf nocache
 mkdir nocache
 run off --cache-dir nocache --no-cache
