@@ -115,14 +115,11 @@ def run(cmd, env=None):
 
 def write_data(path, shape, n, classes):
     import numpy as np
+    sys.path.insert(0, os.path.join(ROOT, "tests", "torch"))
+    from safetensors_io import write_safetensors
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((n,) + shape, dtype=np.float32)
-    y = rng.integers(0, classes, n).astype(np.int64)
-    h = json.dumps({"x": {"dtype": "F32", "shape": [n, *shape], "data_offsets": [0, x.nbytes]},
-                    "y": {"dtype": "I64", "shape": [n], "data_offsets": [x.nbytes, x.nbytes + y.nbytes]}}).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little") + h + x.tobytes() + y.tobytes())
+    write_safetensors(path, {"x": rng.standard_normal((n,) + shape, dtype=np.float32),
+                             "y": rng.integers(0, classes, n).astype(np.int64)})
 
 
 def write_plan(work, case):

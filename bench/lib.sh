@@ -8,18 +8,13 @@ needs_graft_and_torch() {
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 # resnet_data FILE: 640 random 3x64x64 images with labels of 1000 classes, as a tensors file (python3-numpy).
 resnet_data() {
-  /usr/bin/python3 - "$1" <<'PY'
-import json, struct, sys
+  PYTHONPATH=tests/torch /usr/bin/python3 -c '
+import sys
 import numpy as np
+from safetensors_io import write_safetensors
 rng = np.random.default_rng(0)
-x = rng.standard_normal((640, 3, 64, 64), dtype=np.float32)
-y = rng.integers(0, 1000, 640).astype(np.int64)
-h = json.dumps({"x": {"dtype": "F32", "shape": list(x.shape), "data_offsets": [0, x.nbytes]},
-                "y": {"dtype": "I64", "shape": [640], "data_offsets": [x.nbytes, x.nbytes + y.nbytes]}}).encode()
-h += b" " * (-len(h) % 8)
-with open(sys.argv[1], "wb") as f:
-    f.write(struct.pack("<Q", len(h)) + h + x.tobytes() + y.tobytes())
-PY
+write_safetensors(sys.argv[1], {"x": rng.standard_normal((640, 3, 64, 64), dtype=np.float32),
+                                "y": rng.integers(0, 1000, 640).astype(np.int64)})' "$1"
 }
 # resnet_plan FILE EPOCHS: a plan fine-tuning examples/resnet18 (batch 64, SGD momentum) on data.safetensors beside it.
 resnet_plan() {
