@@ -18,17 +18,8 @@
 #include <llvm-c/Linker.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static const char *const prog_names[4] = {"train", "eval", "features", "train_cached"};
-
-/* Writes size bytes to path atomically. */
-static bool write_file(const char *path, const void *data, size_t size, gr_diag *d) {
-  gr_atomic_file f;
-  if (!gr_atomic_begin(&f, path, d)) return false;
-  gr_atomic_write(&f, data, size);
-  return gr_atomic_commit(&f, NULL, d);
-}
 
 /* A private constant holding bytes, aligned to 16. */
 static LLVMValueRef bytes_global(LLVMModuleRef mod, const char *name, const void *data, size_t n) {
@@ -51,11 +42,7 @@ static uint8_t *initial_image(gr_plan_build *b, size_t *size, gr_diag *d) {
     gr_session_free(s);
     return NULL;
   }
-  size_t end = 0;
-  for (int i = 0; i < m->n_params; i++) {
-    size_t e = (size_t)m->params[i].offset + 4 * (size_t)m->params[i].numel;
-    end = e > end ? e : end;
-  }
+  size_t end = gr_params_end(m);
   uint8_t *img = malloc(end + 1);
   GR_CHECK(img != NULL, "out of memory");
   memcpy(img, gr_session_slab(s), end);
@@ -192,27 +179,9 @@ static bool write_header(const char *path, const char *name, const char *plan, g
   fprintf(f, "  return graft_open_artifact(&%s_graft, opts, out);\n}\n\n", name);
   fprintf(f, "#ifdef __cplusplus\n}\n#endif\n#endif\n");
   fclose(f);
-  bool ok = write_file(path, text, len, d);
+  bool ok = gr_atomic_write_file(path, text, len, d);
   free(text);
   return ok;
-}
-
-static bool make_dir(const char *dir, gr_diag *d) {
-  char p[4096];
-  snprintf(p, sizeof p, "%s", dir);
-  for (char *s = p + 1;; s++) {
-    bool end = !*s;
-    if (*s == '/' || end) {
-      *s = 0;
-      if (mkdir(p, 0777) && errno != EEXIST) {
-        gr_error(d, gr_loc_file(dir), "cannot create the output directory: %s", strerror(errno));
-        return false;
-      }
-      if (end) break;
-      *s = '/';
-    }
-  }
-  return true;
 }
 
 bool gr_aot_compile(const char *plan, const gr_aot_opts *o, gr_diag *d) {
@@ -232,7 +201,8 @@ bool gr_aot_compile(const char *plan, const gr_aot_opts *o, gr_diag *d) {
     gr_plan_build_free(&b);
     return false;
   }
-  ok = make_dir(o->out_dir, d);
+  ok = gr_make_dirs(o->out_dir, 0777);
+  if (!ok) gr_error(d, gr_loc_file(o->out_dir), "cannot create the output directory: %s", strerror(errno));
   size_t init_size = 0;
   uint8_t *init = ok ? initial_image(&b, &init_size, d) : NULL;
   ok = init != NULL;
@@ -260,7 +230,7 @@ bool gr_aot_compile(const char *plan, const gr_aot_opts *o, gr_diag *d) {
     const char *data = LLVMGetBufferStart(obj);
     size_t size = LLVMGetBufferSize(obj);
     snprintf(path, sizeof path, "%s/%s.o", o->out_dir, name);
-    ok = write_file(path, data, size, d);
+    ok = gr_atomic_write_file(path, data, size, d);
     char member[300], sym[300];
     snprintf(member, sizeof member, "%s.o", name);
     snprintf(sym, sizeof sym, "%s_graft", name);

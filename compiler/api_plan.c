@@ -26,11 +26,17 @@ bool gr_build_plan(const char *plan, gr_diag *d, const gr_compile_opts *o, gr_pl
   if (p->pixels.random_crop || p->pixels.flip) /* the API takes samples, not image files */
     gr_warning(d, p->data_loc, "the C API trains on the samples it is given: the plan's random_crop and flip are not applied (augment "
                                "the samples yourself), so its weights will differ from graft train's");
+  return gr_build_phases(plan, d, &first, b);
+}
+
+bool gr_build_phases(const char *plan, gr_diag *d, const gr_compile_opts *o, gr_plan_build *b) {
+  GR_ASSERT(b->n == 1);
+  const gr_plan *p = &b->c[0].plan;
   int n_ph = p->tl.n_phases > 0 ? p->tl.n_phases : 1;
   bool mute = d->mute_warnings;
   d->mute_warnings = true; /* the later phases repeat the first one's warnings */
   for (int k = 1; k < n_ph; k++) {
-    gr_compile_opts again = first;
+    gr_compile_opts again = o ? *o : (gr_compile_opts){0};
     again.phase = k;
     if (!gr_compile_plan(plan, d, &again, &b->c[k])) {
       gr_compiled_free(&b->c[k]);

@@ -122,6 +122,9 @@ typedef struct gr_plan_build {
   gr_run run;
 } gr_plan_build;
 bool gr_build_plan(const char *plan, gr_diag *d, const gr_compile_opts *o, gr_plan_build *b);
+/* The rest of gr_build_plan, for a caller that compiled phase 0 into b->c[0] itself (b->n == 1): the
+ * later phases and the run. On failure b is freed. */
+bool gr_build_phases(const char *plan, gr_diag *d, const gr_compile_opts *o, gr_plan_build *b);
 void gr_plan_build_free(gr_plan_build *b);
 /* The plan's init weights (with its renaming and exclusions) loaded into s, a session of phase 0;
  * true without an init. */

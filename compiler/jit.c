@@ -164,19 +164,6 @@ static const char *cache_dir(const gr_codegen_opts *o, char *buf, size_t size) {
   return NULL;
 }
 
-/* mkdir -p */
-static bool make_dirs(const char *dir) {
-  char p[4096];
-  snprintf(p, sizeof p, "%s", dir);
-  for (char *s = p + 1; *s; s++)
-    if (*s == '/') {
-      *s = 0;
-      if (mkdir(p, 0700) && errno != EEXIST) return false;
-      *s = '/';
-    }
-  return !mkdir(p, 0700) || errno == EEXIST;
-}
-
 /* Machine code from the cache is run, so the cache must be the user's alone: a directory that other
  * users can write (or that belongs to another user) is not used, with a warning. A missing one is
  * fine (it is created 0700). */
@@ -280,7 +267,7 @@ static bool cache_write(const char *dir, const char *path, const uint8_t key[32]
   gr_diag_init(&quiet);
   quiet.sink = ignore_diag;
   gr_atomic_file f;
-  bool ok = make_dirs(dir) && gr_atomic_begin(&f, path, &quiet);
+  bool ok = gr_make_dirs(dir, 0700) && gr_atomic_begin(&f, path, &quiet);
   int err = errno;
   if (ok) {
     gr_atomic_write(&f, head, KC_HEADER);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 bool gr_atomic_begin(gr_atomic_file *f, const char *path, gr_diag *d) {
@@ -89,4 +90,25 @@ bool gr_atomic_commit(gr_atomic_file *f, void (*before_rename)(void), gr_diag *d
     gr_error(d, l, "cannot sync the directory %s: %s (the file was replaced, but the rename may not survive a crash)", dname, strerror(err));
   free(dir);
   return ok;
+}
+
+bool gr_atomic_write_file(const char *path, const void *data, size_t n, gr_diag *d) {
+  gr_atomic_file f;
+  if (!gr_atomic_begin(&f, path, d)) return false;
+  gr_atomic_write(&f, data, n);
+  return gr_atomic_commit(&f, NULL, d);
+}
+
+bool gr_make_dirs(const char *dir, unsigned mode) {
+  char p[4096];
+  if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) return errno = ENAMETOOLONG, false;
+  for (char *s = p + 1;; s++) {
+    bool end = !*s;
+    if (*s == '/' || end) {
+      *s = 0;
+      if (mkdir(p, (mode_t)mode) && errno != EEXIST) return false;
+      if (end) return true;
+      *s = '/';
+    }
+  }
 }

@@ -85,17 +85,12 @@ graft_status gr_api_start(graft_model *m, const gr_run *run, void *owner, void (
     gr_error(&m->diag, (gr_loc){0}, "the C API does not train domain-adaptation plans yet (they need the plan's target data): use graft train");
     return GRAFT_ERR_UNSUPPORTED;
   }
-  if (!(m->s = gr_session_new(rm, run->seed, &m->diag))) return GRAFT_ERR_MEMORY;
-  for (int i = 0; init && i < rm->n_params; i++) {
-    const gr_rt_param *p = &rm->params[i];
-    size_t end = (size_t)p->offset + 4 * (size_t)p->numel;
-    if (end > init_size) {
-      gr_error(&m->diag, (gr_loc){0}, "the compiled plan's initial weights end before parameter '%s' (%zu bytes, %zu needed)", p->name,
-               init_size, end);
-      return GRAFT_ERR_INPUT;
-    }
-    memcpy(gr_session_param(m->s, i), init + p->offset, 4 * (size_t)p->numel);
+  if (init && gr_params_end(rm) > init_size) {
+    gr_error(&m->diag, (gr_loc){0}, "the compiled plan's initial weights are %zu bytes, its parameters %zu", init_size, gr_params_end(rm));
+    return GRAFT_ERR_INPUT;
   }
+  /* from the compiled plan's initial weights, or initialised from the seed (the plan's init file is loaded after) */
+  if (!(m->s = init ? gr_session_new_from(rm, init, &m->diag) : gr_session_new(rm, run->seed, &m->diag))) return GRAFT_ERR_MEMORY;
   gr_run_rngs(run->seed, &m->order, &m->drop);
   m->steps_per_epoch = 1;
   int64_t B = 0;
@@ -128,11 +123,9 @@ int64_t graft_step(const graft_model *m) { return m ? m->step : 0; }
 int graft_phases(const graft_model *m) { return m ? m->run.n_phases : 0; }
 int graft_phase(const graft_model *m) { return m ? m->phase : 0; }
 
-/* The learning rate of the next step, as train.c computes it. */
+/* The learning rate of the next step. */
 static double next_lr(const graft_model *m) {
-  const gr_schedule *sc = &m->run.schedule;
-  int64_t total = sc->per_step ? m->steps_per_epoch * m->epochs : m->epochs;
-  return gr_schedule_lr(sc, m->run.lr, sc->per_step ? m->step : m->epoch, total) * m->run.phases[m->phase].lr_mult;
+  return gr_run_lr(&m->run.schedule, m->run.lr, m->step, m->epoch, m->steps_per_epoch, m->epochs, m->run.phases[m->phase].lr_mult);
 }
 double graft_learning_rate(const graft_model *m) { return m ? next_lr(m) : NAN; }
 
@@ -177,16 +170,12 @@ static gr_dataset as_dataset(const gr_rt_model *rm, const void *x, const void *y
                       .y = (void *)y};
 }
 
-/* One step on rows idx[0..n) of x and y. */
-static graft_status step(graft_model *m, const void *x, const void *y, const int64_t *idx, int64_t n, float *loss) {
+/* One step on rows idx[0..n) of ds. */
+static graft_status step(graft_model *m, const gr_dataset *ds, const int64_t *idx, int64_t n, float *loss) {
   const gr_rt_model *rm = model_of(m);
   const gr_rt_program *p = &rm->train;
   uint8_t *arena = gr_session_arena(m->s);
-  size_t xrow = 4 * (size_t)rm->sample_numel, yrow = 4 * (size_t)(rm->target_numel ? rm->target_numel : 1);
-  for (int64_t i = 0; i < n; i++) {
-    memcpy(arena + p->x_off + (size_t)i * xrow, (const uint8_t *)x + (size_t)idx[i] * xrow, xrow);
-    memcpy(arena + p->y_off + (size_t)i * yrow, (const uint8_t *)y + (size_t)idx[i] * yrow, yrow);
-  }
+  gr_gather(p, arena, ds, idx, n, false, 0, &m->diag); /* rows in memory: cannot fail */
   gr_step_scalars(m->scal, rm, next_lr(m), m->step, m->phase, m->phase_start, &m->drop, 1.0);
   if (p->dloss_off >= 0) *(float *)(arena + p->dloss_off) = 1.0f;
   p->fn(gr_session_slab(m->s), arena, n, m->scal);
@@ -222,7 +211,8 @@ graft_status graft_train_step(graft_model *m, const void *x, const void *y, int6
                                     "an epoch: call graft_set_train_size first");
     return GRAFT_ERR_ARGUMENT;
   }
-  return step(m, x, y, m->rows, n, loss);
+  gr_dataset ds = as_dataset(model_of(m), x, y, n);
+  return step(m, &ds, m->rows, n, loss);
 }
 
 graft_status graft_end_epoch(graft_model *m) {
@@ -258,11 +248,12 @@ graft_status graft_train_epoch(graft_model *m, const void *x, const void *y, int
   graft_set_train_size(m, n);
   if (m->run.shuffle) gr_rng_shuffle(&m->order, m->perm, n);
   int64_t B = model_of(m)->max_batch;
+  gr_dataset ds = as_dataset(model_of(m), x, y, n);
   double sum = 0;
   for (int64_t b = 0; b < n && !st; b += B) {
     int64_t k = n - b < B ? n - b : B;
     float l = 0;
-    st = step(m, x, y, m->perm + b, k, &l);
+    st = step(m, &ds, m->perm + b, k, &l);
     sum += (double)l * (double)k;
   }
   if (loss) *loss = (float)(sum / (double)n);

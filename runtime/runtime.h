@@ -172,6 +172,10 @@ typedef struct gr_train_result {
 typedef struct gr_session gr_session; /* parameters + arenas of one model */
 /* Allocates the slab and arenas and initialises parameters; NULL after reporting if memory is short. */
 gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d);
+/* The same with the parameters copied from image, a slab's bytes up to the end of its last
+ * parameter (graft compile's initial weights), instead of initialised. */
+gr_session *gr_session_new_from(const gr_rt_model *m, const uint8_t *image, gr_diag *d);
+size_t gr_params_end(const gr_rt_model *m); /* the slab's bytes up to the end of its last parameter */
 void gr_session_free(gr_session *s);
 /* Runs the eval program over a data set: mean loss and accuracy; with `outputs` (ds->n x classes
  * floats), also the model's output for every sample. False after reporting an image that cannot be
@@ -220,6 +224,14 @@ bool gr_checkpoint_open(const char *path, struct gr_st_file *f, gr_ckpt_pos *pos
 /* Copies the checkpoint's parameters and optimizer state into s (state it lacks starts at zero). */
 bool gr_checkpoint_restore(gr_session *s, const struct gr_st_file *f, gr_diag *d);
 
+/* Puts samples idx[0..n) of ds into the program's input slots and their targets into its target
+ * slots (4-byte values: floats or int32s); image samples are decoded, augmented with `augment`. False
+ * after reporting a sample that cannot be decoded (never for samples in memory). */
+bool gr_gather(const gr_rt_program *p, uint8_t *arena, const gr_dataset *ds, const int64_t *idx, int64_t n, bool augment, uint64_t seed,
+               gr_diag *d);
+/* The learning rate of a training step: the schedule's at the step (per-step schedules, over
+ * steps_per_epoch * epochs) or at the epochs done (per-epoch ones, over epochs), times the phase's mult. */
+double gr_run_lr(const gr_schedule *s, double lr, int64_t step, int64_t epochs_done, int64_t steps_per_epoch, int64_t epochs, double mult);
 /* A run's random generators from its seed: the batch order (each epoch shuffles the previous epoch's
  * order again) and the dropout seeds (one draw per step). */
 void gr_run_rngs(uint64_t seed, gr_rng *order, gr_rng *drop);

@@ -48,7 +48,8 @@ static void free_zeroed(uint8_t *p) {
   munmap(base, *(size_t *)base);
 }
 
-gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d) {
+/* A session whose slab and arenas are allocated (zeroed), its parameters not yet initialised. */
+static gr_session *session_alloc(const gr_rt_model *m, gr_diag *d) {
   GR_CHECK(m->dtype == GR_F32, "the runtime trains f32 models");
   gr_session *s = calloc(1, sizeof *s);
   GR_CHECK(s != NULL, "out of memory");
@@ -59,6 +60,28 @@ gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d) {
     gr_session_free(s);
     return NULL;
   }
+  return s;
+}
+
+size_t gr_params_end(const gr_rt_model *m) {
+  size_t end = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    size_t e = (size_t)m->params[i].offset + 4 * (size_t)m->params[i].numel;
+    end = e > end ? e : end;
+  }
+  return end;
+}
+
+gr_session *gr_session_new_from(const gr_rt_model *m, const uint8_t *image, gr_diag *d) {
+  gr_session *s = session_alloc(m, d);
+  for (int i = 0; s && i < m->n_params; i++)
+    memcpy(s->slab + m->params[i].offset, image + m->params[i].offset, 4 * (size_t)m->params[i].numel);
+  return s;
+}
+
+gr_session *gr_session_new(const gr_rt_model *m, uint64_t seed, gr_diag *d) {
+  gr_session *s = session_alloc(m, d);
+  if (!s) return NULL;
   gr_rng r;
   gr_rng_seed(&r, seed);
   for (int i = 0; i < m->n_params; i++) {
@@ -94,17 +117,14 @@ void gr_session_free(gr_session *s) {
   free(s);
 }
 
-/* Puts samples idx[0..n) into the program's input slots and their targets into its target slots
- * (4-byte values: floats or int32s); image samples are decoded, augmented with `augment`. False after
- * reporting a sample that cannot be decoded. */
-static bool gather(const gr_rt_program *p, uint8_t *arena, const gr_dataset *ds, const int64_t *idx, int64_t n, bool augment,
+bool gr_gather(const gr_rt_program *p, uint8_t *arena, const gr_dataset *ds, const int64_t *idx, int64_t n, bool augment,
                    uint64_t seed, gr_diag *d) {
   size_t yrow = 4 * (size_t)ds->target_numel;
   for (int64_t i = 0; i < n; i++) memcpy(arena + p->y_off + (size_t)i * yrow, (const uint8_t *)ds->y + (size_t)idx[i] * yrow, yrow);
   return gr_dataset_samples(ds, idx, n, augment, seed, arena + p->x_off, d);
 }
 
-/* Domain adaptation's batch: after the n source rows gather() put in, nt target rows idx[0..nt);
+/* Domain adaptation's batch: after the n source rows gr_gather() put in, nt target rows idx[0..nt);
  * the class labels of the rows the label loss does not see set to -1 (ignored), the domain labels
  * 0 (source) and 1 (target). */
 static bool gather_target(const gr_rt_program *p, uint8_t *arena, const gr_dataset *tgt, const int64_t *idx, int64_t n, int64_t nt,
@@ -218,7 +238,7 @@ static bool evaluate(gr_session *s, const gr_dataset *ds, int domain, double *lo
   for (int64_t b = 0; b < ds->n && ok; b += B) {
     int64_t n = ds->n - b < B ? ds->n - b : B, nb = b + B, nn = ds->n - nb < B ? ds->n - nb : B;
     iota(idx, b, n);
-    if (!(ok = gather(p, s->eval_arena, ds, idx, n, false, 0, d))) break;
+    if (!(ok = gr_gather(p, s->eval_arena, ds, idx, n, false, 0, d))) break;
     iota(next, nb, nn); /* decoded while this batch runs */
     gr_dataset_prefetch(ds, next, nn, false, 0);
     p->fn(s->slab, s->eval_arena, n, scal);
@@ -364,6 +384,11 @@ static bool can_create(const char *path, gr_diag *d) {
   if (access(dir, W_OK) == 0) return true;
   gr_error(d, gr_loc_file(path), "cannot write here: directory '%s': %s", dir, strerror(errno));
   return false;
+}
+
+double gr_run_lr(const gr_schedule *s, double lr, int64_t step, int64_t epochs_done, int64_t steps_per_epoch, int64_t epochs, double mult) {
+  int64_t total = s->per_step ? steps_per_epoch * epochs : epochs;
+  return gr_schedule_lr(s, lr, s->per_step ? step : epochs_done, total) * mult;
 }
 
 void gr_run_rngs(uint64_t seed, gr_rng *order, gr_rng *drop) {
@@ -620,7 +645,6 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
             (long long)steps_per_epoch);
   }
   float scal[GR_SCALAR_TOTAL] = {[GR_SCALAR_LAMBDA] = 1};
-  int64_t sched_total = cfg->schedule.per_step ? steps_per_epoch * epochs : epochs;
   /* where the run is, as a checkpoint records it: phase_start is the step at which each phase began */
   gr_ckpt_pos run = {.n_phases = n_phases, .seed = cfg->seed, .batch_size = B, .samples = train.n};
   double lr = cfg->lr;
@@ -703,11 +727,11 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
       double t_win = t_epoch;
       for (int64_t b = b0; b < epoch_rows; b += sb) {
         int64_t n = epoch_rows - b < sb ? epoch_rows - b : sb;
-        lr = gr_schedule_lr(&cfg->schedule, cfg->lr, cfg->schedule.per_step ? step : epoch - 1, sched_total) * phases[ph].lr_mult;
+        lr = gr_run_lr(&cfg->schedule, cfg->lr, step, epoch - 1, steps_per_epoch, epochs, phases[ph].lr_mult);
         double lambda = dann ? gr_dann_lambda(cfg, (double)step / (double)(steps_per_epoch * epochs)) : 1;
         gr_step_scalars(scal, m, lr, step, ph, run.phase_start, &drop_rng, lambda);
         uint64_t aug_seed = cfg->seed ^ ((uint64_t)step << 20) ^ 0xA5A5F00DULL; /* a training image's crop and flip */
-        if (!gather(p, arena, src, perm + b, n, augment, aug_seed, d)) {
+        if (!gr_gather(p, arena, src, perm + b, n, augment, aug_seed, d)) {
           ok = false;
           break;
         }

@@ -535,16 +535,18 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "ir") && !dot) o.dump_after = after ? after : "memplan";
   if (dot) o.stop_before_codegen = true;
   if (!strcmp(cmd, "check")) o.stop_before_codegen = true;
-  gr_compiled c;
-  bool ok = gr_compile_plan(plan, &diag, &o, &c);
+  gr_plan_build b = {0}; /* phase 0 (all most commands need), and for train the later phases */
+  gr_compiled *c = &b.c[0];
+  bool ok = gr_compile_plan(plan, &diag, &o, c);
+  b.n = 1;
   int rc = ok ? 0 : 1;
   if (ok && dot) {
-    write_dot(&c, stdout);
+    write_dot(c, stdout);
   } else if (ok && !strcmp(cmd, "check")) {
-    const gr_transfer *t = &c.plan.tl;
+    const gr_transfer *t = &c->plan.tl;
     gr_compiled base; /* the same plan with nothing frozen, for comparison */
     bool have_base = (t->freeze.n || t->n_bn) && compile_again(plan, &diag, &o, 0, true, &base);
-    print_summary(&c, have_base ? &base : NULL, stdout);
+    print_summary(c, have_base ? &base : NULL, stdout);
     for (int k = 1; k < t->n_phases; k++) { /* gradual unfreezing: what each later phase costs */
       gr_compiled ph;
       if (!compile_again(plan, &diag, &o, k, false, &ph)) {
@@ -556,12 +558,12 @@ int main(int argc, char **argv) {
       gr_compiled_free(&ph);
     }
     if (have_base) gr_compiled_free(&base);
-  } else if (ok && !strcmp(cmd, "train") && epochs && c.plan.tl.n_phases) {
+  } else if (ok && !strcmp(cmd, "train") && epochs && c->plan.tl.n_phases) {
     rc = usage_error("--epochs cannot change a plan with phases (%s): its epochs are the phases'", plan);
   } else if (ok && !strcmp(cmd, "train")) {
-    const gr_plan *p = &c.plan;
+    const gr_plan *p = &c->plan;
     gr_train_cfg cfg = {.data_format = (int)p->data_format, .shuffle = p->shuffle, .init_path = p->init_path,
-                        .init_loc = p->init_loc, .init_opts = gr_plan_load_opts(&c), .save_path = save,
+                        .init_loc = p->init_loc, .init_opts = gr_plan_load_opts(c), .save_path = save,
                         .train_images = p->train.images, .train_labels = p->train.labels,
                         .test_images = p->test.present ? p->test.images : NULL,
                         .test_labels = p->test.present ? p->test.labels : NULL,
@@ -584,40 +586,32 @@ int main(int argc, char **argv) {
       cfg.lambda_constant = dm->lambda_constant, cfg.lambda_max = dm->lambda_max, cfg.lambda_gamma = dm->lambda_gamma;
     }
     gr_train_result res;
-    int n_ph = p->tl.n_phases > 0 ? p->tl.n_phases : 1;
-    gr_compiled *later = calloc((size_t)n_ph, sizeof *later); /* phases 2..n: each compiled on its own */
-    gr_train_phase phases[GR_MAX_PHASES] = {{&c.rt, cfg.epochs, p->tl.n_phases ? p->tl.phases[0].lr_mult : 1.0}};
-    if (p->tl.n_phases) phases[0].epochs = p->tl.phases[0].epochs;
-    GR_CHECK(later != NULL, "out of memory");
-    for (int k = 1; k < n_ph && rc == 0; k++) {
-      if (!compile_again(plan, &diag, &o, k, false, &later[k])) rc = 1;
-      phases[k] = (gr_train_phase){&later[k].rt, p->tl.phases[k].epochs, p->tl.phases[k].lr_mult};
-    }
+    if (!gr_build_phases(plan, &diag, &o, &b)) rc = 1; /* gradual unfreezing: each later phase compiled on its own */
     if (rc == 0) { /* where the machine code came from: compiled now, or the kernel cache */
-      gr_jit_info ji = gr_jit_stats(c.jit);
-      int hits = ji.from_cache;
-      for (int k = 1; k < n_ph; k++) {
-        gr_jit_info jk = gr_jit_stats(later[k].jit);
+      gr_jit_info ji = {0};
+      int hits = 0;
+      for (int k = 0; k < b.n; k++) {
+        gr_jit_info jk = gr_jit_stats(b.c[k].jit);
         ji.seconds += jk.seconds;
+        ji.cached |= jk.cached;
         hits += jk.from_cache;
       }
-      if (hits == n_ph)
+      if (hits == b.n)
         printf("kernels: from the kernel cache (%.2f s)\n", ji.seconds);
       else
         printf("kernels: compiled in %.2f s%s\n", ji.seconds, ji.cached ? ", kept in the kernel cache for the next run" : "");
+      if (!p->tl.n_phases) b.run.phases[0].epochs = cfg.epochs; /* --epochs */
+      rc = gr_train_phases(b.run.phases, b.run.n_phases, &cfg, &diag, &res) ? 0 : 1;
     }
-    if (rc == 0) rc = gr_train_phases(phases, n_ph, &cfg, &diag, &res) ? 0 : 1;
-    for (int k = 1; k < n_ph; k++) gr_compiled_free(&later[k]);
-    free(later);
   } else if (ok && predict) {
-    if (n_inputs > 1 && c.plan.data_format != GR_DATA_IMAGES)
+    if (n_inputs > 1 && c->plan.data_format != GR_DATA_IMAGES)
       rc = usage_error("predict takes one input file for a plan whose data is not an image folder; '%s' is one too many", inputs[1]);
     else
-      rc = run_predict(&c, &diag, weights, inputs, n_inputs, (int)top, (int)threads) ? 0 : 1;
+      rc = run_predict(c, &diag, weights, inputs, n_inputs, (int)top, (int)threads) ? 0 : 1;
   } else if (ok && eval) {
-    rc = run_eval(&c, &diag, weights, split, output, metrics, (int)threads) ? 0 : 1;
+    rc = run_eval(c, &diag, weights, split, output, metrics, (int)threads) ? 0 : 1;
   }
-  gr_compiled_free(&c);
+  gr_compiled_free(c);
   gr_diag_free(&diag);
   return rc;
 }
