@@ -611,7 +611,7 @@ int main(int argc, char **argv) {
   } else if (ok && eval) {
     rc = run_eval(c, &diag, weights, split, output, metrics, (int)threads) ? 0 : 1;
   }
-  gr_compiled_free(c);
+  gr_plan_build_free(&b); /* phase 0, and the later ones train compiled */
   gr_diag_free(&diag);
   return rc;
 }
