@@ -10,6 +10,7 @@
  * Floating-point arithmetic carries `reassoc contract` (sums vectorise; NaN and Inf still propagate).
  * The graph's float type (f32, or f64 for gradient checks) is used throughout. */
 #include "compiler/codegen.h"
+#include "runtime/runtime.h"
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -141,6 +142,116 @@ static void loop_end(gr_cg *c, cg_loop *L) {
   }
   LLVMBuildBr(c->b, L->header);
   LLVMPositionBuilderAtEnd(c->b, L->exit);
+}
+
+/* A mutable scalar: a stack slot in the function's entry block (O3 promotes it to registers). */
+static LLVMValueRef cg_var(gr_cg *c, LLVMTypeRef t, LLVMValueRef init) {
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(c->b));
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(fn);
+  LLVMBuilderRef tmp = LLVMCreateBuilderInContext(c->ctx);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first)
+    LLVMPositionBuilderBefore(tmp, first);
+  else
+    LLVMPositionBuilderAtEnd(tmp, entry);
+  LLVMValueRef slot = LLVMBuildAlloca(tmp, t, "var");
+  LLVMDisposeBuilder(tmp);
+  LLVMBuildStore(c->b, init, slot);
+  return slot;
+}
+
+/* ---- parallel loops ---------------------------------------------------------------------------- */
+
+/* for (i = 0; i < count; i++) with independent iterations, split into contiguous ranges across
+ * graft's thread pool (runtime/pool.c). The body goes into a function of its own,
+ *   void <kernel>.body(vals..., i64 lo, i64 hi)   (pointer values noalias unless in alias_mask),
+ * called through a trampoline <kernel>.part(ctx, part, parts) that gr_parallel_for runs on each
+ * part. So the body may use only the values par_begin was given: it replaces each *vals[k] by the
+ * body's parameter, and par_end puts the caller's values back. `cost` estimates one iteration's work
+ * in elements; the runtime runs small loops in the calling thread. Every iteration writes its own
+ * outputs, so the results do not depend on how the range is split. */
+#define PAR_MAX 12
+typedef struct cg_par {
+  cg_loop L;
+  LLVMValueRef i; /* the iteration index, in the body */
+  LLVMBasicBlockRef resume;
+  LLVMValueRef body, count, outer[PAR_MAX], *vals[PAR_MAX];
+  int nv;
+  int64_t cost;
+} cg_par;
+
+static LLVMValueRef named_fn(gr_cg *c, const char *suffix, LLVMTypeRef fty) {
+  size_t len;
+  const char *base = LLVMGetValueName2(LLVMGetBasicBlockParent(LLVMGetInsertBlock(c->b)), &len);
+  char name[128];
+  snprintf(name, sizeof name, "%.*s.%s", (int)(len < 100 ? len : 100), base, suffix);
+  LLVMValueRef fn = LLVMAddFunction(c->mod, name, fty);
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  return fn;
+}
+
+static void par_begin(gr_cg *c, cg_par *P, LLVMValueRef count, LLVMValueRef **vals, int nv, int64_t cost, unsigned alias_mask) {
+  GR_ASSERT(nv <= PAR_MAX);
+  memset(P, 0, sizeof *P);
+  P->resume = LLVMGetInsertBlock(c->b);
+  P->count = count;
+  P->nv = nv;
+  P->cost = cost;
+  LLVMTypeRef pt[PAR_MAX + 2];
+  for (int k = 0; k < nv; k++) {
+    P->vals[k] = vals[k];
+    P->outer[k] = *vals[k];
+    pt[k] = LLVMTypeOf(*vals[k]);
+  }
+  pt[nv] = pt[nv + 1] = c->i64;
+  P->body = named_fn(c, "body", LLVMFunctionType(c->voidt, pt, (unsigned)nv + 2, 0));
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  for (int k = 0; k < nv; k++)
+    if (pt[k] == c->ptr && !(alias_mask >> k & 1))
+      LLVMAddAttributeAtIndex(P->body, (unsigned)k + 1, LLVMCreateEnumAttribute(c->ctx, noalias, 0));
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, P->body, "entry"));
+  for (int k = 0; k < nv; k++) *vals[k] = LLVMGetParam(P->body, (unsigned)k);
+  LLVMValueRef lo = LLVMGetParam(P->body, (unsigned)nv), hi = LLVMGetParam(P->body, (unsigned)nv + 1);
+  loop_begin(c, &P->L, LLVMBuildNSWSub(c->b, hi, lo, ""));
+  P->i = iadd(c, lo, P->L.i);
+}
+
+static void par_end(gr_cg *c, cg_par *P) {
+  loop_end(c, &P->L);
+  LLVMBuildRetVoid(c->b);
+  /* the trampoline: unpacks the values from ctx (one i64 slot each, then count) and calls the body
+   * on its part of [0, count) */
+  LLVMTypeRef tp[3] = {c->ptr, c->i64, c->i64};
+  LLVMTypeRef tfty = LLVMFunctionType(c->voidt, tp, 3, 0);
+  LLVMValueRef tramp = named_fn(c, "part", tfty);
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, tramp, "entry"));
+  LLVMValueRef ctx = LLVMGetParam(tramp, 0), part = LLVMGetParam(tramp, 1), parts = LLVMGetParam(tramp, 2);
+  LLVMValueRef args[PAR_MAX + 2];
+  for (int k = 0; k <= P->nv; k++) {
+    LLVMValueRef v = LLVMBuildLoad2(c->b, c->i64, elem_ptr(c, c->i64, ctx, iconst(c, k)), "");
+    if (k < P->nv && LLVMTypeOf(P->outer[k]) == c->ptr) v = LLVMBuildIntToPtr(c->b, v, c->ptr, "");
+    args[k] = v;
+  }
+  LLVMValueRef count = args[P->nv];
+  args[P->nv] = LLVMBuildSDiv(c->b, imul(c, count, part), parts, "lo");
+  args[P->nv + 1] = LLVMBuildSDiv(c->b, imul(c, count, iadd(c, part, iconst(c, 1))), parts, "hi");
+  LLVMBuildCall2(c->b, LLVMGlobalGetValueType(P->body), P->body, args, (unsigned)P->nv + 2, "");
+  LLVMBuildRetVoid(c->b);
+  /* back in the caller: pack ctx and run the parts */
+  LLVMPositionBuilderAtEnd(c->b, P->resume);
+  for (int k = 0; k < P->nv; k++) *P->vals[k] = P->outer[k];
+  LLVMValueRef slots = cg_var(c, LLVMArrayType(c->i64, (unsigned)P->nv + 1), LLVMGetUndef(LLVMArrayType(c->i64, (unsigned)P->nv + 1)));
+  for (int k = 0; k <= P->nv; k++) {
+    LLVMValueRef v = k < P->nv ? P->outer[k] : P->count;
+    if (LLVMTypeOf(v) == c->ptr) v = LLVMBuildPtrToInt(c->b, v, c->i64, "");
+    LLVMBuildStore(c->b, v, elem_ptr(c, c->i64, slots, iconst(c, k)));
+  }
+  LLVMTypeRef rp[4] = {c->ptr, c->ptr, c->i64, c->i64};
+  LLVMTypeRef rfty = LLVMFunctionType(c->voidt, rp, 4, 0);
+  LLVMValueRef run = LLVMGetNamedFunction(c->mod, "gr_parallel_for");
+  if (!run) run = LLVMAddFunction(c->mod, "gr_parallel_for", rfty);
+  LLVMValueRef rargs[4] = {tramp, slots, P->count, iconst(c, P->cost)};
+  LLVMBuildCall2(c->b, rfty, run, rargs, 4, "");
 }
 
 /* ---- elementwise emitters (ops.def column) ----------------------------------------------------- */
@@ -288,22 +399,6 @@ static LLVMValueRef emit_bias_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
   return NULL;
 }
 
-/* A mutable scalar: a stack slot in the function's entry block (O3 promotes it to registers). */
-static LLVMValueRef cg_var(gr_cg *c, LLVMTypeRef t, LLVMValueRef init) {
-  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(c->b));
-  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(fn);
-  LLVMBuilderRef tmp = LLVMCreateBuilderInContext(c->ctx);
-  LLVMValueRef first = LLVMGetFirstInstruction(entry);
-  if (first)
-    LLVMPositionBuilderBefore(tmp, first);
-  else
-    LLVMPositionBuilderAtEnd(tmp, entry);
-  LLVMValueRef slot = LLVMBuildAlloca(tmp, t, "var");
-  LLVMDisposeBuilder(tmp);
-  LLVMBuildStore(c->b, init, slot);
-  return slot;
-}
-
 /* Iterates over one channel ch of x [N, C, S...]: it.idx is the element index. */
 typedef struct chan_iter {
   cg_loop R, L;
@@ -361,8 +456,9 @@ static LLVMValueRef emit_batchnorm(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
   int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
   double mom = nd->a.bn_momentum;
   if (nd->a.training) storef(c, fadd(c, loadf(c, nbt, iconst(c, 0)), fconst(c, 1)), nbt, iconst(c, 0));
-  cg_loop K;
-  loop_begin(c, &K, iconst(c, C));
+  LLVMValueRef *vals[7] = {&x, &gamma, &beta, &rm, &rv, &y, &n};
+  cg_par K; /* channels in parallel */
+  par_begin(c, &K, iconst(c, C), vals, 7, 3 * S * 64, 0);
   LLVMValueRef mean, var;
   bn_stats(c, nd, x, rm, rv, K.i, n, &mean, &var);
   if (nd->a.training) {
@@ -378,7 +474,7 @@ static LLVMValueRef emit_batchnorm(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
   chan_begin(c, &it, K.i, C, S, n);
   storef(c, fadd(c, fmul(c, loadf(c, x, it.idx), alpha), shift), y, it.idx);
   chan_end(c, &it);
-  loop_end(c, &K);
+  par_end(c, &K);
   return NULL;
 }
 
@@ -387,8 +483,9 @@ static LLVMValueRef emit_batchnorm(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
 static LLVMValueRef emit_batchnorm_grad_input(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], gamma = a[1], rv = a[2], dy = a[3], dx = a[4], n = a[5];
   int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
-  cg_loop K;
-  loop_begin(c, &K, iconst(c, C));
+  LLVMValueRef *vals[6] = {&x, &gamma, &rv, &dy, &dx, &n};
+  cg_par K; /* channels in parallel */
+  par_begin(c, &K, iconst(c, C), vals, 6, 5 * S * 64, 0);
   LLVMValueRef mean = fconst(c, 0), var;
   if (nd->a.training)
     bn_stats(c, nd, x, NULL, NULL, K.i, n, &mean, &var);
@@ -408,7 +505,7 @@ static LLVMValueRef emit_batchnorm_grad_input(gr_cg *c, const gr_node *nd, LLVMV
   if (nd->a.training) d = fsub(c, fsub(c, d, fmul(c, fsub(c, loadf(c, x, it.idx), mean), k)), gmean);
   storef(c, fmul(c, d, scale), dx, it.idx);
   chan_end(c, &it);
-  loop_end(c, &K);
+  par_end(c, &K);
   return NULL;
 }
 
@@ -416,12 +513,13 @@ static LLVMValueRef emit_batchnorm_grad_input(gr_cg *c, const gr_node *nd, LLVMV
 static LLVMValueRef emit_batchnorm_grad_gamma(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], dy = a[1], rm = a[2], rv = a[3], dg = a[4], n = a[5];
   int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
-  cg_loop K;
-  loop_begin(c, &K, iconst(c, C));
+  LLVMValueRef *vals[6] = {&x, &dy, &rm, &rv, &dg, &n};
+  cg_par K; /* channels in parallel */
+  par_begin(c, &K, iconst(c, C), vals, 6, 3 * S * 64, 0);
   LLVMValueRef mean, var;
   bn_stats(c, nd, x, rm, rv, K.i, n, &mean, &var);
   storef(c, fmul(c, chan_sum(c, x, dy, mean, false, K.i, C, S, n), rsqrt_eps(c, var, nd->a.bn_eps)), dg, K.i);
-  loop_end(c, &K);
+  par_end(c, &K);
   return NULL;
 }
 
@@ -490,27 +588,40 @@ static LLVMValueRef in_range(gr_cg *c, LLVMValueRef v, int64_t limit) {
   return LLVMBuildICmp(c->b, LLVMIntULT, v, iconst(c, limit), "");
 }
 
-/* Calls cblas_?gemm (row-major); dims and leading dimensions are i32 values. */
+/* C = op(A) op(B) + beta C, row-major; dims and leading dimensions are i32 values. f32 calls
+ * gr_sgemm (runtime/gemm.c: graft's AVX-512 kernel on its thread pool, or OpenBLAS), f64 cblas_dgemm. */
 static void call_gemm(gr_cg *c, bool ta, bool tb, LLVMValueRef M, LLVMValueRef N, LLVMValueRef K, LLVMValueRef A, LLVMValueRef lda,
                       LLVMValueRef B, LLVMValueRef ldb, LLVMValueRef beta, LLVMValueRef C, LLVMValueRef ldc) {
   bool f64 = c->ft != c->f32;
+  LLVMValueRef ta_v = LLVMConstInt(c->i32, f64 ? (ta ? CblasTrans : CblasNoTrans) : ta, 0);
+  LLVMValueRef tb_v = LLVMConstInt(c->i32, f64 ? (tb ? CblasTrans : CblasNoTrans) : tb, 0);
   LLVMTypeRef pt[14] = {c->i32, c->i32, c->i32, c->i32, c->i32, c->i32, c->ft, c->ptr, c->i32, c->ptr, c->i32, c->ft, c->ptr, c->i32};
-  LLVMTypeRef fty = LLVMFunctionType(c->voidt, pt, 14, 0);
-  const char *name = f64 ? "cblas_dgemm" : "cblas_sgemm";
+  LLVMValueRef args[14] = {LLVMConstInt(c->i32, CblasRowMajor, 0), ta_v, tb_v, M, N, K, fconst(c, 1.0), A, lda, B, ldb, beta, C, ldc};
+  int skip = f64 ? 0 : 1; /* gr_sgemm has neither the order nor alpha */
+  LLVMTypeRef st[12] = {c->i32, c->i32, c->i32, c->i32, c->i32, c->ptr, c->i32, c->ptr, c->i32, c->ft, c->ptr, c->i32};
+  LLVMValueRef sargs[12] = {ta_v, tb_v, M, N, K, A, lda, B, ldb, beta, C, ldc};
+  LLVMTypeRef fty = skip ? LLVMFunctionType(c->voidt, st, 12, 0) : LLVMFunctionType(c->voidt, pt, 14, 0);
+  const char *name = f64 ? "cblas_dgemm" : "gr_sgemm";
   LLVMValueRef fn = LLVMGetNamedFunction(c->mod, name);
   if (!fn) fn = LLVMAddFunction(c->mod, name, fty);
-  LLVMValueRef args[14] = {LLVMConstInt(c->i32, CblasRowMajor, 0), LLVMConstInt(c->i32, ta ? CblasTrans : CblasNoTrans, 0),
-                           LLVMConstInt(c->i32, tb ? CblasTrans : CblasNoTrans, 0), M, N, K, fconst(c, 1.0), A, lda, B, ldb,
-                           beta, C, ldc};
-  LLVMBuildCall2(c->b, fty, fn, args, 14, "");
+  LLVMBuildCall2(c->b, fty, fn, skip ? sargs : args, skip ? 12 : 14, "");
 }
 
 static LLVMValueRef i32c(gr_cg *c, int64_t v) { return LLVMConstInt(c->i32, (unsigned long long)v, 0); }
 
 
+static LLVMValueRef imax(gr_cg *c, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, a, b, ""), a, b, "");
+}
+static LLVMValueRef imin(gr_cg *c, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, a, b, ""), a, b, "");
+}
+
 /* im2col of one sample x [Cin, H, W] into its columns of cols [Cin*kh*kw, ld] (row stride ld; zeros
  * where the window hangs over the padding); or, with back, col2im: x[c, ih, iw] += cols[...] (x
- * zeroed first by the caller). */
+ * zeroed first by the caller). Each output row splits into the columns whose input lies inside x
+ * ([lo, hi), a plain strided copy that vectorises) and those over the padding (zeros; skipped by
+ * col2im); a row whose input row is padding is all zeros. */
 static void im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef cols, LLVMValueRef ld, bool back) {
   cg_loop C, KI, KJ, OH, OW;
   loop_begin(c, &C, iconst(c, g->cin));
@@ -518,25 +629,40 @@ static void im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef
   loop_begin(c, &KJ, iconst(c, g->kw));
   LLVMValueRef row = iadd(c, imul(c, iadd(c, imul(c, C.i, iconst(c, g->kh)), KI.i), iconst(c, g->kw)), KJ.i);
   LLVMValueRef xc = imul(c, C.i, iconst(c, g->h * g->w)), rbase = imul(c, row, ld);
+  /* iw = ow sw + off, off = kj dw - pw: inside x for lo <= ow < hi */
+  LLVMValueRef off = iadd(c, imul(c, KJ.i, iconst(c, g->dw)), iconst(c, -g->pw));
+  LLVMValueRef neg = LLVMBuildNSWSub(c->b, iconst(c, 0), off, "");
+  LLVMValueRef lo = imax(c, iconst(c, 0), LLVMBuildSDiv(c->b, iadd(c, neg, iconst(c, g->sw - 1)), iconst(c, g->sw), ""));
+  LLVMValueRef last = LLVMBuildNSWSub(c->b, iconst(c, g->w - 1), off, ""); /* ow sw <= last */
+  LLVMValueRef hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, last, iconst(c, 0), ""), iconst(c, 0),
+                                    iadd(c, LLVMBuildSDiv(c->b, last, iconst(c, g->sw), ""), iconst(c, 1)), "");
+  hi = imin(c, hi, iconst(c, g->wo));
+  lo = imin(c, lo, hi);
   loop_begin(c, &OH, iconst(c, g->ho));
   LLVMValueRef ih = iadd(c, imul(c, OH.i, iconst(c, g->sh)), iconst(c, -g->ph));
   ih = iadd(c, ih, imul(c, KI.i, iconst(c, g->dh)));
   LLVMValueRef ih_ok = in_range(c, ih, g->h), xrow = iadd(c, xc, imul(c, ih, iconst(c, g->w)));
   LLVMValueRef obase = iadd(c, rbase, imul(c, OH.i, iconst(c, g->wo)));
-  loop_begin(c, &OW, iconst(c, g->wo));
-  LLVMValueRef iw = iadd(c, iadd(c, imul(c, OW.i, iconst(c, g->sw)), iconst(c, -g->pw)), imul(c, KJ.i, iconst(c, g->dw)));
-  LLVMValueRef ok = LLVMBuildAnd(c->b, ih_ok, in_range(c, iw, g->w), "");
-  LLVMValueRef xi = iadd(c, xrow, iw), ci = iadd(c, obase, OW.i);
+  LLVMValueRef rlo = LLVMBuildSelect(c->b, ih_ok, lo, iconst(c, g->wo), ""), rhi = LLVMBuildSelect(c->b, ih_ok, hi, iconst(c, g->wo), "");
+  /* indices, not pointers, from x and cols: a pointer into a padding row would be out of bounds */
+  LLVMValueRef xoff = iadd(c, xrow, off);
   if (!back) {
-    /* load from a clamped index, then select: never touches memory outside x */
-    LLVMValueRef safe = LLVMBuildSelect(c->b, ok, xi, iconst(c, 0), "");
-    storef(c, LLVMBuildSelect(c->b, ok, loadf(c, x, safe), fconst(c, 0), ""), cols, ci);
+    loop_begin(c, &OW, rlo);
+    storef(c, fconst(c, 0), cols, iadd(c, obase, OW.i));
+    loop_end(c, &OW);
+    loop_begin(c, &OW, LLVMBuildNSWSub(c->b, rhi, rlo, ""));
+    LLVMValueRef ow = iadd(c, rlo, OW.i);
+    storef(c, loadf(c, x, iadd(c, xoff, imul(c, ow, iconst(c, g->sw)))), cols, iadd(c, obase, ow));
+    loop_end(c, &OW);
+    loop_begin(c, &OW, LLVMBuildNSWSub(c->b, iconst(c, g->wo), rhi, ""));
+    storef(c, fconst(c, 0), cols, iadd(c, iadd(c, obase, rhi), OW.i));
+    loop_end(c, &OW);
   } else {
-    LLVMBasicBlockRef join = cg_if_begin(c, ok);
-    storef(c, fadd(c, loadf(c, x, xi), loadf(c, cols, ci)), x, xi);
-    cg_if_end(c, join);
+    loop_begin(c, &OW, LLVMBuildNSWSub(c->b, rhi, rlo, ""));
+    LLVMValueRef ow = iadd(c, rlo, OW.i), xi = iadd(c, xoff, imul(c, ow, iconst(c, g->sw)));
+    storef(c, fadd(c, loadf(c, x, xi), loadf(c, cols, iadd(c, obase, ow))), x, xi);
+    loop_end(c, &OW);
   }
-  loop_end(c, &OW);
   loop_end(c, &OH);
   loop_end(c, &KJ);
   loop_end(c, &KI);
@@ -549,15 +675,18 @@ static void im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef
  * batchnorm's own arithmetic, applied while the convolution's output is copied anyway. */
 static void nchw_transpose(gr_cg *c, LLVMValueRef y, LLVMValueRef t, int64_t C, int64_t HW, LLVMValueRef n, bool to_nchw,
                            const LLVMValueRef *bn, double eps) {
-  cg_loop R, K, L;
-  LLVMValueRef ld = imul(c, n, iconst(c, HW)), alpha = NULL, shift = NULL;
-  loop_begin(c, &R, n);
+  cg_loop K, L;
+  LLVMValueRef alpha = NULL, shift = NULL, b0 = bn ? bn[0] : NULL, b1 = bn ? bn[1] : NULL, b2 = bn ? bn[2] : NULL, b3 = bn ? bn[3] : NULL;
+  LLVMValueRef *vals[7] = {&y, &t, &n, &b0, &b1, &b2, &b3};
+  cg_par R;
+  par_begin(c, &R, n, vals, bn ? 7 : 3, C * HW, 0);
+  LLVMValueRef ld = imul(c, n, iconst(c, HW));
   loop_begin(c, &K, iconst(c, C));
   LLVMValueRef yb = imul(c, iadd(c, imul(c, R.i, iconst(c, C)), K.i), iconst(c, HW));
   LLVMValueRef tb = iadd(c, imul(c, K.i, ld), imul(c, R.i, iconst(c, HW)));
   if (bn) {
-    alpha = fmul(c, loadf(c, bn[0], K.i), rsqrt_eps(c, loadf(c, bn[3], K.i), eps));
-    shift = fsub(c, loadf(c, bn[1], K.i), fmul(c, loadf(c, bn[2], K.i), alpha));
+    alpha = fmul(c, loadf(c, b0, K.i), rsqrt_eps(c, loadf(c, b3, K.i), eps));
+    shift = fsub(c, loadf(c, b1, K.i), fmul(c, loadf(c, b2, K.i), alpha));
   }
   loop_begin(c, &L, iconst(c, HW));
   if (to_nchw && bn)
@@ -568,17 +697,25 @@ static void nchw_transpose(gr_cg *c, LLVMValueRef y, LLVMValueRef t, int64_t C, 
     storef(c, loadf(c, y, iadd(c, yb, L.i)), t, iadd(c, tb, L.i));
   loop_end(c, &L);
   loop_end(c, &K);
-  loop_end(c, &R);
+  par_end(c, &R);
 }
 
-/* The batch's columns: cols [Cin*kh*kw, N*HoWo] = im2col of every sample side by side. */
+/* The batch's columns: cols [Cin*kh*kw, N*HoWo] = im2col of every sample side by side; with back,
+ * x = col2im(cols) (each sample's x zeroed first). Samples in parallel. */
 static void batch_im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef cols, LLVMValueRef n, bool back) {
-  int64_t HW = g->ho * g->wo;
-  LLVMValueRef ld = imul(c, n, iconst(c, HW));
-  cg_loop R;
-  loop_begin(c, &R, n);
-  im2col(c, g, fptr(c, x, imul(c, R.i, iconst(c, g->cin * g->h * g->w))), fptr(c, cols, imul(c, R.i, iconst(c, HW))), ld, back);
-  loop_end(c, &R);
+  int64_t HW = g->ho * g->wo, X = g->cin * g->h * g->w;
+  LLVMValueRef *vals[3] = {&x, &cols, &n};
+  cg_par R;
+  par_begin(c, &R, n, vals, 3, g->cin * g->kh * g->kw * HW, 0);
+  LLVMValueRef ld = imul(c, n, iconst(c, HW)), xs = fptr(c, x, imul(c, R.i, iconst(c, X)));
+  if (back) {
+    cg_loop Z;
+    loop_begin(c, &Z, iconst(c, X));
+    storef(c, fconst(c, 0), xs, Z.i);
+    loop_end(c, &Z);
+  }
+  im2col(c, g, xs, fptr(c, cols, imul(c, R.i, iconst(c, HW))), ld, back);
+  par_end(c, &R);
 }
 
 /* Scratch layout of every conv kernel: cols [Cin*kh*kw, N*HoWo], then t [Cout, N*HoWo]. */
@@ -612,15 +749,12 @@ static LLVMValueRef emit_conv2d_grad_input(gr_cg *c, const gr_node *nd, LLVMValu
   int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
   LLVMValueRef t = staging(c, &g, cols, n), ld = LLVMBuildTrunc(c->b, imul(c, n, iconst(c, HW)), c->i32, "");
   nchw_transpose(c, dy, t, g.cout, HW, n, false, NULL, 0);
-  cg_loop G, Z;
+  cg_loop G;
   loop_begin(c, &G, iconst(c, g.groups));
   call_gemm(c, true, false, i32c(c, K), ld, i32c(c, cog), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
             fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), imul(c, n, iconst(c, HW)))), ld, fconst(c, 0),
             fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), imul(c, n, iconst(c, HW)))), ld);
   loop_end(c, &G);
-  loop_begin(c, &Z, imul(c, n, iconst(c, g.cin * g.h * g.w)));
-  storef(c, fconst(c, 0), dx, Z.i);
-  loop_end(c, &Z);
   batch_im2col(c, &g, dx, cols, n, true);
   return NULL;
 }
@@ -649,8 +783,11 @@ static void for_each_window(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMVal
   int64_t C = xs->dim[1], H = xs->dim[2], W = xs->dim[3];
   const gr_attrs *at = &nd->a;
   int64_t Ho = (H + 2 * at->pad[0] - at->kernel[0]) / at->stride[0] + 1, Wo = (W + 2 * at->pad[1] - at->kernel[1]) / at->stride[1] + 1;
-  cg_loop P, OH, OW, KI, KJ;
-  loop_begin(c, &P, imul(c, n, iconst(c, C))); /* plane = sample x channel */
+  cg_loop OH, OW, KI, KJ;
+  LLVMValueRef e0 = extra[0], e1 = extra[1] ? extra[1] : x, ex[2];
+  LLVMValueRef *vals[4] = {&x, &n, &e0, &e1};
+  cg_par P; /* planes (sample x channel) in parallel */
+  par_begin(c, &P, imul(c, n, iconst(c, C)), vals, 4, Ho * Wo * at->kernel[0] * at->kernel[1], 0xA);
   LLVMValueRef xb = imul(c, P.i, iconst(c, H * W)), ob = imul(c, P.i, iconst(c, Ho * Wo));
   loop_begin(c, &OH, iconst(c, Ho));
   loop_begin(c, &OW, iconst(c, Wo));
@@ -673,10 +810,12 @@ static void for_each_window(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMVal
   loop_carry(&KI, bv, v2);
   loop_carry(&KI, bi, i2);
   loop_end(c, &KI);
-  fn(c, bv, bi, iadd(c, ob, iadd(c, imul(c, OH.i, iconst(c, Wo)), OW.i)), extra);
+  ex[0] = e0;
+  ex[1] = e1;
+  fn(c, bv, bi, iadd(c, ob, iadd(c, imul(c, OH.i, iconst(c, Wo)), OW.i)), ex);
   loop_end(c, &OW);
   loop_end(c, &OH);
-  loop_end(c, &P);
+  par_end(c, &P);
 }
 
 static void pool_store_max(gr_cg *c, LLVMValueRef best_val, LLVMValueRef best_idx, LLVMValueRef out_idx, LLVMValueRef *extra) {
@@ -746,7 +885,7 @@ static LLVMValueRef emit_avgpool2d_grad(gr_cg *c, const gr_node *nd, LLVMValueRe
 
 /* y = max over each window (padding never wins) */
 static LLVMValueRef emit_maxpool2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
-  LLVMValueRef extra[1] = {a[1]};
+  LLVMValueRef extra[2] = {a[1], NULL};
   for_each_window(c, nd, a[0], a[2], pool_store_max, extra);
   return NULL;
 }
@@ -1403,7 +1542,7 @@ LLVMModuleRef gr_codegen_module(LLVMContextRef ctx, const gr_graph *g, const gr_
 }
 
 const gr_extern_sym gr_codegen_externs[] = {
-    {"cblas_sgemm", (void *)cblas_sgemm}, {"cblas_dgemm", (void *)cblas_dgemm},
+    {"gr_sgemm", (void *)gr_sgemm}, {"gr_parallel_for", (void *)gr_parallel_for}, {"cblas_dgemm", (void *)cblas_dgemm},
     {"expf", (void *)expf},   {"exp", (void *)exp},   {"logf", (void *)logf},     {"log", (void *)log},
     {"expm1f", (void *)expm1f}, {"expm1", (void *)expm1}, {"pow", (void *)pow}, {"sqrt", (void *)sqrt},
     {"sqrtf", (void *)sqrtf}, {"erff", (void *)erff}, {"erf", (void *)erf}, {"log1pf", (void *)log1pf}, {"log1p", (void *)log1p},

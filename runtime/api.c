@@ -59,7 +59,7 @@ graft_model *gr_api_new(const graft_options *o) {
   if (o) {
     m->fn = o->diag;
     m->user = o->diag_user;
-    if (o->threads > 0) openblas_set_num_threads(o->threads);
+    if (o->threads > 0) gr_set_threads(o->threads);
   }
   return m;
 }

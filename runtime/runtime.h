@@ -269,4 +269,20 @@ typedef struct gr_run {
   gr_schedule schedule; /* how it changes */
 } gr_run;
 
+/* pool.c — the thread pool. gr_parallel runs fn(ctx, p, parts) for p < parts (< 2^31) across the pool
+ * and the caller, returning when all are done; nested calls run inline. gr_set_threads sets the pool's
+ * size and OpenBLAS's (0: every CPU this process may use); gr_threads is the size in effect. */
+typedef void (*gr_task_fn)(void *ctx, int64_t part, int64_t parts);
+void gr_parallel(gr_task_fn fn, void *ctx, int64_t parts);
+/* gr_parallel_for: the generated code's parallel loops (compiler/codegen.c, par_begin); splits
+ * [0, count) into up to gr_threads() parts, or one when count * cost (elements) is small. */
+void gr_parallel_for(gr_task_fn fn, void *ctx, int64_t count, int64_t cost);
+void gr_set_threads(int n);
+int gr_threads(void);
+
+/* gemm.c — C[M, N] = op(A) op(B) + beta C, row-major f32 (cblas_sgemm with alpha 1): graft's own
+ * AVX-512 kernel on the pool where the CPU has it, else OpenBLAS. gr_gemm_kind names the one in use. */
+void gr_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+const char *gr_gemm_kind(void);
+
 #endif

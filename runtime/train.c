@@ -574,7 +574,7 @@ bool gr_train_phases(const gr_train_phase *phases, int n_phases, const gr_train_
   if (cfg->save_path && !can_create(cfg->save_path, d)) return false;
   res->test_loss = res->test_accuracy = res->target_accuracy = res->domain_accuracy = NAN;
   FILE *log = cfg->log ? cfg->log : stdout;
-  if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);
+  if (cfg->threads > 0) gr_set_threads(cfg->threads);
   /* the cheap checks first (memory, weights), then the data sets, which take seconds to decode */
   if (!memory_fits(phases, n_phases, d)) return false;
   gr_session *s = gr_session_new(m, cfg->seed, d);

@@ -285,7 +285,7 @@ static void print_phase(const gr_compiled *c, int k, int64_t epochs, FILE *f) {
  * init (with its mapping), else random with a warning. NULL after reporting. */
 static gr_session *weighted_session(gr_compiled *c, gr_diag *d, const char *weights, int threads) {
   const gr_plan *p = &c->plan;
-  if (threads > 0) openblas_set_num_threads(threads);
+  if (threads > 0) gr_set_threads(threads);
   const char *wpath = weights ? weights : p->init_path;
   if (!wpath) gr_warning(d, (gr_loc){0}, "no --weights and no 'init' in the plan: using randomly initialised parameters");
   if (!weights && wpath && p->tl.exclude.n) /* head surgery: the excluded layers would be random */

@@ -1,0 +1,235 @@
+/* gemm.c — graft's single-precision GEMM: C = op(A) op(B) + beta C, row-major, for every f32
+ * matrix product of a generated step (dense layers and convolutions).
+ *
+ * On a CPU with AVX-512 it is our own: the classic blocked algorithm (Goto; BLIS's five loops) with
+ * a 12 x 32 register-blocked micro-kernel: 24 zmm accumulators, two vector loads of packed B and
+ * twelve broadcasts of packed A per k, so the FMA units, not the loads, set the pace. Panels are
+ * packed with zeros past the edges, so the micro-kernel always computes whole tiles; edge tiles are
+ * stored through a small buffer. The work is split across graft's thread pool (pool.c) by output
+ * columns (or rows, when there are few columns), so every element of C is computed by one thread in
+ * one order: results do not depend on the thread count. Elsewhere (no AVX-512, or GRAFT_GEMM=blas in
+ * the environment) it calls OpenBLAS, which stays the reference the tests compare against.
+ *
+ * OpenBLAS 0.3.21 as configured here uses AVX2 kernels, under half of the machine's FMA peak;
+ * that is why this file exists (issue 5, docs/benchmarks.md). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cblas.h>
+#include <immintrin.h>
+#include "runtime/runtime.h"
+
+#define MR 12
+#define NR 32
+#define KC 256  /* a packed B micro-panel (KC x NR floats, 32 KiB) stays in L1 */
+#define MC 120  /* a packed A block (MC x KC, 120 KiB) stays in L2 */
+#define NC 1536 /* a packed B block (KC x NC, 1.5 MiB) */
+
+/* Which kernel serves f32 GEMMs: decided once from the CPU (and GRAFT_GEMM=blas|own). */
+static int use_own = -1;
+
+static bool own_gemm(void) {
+  if (use_own < 0) {
+    const char *e = getenv("GRAFT_GEMM");
+    __builtin_cpu_init();
+    bool avx512 = __builtin_cpu_supports("avx512f");
+    use_own = e && !strcmp(e, "blas") ? 0 : avx512;
+  }
+  return use_own;
+}
+
+const char *gr_gemm_kind(void) { return own_gemm() ? "graft avx512 12x32" : "openblas"; }
+
+/* One job: C[m0.., n0..] block of the product. */
+typedef struct gemm_job {
+  bool ta, tb;
+  int64_t M, N, K, lda, ldb, ldc;
+  const float *A, *B;
+  float beta;
+  float *C;
+} gemm_job;
+
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+/* dst[i * ldd + r] = src[r * lds + i] for r < rows (8 when rows is 8, else zero rows past it) and
+ * i < 8, storing `width` (8 or 4) floats of each dst row: an 8 x 8 transpose in AVX registers. */
+AVX512 static void transpose8(const float *src, int64_t lds, int rows, float *dst, int64_t ldd, int width) {
+  __m256 r[8];
+  for (int i = 0; i < 8; i++) r[i] = i < rows ? _mm256_loadu_ps(src + i * lds) : _mm256_setzero_ps();
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  __m256 o[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                 _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                 _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                 _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+  for (int i = 0; i < 8; i++) {
+    if (width == 8) _mm256_storeu_ps(dst + i * ldd, o[i]);
+    else _mm_storeu_ps(dst + i * ldd, _mm256_castps256_ps128(o[i]));
+  }
+}
+
+/* dst[k * w + r] = src[r * lds + k] for r < rows, zero for rows <= r < w, k < kc: `rows` rows of a
+ * row-major matrix read along k into a k-major panel w wide (w a multiple of 4). */
+AVX512 static void pack_rows(const float *src, int64_t lds, int64_t rows, int64_t kc, float *dst, int64_t w) {
+  int64_t k = 0;
+  for (; k + 8 <= kc; k += 8)
+    for (int64_t r = 0; r < w; r += 8) {
+      int width = w - r >= 8 ? 8 : 4, n = rows - r < 0 ? 0 : (rows - r > 8 ? 8 : (int)(rows - r));
+      transpose8(src + r * lds + k, lds, n, dst + k * w + r, w, width);
+    }
+  for (; k < kc; k++)
+    for (int64_t r = 0; r < w; r++) dst[k * w + r] = r < rows ? src[r * lds + k] : 0;
+}
+
+/* Packs rows i0..i0+mc of op(A), depths k0..k0+kc, as MR-row micro-panels: ap[panel][k][MR]. */
+AVX512 static void pack_a(const gemm_job *j, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float *ap) {
+  for (int64_t ip = 0; ip < mc; ip += MR) {
+    int64_t rows = mc - ip < MR ? mc - ip : MR;
+    float *dst = ap + ip * kc;
+    if (j->ta) { /* op(A)[i, k] = A[k, i]: MR consecutive floats per k */
+      for (int64_t k = 0; k < kc; k++) {
+        const float *src = j->A + (k0 + k) * j->lda + i0 + ip;
+        int64_t r = 0;
+        for (; r < rows; r++) dst[k * MR + r] = src[r];
+        for (; r < MR; r++) dst[k * MR + r] = 0;
+      }
+    } else {
+      pack_rows(j->A + (i0 + ip) * j->lda + k0, j->lda, rows, kc, dst, MR);
+    }
+  }
+}
+
+/* Packs depths k0..k0+kc of op(B), columns n0..n0+nc, as NR-column micro-panels: bp[panel][k][NR]. */
+AVX512 static void pack_b(const gemm_job *j, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float *bp) {
+  for (int64_t jp = 0; jp < nc; jp += NR) {
+    int64_t cols = nc - jp < NR ? nc - jp : NR;
+    float *dst = bp + jp * kc;
+    if (!j->tb) {
+      for (int64_t k = 0; k < kc; k++) {
+        const float *src = j->B + (k0 + k) * j->ldb + n0 + jp;
+        int64_t c = 0;
+        if (cols == NR) memcpy(dst + k * NR, src, NR * sizeof(float)), c = NR;
+        for (; c < cols; c++) dst[k * NR + c] = src[c];
+        for (; c < NR; c++) dst[k * NR + c] = 0;
+      }
+    } else { /* op(B)[k, c] = B[c, k] */
+      pack_rows(j->B + (n0 + jp) * j->ldb + k0, j->ldb, cols, kc, dst, NR);
+    }
+  }
+}
+
+/* c[MR x NR] (row stride ldc) = (load ? c : 0) * cb + a b over kc, a and b packed panels. */
+AVX512 static void micro_12x32(int64_t kc, const float *a, const float *b, float *c,
+                                                               int64_t ldc, float cb, bool load) {
+  __m512 acc[MR][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; k++) {
+    __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+      __m512 av = _mm512_set1_ps(a[r]);
+      acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+    }
+    a += MR;
+    b += NR;
+  }
+  if (load) {
+    __m512 vb = _mm512_set1_ps(cb);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+      float *cr = c + r * ldc;
+      _mm512_storeu_ps(cr, _mm512_fmadd_ps(_mm512_loadu_ps(cr), vb, acc[r][0]));
+      _mm512_storeu_ps(cr + 16, _mm512_fmadd_ps(_mm512_loadu_ps(cr + 16), vb, acc[r][1]));
+    }
+  } else {
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+      _mm512_storeu_ps(c + r * ldc, acc[r][0]);
+      _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);
+    }
+  }
+}
+
+/* C[m0..m1, n0..n1] of the job, blocked (jc, pc, ic, jr, ir), with this thread's packing buffers. */
+AVX512 static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *ap, float *bp) {
+  for (int64_t jc = n0; jc < n1; jc += NC) {
+    int64_t nc = n1 - jc < NC ? n1 - jc : NC;
+    for (int64_t pc = 0; pc < j->K || pc == 0; pc += KC) {
+      int64_t kc = j->K - pc < KC ? j->K - pc : KC;
+      /* the first depth block applies beta (0: C is not read, as BLAS); later ones add */
+      bool load = pc > 0 || j->beta != 0;
+      float cb = pc > 0 ? 1.0f : j->beta;
+      pack_b(j, pc, kc, jc, nc, bp);
+      for (int64_t ic = m0; ic < m1; ic += MC) {
+        int64_t mc = m1 - ic < MC ? m1 - ic : MC;
+        pack_a(j, ic, mc, pc, kc, ap);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            float *c = j->C + (ic + ir) * j->ldc + jc + jr;
+            if (mc - ir >= MR && nc - jr >= NR) {
+              micro_12x32(kc, ap + ir * kc, bp + jr * kc, c, j->ldc, cb, load);
+            } else { /* an edge tile: through a whole-tile buffer */
+              float t[MR * NR] __attribute__((aligned(64)));
+              int64_t rows = mc - ir < MR ? mc - ir : MR, cols = nc - jr < NR ? nc - jr : NR;
+              for (int64_t r = 0; r < rows; r++)
+                for (int64_t q = 0; q < cols; q++) t[r * NR + q] = load ? c[r * j->ldc + q] : 0;
+              micro_12x32(kc, ap + ir * kc, bp + jr * kc, t, NR, cb, load);
+              for (int64_t r = 0; r < rows; r++)
+                for (int64_t q = 0; q < cols; q++) c[r * j->ldc + q] = t[r * NR + q];
+            }
+          }
+        }
+      }
+      if (j->K == 0) break;
+    }
+  }
+}
+
+/* The parts of a job: contiguous ranges of NR-column panels (or MR-row panels when N is narrow). */
+typedef struct gemm_split {
+  const gemm_job *j;
+  bool by_rows;
+} gemm_split;
+
+static void gemm_part(void *arg, int64_t p, int64_t parts) {
+  const gemm_split *s = arg;
+  const gemm_job *j = s->j;
+  int64_t unit = s->by_rows ? MR : NR, len = s->by_rows ? j->M : j->N;
+  int64_t panels = (len + unit - 1) / unit, lo = panels * p / parts * unit, hi = panels * (p + 1) / parts * unit;
+  if (hi > len) hi = len;
+  if (lo >= hi) return;
+  /* packing buffers: per thread, kept between calls (sized for the largest blocks) */
+  static _Thread_local float *ap, *bp;
+  if (!ap) {
+    ap = aligned_alloc(64, (size_t)(MC + MR) * KC * sizeof(float));
+    bp = aligned_alloc(64, (size_t)(NC + NR) * KC * sizeof(float));
+    if (!ap || !bp) abort(); /* a few MiB, once per thread */
+  }
+  if (s->by_rows) gemm_block(j, lo, hi, 0, j->N, ap, bp);
+  else gemm_block(j, 0, j->M, lo, hi, ap, bp);
+}
+
+void gr_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (!own_gemm()) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb,
+                beta, C, ldc);
+    return;
+  }
+  gemm_job j = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .A = A, .B = B, .beta = beta, .C = C};
+  int64_t threads = gr_threads(), flops = (int64_t)M * N * (K > 0 ? K : 1);
+  /* small products are not worth waking the pool (a wake-up costs microseconds) */
+  int64_t parts = flops < (int64_t)1 << 20 ? 1 : threads;
+  gemm_split s = {.j = &j, .by_rows = (N + NR - 1) / NR < 2 * parts && (M + MR - 1) / MR > (N + NR - 1) / NR};
+  int64_t units = s.by_rows ? (M + MR - 1) / MR : (N + NR - 1) / NR;
+  if (parts > units) parts = units;
+  gr_parallel(gemm_part, &s, parts);
+}
