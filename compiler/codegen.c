@@ -777,7 +777,8 @@ static LLVMValueRef emit_conv2d_grad_weight(gr_cg *c, const gr_node *nd, LLVMVal
 
 /* Walks the pooling windows of x [N, C, H, W] -> [N, C, Ho, Wo]. For each output it computes the
  * first maximal input index (PyTorch's choice; a NaN wins, so NaN propagates) and hands it to `fn`. */
-typedef void (*window_fn)(gr_cg *c, LLVMValueRef best_val, LLVMValueRef best_idx, LLVMValueRef out_idx, LLVMValueRef *extra);
+typedef void (*window_fn)(gr_cg *c, const gr_node *nd, LLVMValueRef best_val, LLVMValueRef best_idx, LLVMValueRef out_idx,
+                          LLVMValueRef win, LLVMValueRef *extra);
 static void for_each_window(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef n, window_fn fn, LLVMValueRef *extra) {
   const gr_shape *xs = &nd->in[0]->shape;
   int64_t C = xs->dim[1], H = xs->dim[2], W = xs->dim[3];
@@ -812,21 +813,91 @@ static void for_each_window(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMVal
   loop_end(c, &KI);
   ex[0] = e0;
   ex[1] = e1;
-  fn(c, bv, bi, iadd(c, ob, iadd(c, imul(c, OH.i, iconst(c, Wo)), OW.i)), ex);
+  /* win: the window's top-left in x (outside x where the window hangs over the padding) */
+  LLVMValueRef win = iadd(c, xb, iadd(c, imul(c, iadd(c, imul(c, OH.i, iconst(c, at->stride[0])), iconst(c, -at->pad[0])), iconst(c, W)),
+                                      iadd(c, imul(c, OW.i, iconst(c, at->stride[1])), iconst(c, -at->pad[1]))));
+  fn(c, nd, bv, bi, iadd(c, ob, iadd(c, imul(c, OH.i, iconst(c, Wo)), OW.i)), win, ex);
   loop_end(c, &OW);
   loop_end(c, &OH);
   par_end(c, &P);
 }
 
-static void pool_store_max(gr_cg *c, LLVMValueRef best_val, LLVMValueRef best_idx, LLVMValueRef out_idx, LLVMValueRef *extra) {
-  (void)best_idx;
+static void pool_store_max(gr_cg *c, const gr_node *nd, LLVMValueRef best_val, LLVMValueRef best_idx, LLVMValueRef out_idx,
+                           LLVMValueRef win, LLVMValueRef *extra) {
+  (void)nd, (void)best_idx, (void)win;
   storef(c, best_val, extra[0], out_idx);
 }
 
-static void pool_scatter_grad(gr_cg *c, LLVMValueRef best_val, LLVMValueRef best_idx, LLVMValueRef out_idx, LLVMValueRef *extra) {
-  (void)best_val;
+static void pool_scatter_grad(gr_cg *c, const gr_node *nd, LLVMValueRef best_val, LLVMValueRef best_idx, LLVMValueRef out_idx,
+                              LLVMValueRef win, LLVMValueRef *extra) {
+  (void)nd, (void)best_val, (void)win;
   LLVMValueRef dx = extra[0], dy = extra[1];
   storef(c, fadd(c, loadf(c, dx, best_idx), loadf(c, dy, out_idx)), dx, best_idx);
+}
+
+/* Max pooling whose windows tile x (stride = kernel, no padding; the usual 2 x 2): straight-line
+ * code per window, innermost loop over the output columns, so that it vectorises (strided loads,
+ * blends) instead of branching on every comparison. The same choice as for_each_window: the first
+ * maximum, a NaN wins. Forward (dy NULL): out = y, the maxima. Backward: out = dx, written whole:
+ * dy at each window's argmax, 0 elsewhere (rows and columns past the last window zeroed).
+ * The backward pass uses it (3x faster than scattering into a zeroed dx, in LeNet); the forward pass
+ * does not, as LLVM vectorises it with gathers, slower than for_each_window's scalar code. */
+static bool pool_tiles(const gr_node *nd) {
+  const gr_attrs *at = &nd->a;
+  return at->stride[0] == at->kernel[0] && at->stride[1] == at->kernel[1] && at->pad[0] == 0 && at->pad[1] == 0 &&
+         at->kernel[0] * at->kernel[1] <= 16;
+}
+
+static void tiled_max_windows(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef out, LLVMValueRef n) {
+  const gr_shape *xs = &nd->in[0]->shape;
+  int64_t C = xs->dim[1], H = xs->dim[2], W = xs->dim[3], kh = nd->a.kernel[0], kw = nd->a.kernel[1];
+  int64_t Ho = H / kh, Wo = W / kw;
+  LLVMValueRef dyv = dy ? dy : x;
+  LLVMValueRef *vals[4] = {&x, &dyv, &out, &n};
+  cg_par P; /* planes (sample x channel) in parallel */
+  par_begin(c, &P, imul(c, n, iconst(c, C)), vals, 4, H * W, dy ? 0 : 0x2);
+  LLVMValueRef xb = imul(c, P.i, iconst(c, H * W)), ob = imul(c, P.i, iconst(c, Ho * Wo));
+  cg_loop OH, OW;
+  loop_begin(c, &OH, iconst(c, Ho));
+  loop_begin(c, &OW, iconst(c, Wo));
+  LLVMValueRef win = iadd(c, xb, iadd(c, imul(c, OH.i, iconst(c, kh * W)), imul(c, OW.i, iconst(c, kw))));
+  LLVMValueRef bv = NULL, bk = NULL; /* best value, and which of the window's elements (0..kh*kw-1) */
+  for (int64_t k = 0; k < kh * kw; k++) {
+    LLVMValueRef v = loadf(c, x, iadd(c, win, iconst(c, k / kw * W + k % kw)));
+    if (!bv) {
+      bv = v, bk = iconst(c, 0);
+      continue;
+    }
+    LLVMValueRef better = LLVMBuildOr(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, v, bv, ""), LLVMBuildFCmp(c->b, LLVMRealUNO, v, v, ""), "");
+    bv = LLVMBuildSelect(c->b, better, v, bv, "");
+    bk = LLVMBuildSelect(c->b, better, iconst(c, k), bk, "");
+  }
+  LLVMValueRef oi = iadd(c, ob, iadd(c, imul(c, OH.i, iconst(c, Wo)), OW.i));
+  if (!dy) {
+    storef(c, bv, out, oi);
+  } else {
+    LLVMValueRef g = loadf(c, dyv, oi);
+    for (int64_t k = 0; k < kh * kw; k++) {
+      LLVMValueRef hit = LLVMBuildICmp(c->b, LLVMIntEQ, bk, iconst(c, k), "");
+      storef(c, LLVMBuildSelect(c->b, hit, g, fconst(c, 0), ""), out, iadd(c, win, iconst(c, k / kw * W + k % kw)));
+    }
+  }
+  loop_end(c, &OW);
+  if (dy && W % kw) { /* the columns no window covers */
+    for (int64_t i = 0; i < kh; i++) {
+      LLVMValueRef rb = iadd(c, xb, iadd(c, imul(c, OH.i, iconst(c, kh * W)), iconst(c, i * W + Wo * kw)));
+      loop_begin(c, &OW, iconst(c, W - Wo * kw));
+      storef(c, fconst(c, 0), out, iadd(c, rb, OW.i));
+      loop_end(c, &OW);
+    }
+  }
+  loop_end(c, &OH);
+  if (dy && H % kh) { /* the rows no window covers */
+    loop_begin(c, &OW, iconst(c, (H - Ho * kh) * W));
+    storef(c, fconst(c, 0), out, iadd(c, iadd(c, xb, iconst(c, Ho * kh * W)), OW.i));
+    loop_end(c, &OW);
+  }
+  par_end(c, &P);
 }
 
 /* Average pooling over x [N, C, H, W], divisor kh*kw (count_include_pad): forward y = window sums
@@ -893,6 +964,7 @@ static LLVMValueRef emit_maxpool2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
 /* dx = 0; dx[argmax of each window] += dy[window] */
 static LLVMValueRef emit_maxpool2d_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], dy = a[1], dx = a[2], n = a[3];
+  if (pool_tiles(nd)) return tiled_max_windows(c, nd, x, dy, dx, n), NULL;
   cg_loop Z;
   loop_begin(c, &Z, imul(c, n, iconst(c, gr_shape_inner(&nd->in[0]->shape))));
   storef(c, fconst(c, 0), dx, Z.i);
@@ -1085,12 +1157,13 @@ static LLVMValueRef emit_scale(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
 /* torch.optim.SGD: g += wd p; v = mu v + g; g = nesterov ? g + mu v : v; p -= lr g */
 static LLVMValueRef emit_sgd_update(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   bool mom = nd->op == GR_OP_SGD_MOMENTUM_UPDATE;
-  LLVMValueRef p = a[0], g = a[1], v = mom ? a[2] : NULL, scal = a[nd->n_in + 2];
+  LLVMValueRef p = a[0], g = a[1], v = mom ? a[2] : a[0], scal = a[nd->n_in + 2];
+  int64_t count = gr_shape_inner(&nd->in[0]->shape);
+  LLVMValueRef *vals[4] = {&p, &g, &v, &scal};
+  cg_par L; /* elements in parallel */
+  par_begin(c, &L, iconst(c, count), vals, 4, 1, mom ? 0x8 : 0xC);
   LLVMValueRef lr = LLVMBuildLoad2(c->b, c->f32, elem_ptr(c, c->f32, scal, iconst(c, nd->a.lr_slot)), "lr");
   if (c->ft != c->f32) lr = LLVMBuildFPExt(c->b, lr, c->ft, "");
-  int64_t count = gr_shape_inner(&nd->in[0]->shape);
-  cg_loop L;
-  loop_begin(c, &L, iconst(c, count));
   LLVMValueRef pi = loadf(c, p, L.i), gi = loadf(c, g, L.i);
   if (nd->a.weight_decay != 0) gi = fadd(c, gi, fmul(c, fconst(c, nd->a.weight_decay), pi));
   if (mom) {
@@ -1099,7 +1172,7 @@ static LLVMValueRef emit_sgd_update(gr_cg *c, const gr_node *nd, LLVMValueRef *a
     gi = nd->a.nesterov ? fadd(c, gi, fmul(c, fconst(c, nd->a.momentum), vi)) : vi;
   }
   storef(c, fsub(c, pi, fmul(c, lr, gi)), p, L.i);
-  loop_end(c, &L);
+  par_end(c, &L);
   return NULL;
 }
 
@@ -1415,9 +1488,13 @@ static LLVMValueRef kernel_function(gr_cg *c, const gr_node *nd) {
     GR_ASSERT(info->kclass == GR_KC_ELEM);
     const gr_shape *os = &nd->out->shape;
     int64_t inner = gr_shape_inner(os);
-    LLVMValueRef out = args[nd->n_in];
-    cg_loop R, L;
-    loop_begin(c, &R, rows_of(c, os, args[nd->n_in + 1]));
+    LLVMValueRef out = args[nd->n_in], n = args[nd->n_in + 1], *vp[GR_MAX_IN + 2];
+    for (int k = 0; k < nd->n_in; k++) vp[k] = &args[k];
+    vp[nd->n_in] = &out;
+    vp[nd->n_in + 1] = &n;
+    cg_par R; /* rows in parallel */
+    cg_loop L;
+    par_begin(c, &R, rows_of(c, os, n), vp, nd->n_in + 2, inner, 0);
     LLVMValueRef base = imul(c, R.i, iconst(c, inner));
     loop_begin(c, &L, iconst(c, inner));
     LLVMValueRef idx = iadd(c, base, L.i), vals[GR_MAX_IN];
@@ -1427,7 +1504,7 @@ static LLVMValueRef kernel_function(gr_cg *c, const gr_node *nd) {
     }
     storef(c, emitters[nd->op](c, nd, vals), out, idx);
     loop_end(c, &L);
-    loop_end(c, &R);
+    par_end(c, &R);
   }
   LLVMBuildRetVoid(c->b);
   return fn;

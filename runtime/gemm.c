@@ -24,6 +24,7 @@
 #define KC 256  /* a packed B micro-panel (KC x NR floats, 32 KiB) stays in L1 */
 #define MC 120  /* a packed A block (MC x KC, 120 KiB) stays in L2 */
 #define NC 1536 /* a packed B block (KC x NC, 1.5 MiB) */
+#define DOT_KC 2048 /* the dot-product kernel's depth block */
 
 /* Which kernel serves f32 GEMMs: decided once from the CPU (and GRAFT_GEMM=blas|own). */
 static int use_own = -1;
@@ -193,6 +194,55 @@ AVX512 static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t
   }
 }
 
+/* C = A B^T + beta C for few outputs and a long K (a convolution's weight gradient over a batch of
+ * small images: 32 x 9 outputs, K = 43264): every output is a dot product of two contiguous rows,
+ * which the packed kernel would spend its time packing for. 4 x 4 outputs at a time, 16 vector
+ * accumulators, each reduced at the end. One part computes rows [i0, i1) of C. */
+AVX512 static void dot_rows(const gemm_job *j, int64_t i0, int64_t i1) {
+  /* K in chunks that keep the rows' slices in L2 while every block of outputs passes over them */
+  for (int64_t k0 = 0; k0 < j->K; k0 += DOT_KC) {
+    int64_t K = j->K - k0 < DOT_KC ? j->K - k0 : DOT_KC, kv = K & ~(int64_t)15;
+    __mmask16 tail = (__mmask16)((1u << (K & 15)) - 1);
+    for (int64_t i = i0; i < i1; i += 4)
+      for (int64_t q = 0; q < j->N; q += 4) {
+        int mi = i1 - i < 4 ? (int)(i1 - i) : 4, nq = j->N - q < 4 ? (int)(j->N - q) : 4;
+        const float *a[4], *b[4];
+        for (int r = 0; r < 4; r++) a[r] = j->A + (i + (r < mi ? r : 0)) * j->lda + k0;
+        for (int r = 0; r < 4; r++) b[r] = j->B + (q + (r < nq ? r : 0)) * j->ldb + k0;
+        __m512 acc[4][4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+          for (int s = 0; s < 4; s++) acc[r][s] = _mm512_setzero_ps();
+        for (int64_t k = 0; k <= kv; k += 16) {
+          __mmask16 m = k < kv ? (__mmask16)0xffff : tail;
+          if (!m) break;
+          __m512 av[4], bv[4];
+#pragma GCC unroll 4
+          for (int r = 0; r < 4; r++) av[r] = _mm512_maskz_loadu_ps(m, a[r] + k);
+#pragma GCC unroll 4
+          for (int s = 0; s < 4; s++) bv[s] = _mm512_maskz_loadu_ps(m, b[s] + k);
+#pragma GCC unroll 4
+          for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+            for (int s = 0; s < 4; s++) acc[r][s] = _mm512_fmadd_ps(av[r], bv[s], acc[r][s]);
+        }
+        for (int r = 0; r < mi; r++)
+          for (int s = 0; s < nq; s++) {
+            float *c = j->C + (i + r) * j->ldc + q + s, v = _mm512_reduce_add_ps(acc[r][s]);
+            if (k0 > 0) *c += v;
+            else *c = j->beta != 0 ? v + j->beta * *c : v;
+          }
+      }
+  }
+}
+
+static void dot_part(void *arg, int64_t p, int64_t parts) {
+  const gemm_job *j = arg;
+  int64_t blocks = (j->M + 3) / 4;
+  dot_rows(j, blocks * p / parts * 4, blocks * (p + 1) / parts * 4 < j->M ? blocks * (p + 1) / parts * 4 : j->M);
+}
+
 /* The parts of a job: contiguous ranges of NR-column panels (or MR-row panels when N is narrow). */
 typedef struct gemm_split {
   const gemm_job *j;
@@ -226,6 +276,11 @@ void gr_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, cons
   }
   gemm_job j = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .A = A, .B = B, .beta = beta, .C = C};
   int64_t threads = gr_threads(), flops = (int64_t)M * N * (K > 0 ? K : 1);
+  if (!ta && tb && (int64_t)M * N <= 1024 && K >= 1024) {
+    int64_t parts = flops < (int64_t)1 << 20 ? 1 : threads, blocks = (M + 3) / 4;
+    gr_parallel(dot_part, &j, parts < blocks ? parts : blocks);
+    return;
+  }
   /* small products are not worth waking the pool (a wake-up costs microseconds) */
   int64_t parts = flops < (int64_t)1 << 20 ? 1 : threads;
   gemm_split s = {.j = &j, .by_rows = (N + NR - 1) / NR < 2 * parts && (M + MR - 1) / MR > (N + NR - 1) / NR};

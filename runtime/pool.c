@@ -21,12 +21,13 @@
 
 #define GR_POOL_MAX 256
 #define GR_SPIN 20000
-#define GR_PAR_MIN_WORK 16384 /* elements: below this a loop runs in the calling thread */ /* pause loops before a worker sleeps: about 0.1-0.5 ms */
+#define GR_PAR_MIN_WORK 32768 /* elements: below this a loop runs in the calling thread */ /* pause loops before a worker sleeps: about 0.1-0.5 ms */
 
 static struct {
   pthread_mutex_t lock; /* starts workers and serialises jobs from different threads */
   int want, started;
   _Atomic uint32_t gen;  /* the job's number, bumped for each job; workers futex-wait on it */
+  _Atomic int sleepers;  /* workers in (or about to enter) futex_wait: a job wakes them only then */
   _Atomic uint64_t next; /* the job's number << 32 | the next part to hand out */
   _Atomic int64_t done, parts;
   _Atomic(gr_task_fn) fn;
@@ -62,8 +63,14 @@ static void *worker(void *arg) {
     uint32_t g;
     int spin = 0;
     while ((g = atomic_load_explicit(&pool.gen, memory_order_acquire)) == seen) {
-      if (++spin < GR_SPIN) cpu_relax();
-      else futex_wait(&pool.gen, seen);
+      if (++spin < GR_SPIN) {
+        cpu_relax();
+      } else {
+        /* counted before the wait: a job started after the count is seen by futex_wait's own check */
+        atomic_fetch_add(&pool.sleepers, 1);
+        futex_wait(&pool.gen, seen);
+        atomic_fetch_sub(&pool.sleepers, 1);
+      }
     }
     seen = g;
     run_parts(g);
@@ -128,8 +135,8 @@ void gr_parallel(gr_task_fn fn, void *ctx, int64_t parts) {
   atomic_store_explicit(&pool.parts, parts, memory_order_relaxed);
   atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
   atomic_store_explicit(&pool.next, (uint64_t)g << 32, memory_order_release);
-  atomic_store_explicit(&pool.gen, g, memory_order_release);
-  futex_wake(&pool.gen);
+  atomic_store(&pool.gen, g);
+  if (atomic_load(&pool.sleepers) > 0) futex_wake(&pool.gen); /* a system call: only when someone sleeps */
   run_parts(g);
   for (int spin = 0; atomic_load_explicit(&pool.done, memory_order_acquire) < parts; spin++) {
     if (spin < GR_SPIN) cpu_relax();

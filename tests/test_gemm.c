@@ -2,7 +2,7 @@
  *
  * The GEMM: every combination of transposes, beta 0 / 1 / 0.5, leading dimensions wider than the
  * matrix, sizes around the micro-kernel's 12 x 32 tile and the 256-deep, 120-row and 1536-column
- * blocks, K = 0; C filled with NaN where beta is 0 must not leak NaN (BLAS does not read C then).
+ * blocks, few outputs over a long K (the dot-product kernel), K = 0; C filled with NaN where beta is 0 must not leak NaN (BLAS does not read C then).
  * Results agree with cblas_sgemm within float rounding of the dot products, and are bit-identical
  * at 1, 2 and 3 threads. The pool: every part runs once, nested calls run inline, and thousands of
  * back-to-back jobs (the pattern of a training step) all complete. */
@@ -61,7 +61,9 @@ static void test_against_openblas(void **state) {
   (void)state;
   fprintf(stderr, "gemm: %s\n", gr_gemm_kind());
   static const int dims[][3] = {{1, 1, 1},   {12, 32, 7},   {13, 33, 8},   {11, 31, 9},    {24, 64, 256}, {25, 65, 257},
-                                {121, 40, 3}, {5, 1537, 17}, {64, 576, 300}, {300, 20, 600}, {7, 3, 0},     {40, 100, 1}};
+                                {121, 40, 3}, {5, 1537, 17}, {64, 576, 300}, {300, 20, 600}, {7, 3, 0},     {40, 100, 1},
+                                /* few outputs, long K: the dot-product kernel (K past its 2048 block) */
+                                {32, 9, 3000}, {5, 3, 2049},  {1, 1, 1024}};
   static const float betas[] = {0, 1, 0.5f};
   uint64_t seed = 1;
   for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
