@@ -2,7 +2,7 @@
  * DIR/<name>.h, for programs that train or predict through graft.h with graft's runtime library alone
  * (no LLVM, no libyaml, no plan or model files).
  *
- * Every phase is compiled exactly as the JIT compiles it (the same module, target machine and O3
+ * Every phase is compiled exactly as the JIT compiles it (the same module, target machine and O2
  * pipeline, jit.c), so the machine code of a kernel is the JIT's; then the phases' modules are linked
  * into one, their step functions renamed <name>_graft_p<phase>_<program>, and three constants are
  * added: the run's description (artifact.c), the initial parameters (the plan's init file mapped as

@@ -5,7 +5,7 @@
  * which runs the program's nodes in order on a batch of n rows. GEMMs call cblas_?gemm; every other
  * kernel is generated here: elementwise ops as a rows x inner loop nest around the op's scalar
  * emitter, and CUSTOM ops (reductions, softmax/cross-entropy, optimizer updates) by their emitter.
- * Kernels are internal functions with noalias pointers, so O3 inlines and vectorises them; nodes
+ * Kernels are internal functions with noalias pointers, so LLVM (O2) inlines and vectorises them; nodes
  * with the same op, shapes and attributes share one kernel (fewer functions to optimise).
  * Floating-point arithmetic carries `reassoc contract` (sums vectorise; NaN and Inf still propagate).
  * The graph's float type (f32, or f64 for gradient checks) is used throughout. */
@@ -144,7 +144,7 @@ static void loop_end(gr_cg *c, cg_loop *L) {
   LLVMPositionBuilderAtEnd(c->b, L->exit);
 }
 
-/* A mutable scalar: a stack slot in the function's entry block (O3 promotes it to registers). */
+/* A mutable scalar: a stack slot in the function's entry block (LLVM promotes it to registers). */
 static LLVMValueRef cg_var(gr_cg *c, LLVMTypeRef t, LLVMValueRef init) {
   LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(c->b));
   LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(fn);
@@ -617,18 +617,19 @@ static LLVMValueRef imin(gr_cg *c, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, a, b, ""), a, b, "");
 }
 
-/* im2col of one sample x [Cin, H, W] into its columns of cols [Cin*kh*kw, ld] (row stride ld; zeros
- * where the window hangs over the padding); or, with back, col2im: x[c, ih, iw] += cols[...] (x
- * zeroed first by the caller). Each output row splits into the columns whose input lies inside x
- * ([lo, hi), a plain strided copy that vectorises) and those over the padding (zeros; skipped by
- * col2im); a row whose input row is padding is all zeros. */
-static void im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef cols, LLVMValueRef ld, bool back) {
-  cg_loop C, KI, KJ, OH, OW;
-  loop_begin(c, &C, iconst(c, g->cin));
-  loop_begin(c, &KI, iconst(c, g->kh));
+/* im2col of channel ch (and, with ki, only that kernel row) of one sample x [Cin, H, W] into its
+ * columns of cols [Cin*kh*kw, ld] (row stride ld; zeros where the window hangs over the padding); or,
+ * with back, col2im: x[ch, ih, iw] += cols[...] (x zeroed first by the caller). Each output row
+ * splits into the columns whose input lies inside x ([lo, hi), a plain strided copy that vectorises)
+ * and those over the padding (zeros; skipped by col2im); a row whose input row is padding is zeros. */
+static void im2col_rows(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef cols, LLVMValueRef ld, bool back,
+                        LLVMValueRef ch, LLVMValueRef ki) {
+  cg_loop KI, KJ, OH, OW;
+  if (!ki) loop_begin(c, &KI, iconst(c, g->kh));
+  LLVMValueRef kr = ki ? ki : KI.i;
   loop_begin(c, &KJ, iconst(c, g->kw));
-  LLVMValueRef row = iadd(c, imul(c, iadd(c, imul(c, C.i, iconst(c, g->kh)), KI.i), iconst(c, g->kw)), KJ.i);
-  LLVMValueRef xc = imul(c, C.i, iconst(c, g->h * g->w)), rbase = imul(c, row, ld);
+  LLVMValueRef row = iadd(c, imul(c, iadd(c, imul(c, ch, iconst(c, g->kh)), kr), iconst(c, g->kw)), KJ.i);
+  LLVMValueRef xc = imul(c, ch, iconst(c, g->h * g->w)), rbase = imul(c, row, ld);
   /* iw = ow sw + off, off = kj dw - pw: inside x for lo <= ow < hi */
   LLVMValueRef off = iadd(c, imul(c, KJ.i, iconst(c, g->dw)), iconst(c, -g->pw));
   LLVMValueRef neg = LLVMBuildNSWSub(c->b, iconst(c, 0), off, "");
@@ -640,7 +641,7 @@ static void im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef
   lo = imin(c, lo, hi);
   loop_begin(c, &OH, iconst(c, g->ho));
   LLVMValueRef ih = iadd(c, imul(c, OH.i, iconst(c, g->sh)), iconst(c, -g->ph));
-  ih = iadd(c, ih, imul(c, KI.i, iconst(c, g->dh)));
+  ih = iadd(c, ih, imul(c, kr, iconst(c, g->dh)));
   LLVMValueRef ih_ok = in_range(c, ih, g->h), xrow = iadd(c, xc, imul(c, ih, iconst(c, g->w)));
   LLVMValueRef obase = iadd(c, rbase, imul(c, OH.i, iconst(c, g->wo)));
   LLVMValueRef rlo = LLVMBuildSelect(c->b, ih_ok, lo, iconst(c, g->wo), ""), rhi = LLVMBuildSelect(c->b, ih_ok, hi, iconst(c, g->wo), "");
@@ -665,29 +666,28 @@ static void im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef
   }
   loop_end(c, &OH);
   loop_end(c, &KJ);
-  loop_end(c, &KI);
-  loop_end(c, &C);
+  if (!ki) loop_end(c, &KI);
 }
 
-/* Between NCHW y [N, C, HW] and channel-major t [C, N*HW]: t[c, n*HW + s] = y[n, c, s] (or back).
- * With bn (gamma, beta, running_mean, running_var: a frozen batchnorm folded into a convolution),
- * on the way to NCHW y = t alpha + shift, alpha = gamma / sqrt(var + eps), shift = beta - mean alpha:
- * batchnorm's own arithmetic, applied while the convolution's output is copied anyway. */
-static void nchw_transpose(gr_cg *c, LLVMValueRef y, LLVMValueRef t, int64_t C, int64_t HW, LLVMValueRef n, bool to_nchw,
+/* Between NCHW y [nc, C, HW] and channel-major t [C, nc*HW]: t[c, n*HW + s] = y[n, c, s] (or back),
+ * channels in parallel. With bn (gamma, beta, running_mean, running_var: a frozen batchnorm folded
+ * into a convolution), on the way to NCHW y = t alpha + shift, alpha = gamma / sqrt(var + eps),
+ * shift = beta - mean alpha: batchnorm's own arithmetic, applied while the output is copied anyway. */
+static void nchw_transpose(gr_cg *c, LLVMValueRef y, LLVMValueRef t, int64_t C, int64_t HW, LLVMValueRef nc, bool to_nchw,
                            const LLVMValueRef *bn, double eps) {
-  cg_loop K, L;
+  cg_loop R, L;
   LLVMValueRef alpha = NULL, shift = NULL, b0 = bn ? bn[0] : NULL, b1 = bn ? bn[1] : NULL, b2 = bn ? bn[2] : NULL, b3 = bn ? bn[3] : NULL;
-  LLVMValueRef *vals[7] = {&y, &t, &n, &b0, &b1, &b2, &b3};
-  cg_par R;
-  par_begin(c, &R, n, vals, bn ? 7 : 3, C * HW, 0);
-  LLVMValueRef ld = imul(c, n, iconst(c, HW));
-  loop_begin(c, &K, iconst(c, C));
-  LLVMValueRef yb = imul(c, iadd(c, imul(c, R.i, iconst(c, C)), K.i), iconst(c, HW));
-  LLVMValueRef tb = iadd(c, imul(c, K.i, ld), imul(c, R.i, iconst(c, HW)));
+  LLVMValueRef *vals[7] = {&y, &t, &nc, &b0, &b1, &b2, &b3};
+  cg_par K;
+  par_begin(c, &K, iconst(c, C), vals, bn ? 7 : 3, HW * 8, 0);
+  LLVMValueRef ld = imul(c, nc, iconst(c, HW));
   if (bn) {
     alpha = fmul(c, loadf(c, b0, K.i), rsqrt_eps(c, loadf(c, b3, K.i), eps));
     shift = fsub(c, loadf(c, b1, K.i), fmul(c, loadf(c, b2, K.i), alpha));
   }
+  loop_begin(c, &R, nc);
+  LLVMValueRef yb = imul(c, iadd(c, imul(c, R.i, iconst(c, C)), K.i), iconst(c, HW));
+  LLVMValueRef tb = iadd(c, imul(c, K.i, ld), imul(c, R.i, iconst(c, HW)));
   loop_begin(c, &L, iconst(c, HW));
   if (to_nchw && bn)
     storef(c, fadd(c, fmul(c, loadf(c, t, iadd(c, tb, L.i)), alpha), shift), y, iadd(c, yb, L.i));
@@ -696,50 +696,75 @@ static void nchw_transpose(gr_cg *c, LLVMValueRef y, LLVMValueRef t, int64_t C, 
   else
     storef(c, loadf(c, y, iadd(c, yb, L.i)), t, iadd(c, tb, L.i));
   loop_end(c, &L);
-  loop_end(c, &K);
-  par_end(c, &R);
+  loop_end(c, &R);
+  par_end(c, &K);
 }
 
-/* The batch's columns: cols [Cin*kh*kw, N*HoWo] = im2col of every sample side by side; with back,
- * x = col2im(cols) (each sample's x zeroed first). Samples in parallel. */
-static void batch_im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef cols, LLVMValueRef n, bool back) {
+/* A chunk's columns: cols [Cin*kh*kw, nc*HoWo] = im2col of its nc samples side by side, rows (channel
+ * and kernel row) in parallel; with back, x = col2im(cols), channels in parallel (each zeroed first). */
+static void batch_im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef cols, LLVMValueRef nc, bool back) {
   int64_t HW = g->ho * g->wo, X = g->cin * g->h * g->w;
-  LLVMValueRef *vals[3] = {&x, &cols, &n};
-  cg_par R;
-  par_begin(c, &R, n, vals, 3, g->cin * g->kh * g->kw * HW, 0);
-  LLVMValueRef ld = imul(c, n, iconst(c, HW)), xs = fptr(c, x, imul(c, R.i, iconst(c, X)));
+  LLVMValueRef *vals[3] = {&x, &cols, &nc};
+  cg_par P;
+  par_begin(c, &P, iconst(c, back ? g->cin : g->cin * g->kh), vals, 3, (back ? g->kh : 1) * g->kw * HW * 8, 0);
+  LLVMValueRef ld = imul(c, nc, iconst(c, HW));
+  LLVMValueRef ch = back ? P.i : LLVMBuildSDiv(c->b, P.i, iconst(c, g->kh), ""), ki = back ? NULL : LLVMBuildSRem(c->b, P.i, iconst(c, g->kh), "");
+  cg_loop R;
+  loop_begin(c, &R, nc);
+  LLVMValueRef xs = fptr(c, x, imul(c, R.i, iconst(c, X)));
   if (back) {
     cg_loop Z;
-    loop_begin(c, &Z, iconst(c, X));
-    storef(c, fconst(c, 0), xs, Z.i);
+    LLVMValueRef plane = imul(c, ch, iconst(c, g->h * g->w));
+    loop_begin(c, &Z, iconst(c, g->h * g->w));
+    storef(c, fconst(c, 0), xs, iadd(c, plane, Z.i));
     loop_end(c, &Z);
   }
-  im2col(c, g, xs, fptr(c, cols, imul(c, R.i, iconst(c, HW))), ld, back);
-  par_end(c, &R);
+  im2col_rows(c, g, xs, fptr(c, cols, imul(c, R.i, iconst(c, HW))), ld, back, ch, ki);
+  loop_end(c, &R);
+  par_end(c, &P);
 }
 
-/* Scratch layout of every conv kernel: cols [Cin*kh*kw, N*HoWo], then t [Cout, N*HoWo]. */
-static LLVMValueRef staging(gr_cg *c, const gr_conv_geom *g, LLVMValueRef scratch, LLVMValueRef n) {
-  return fptr(c, scratch, imul(c, n, iconst(c, g->cin * g->kh * g->kw * g->ho * g->wo)));
+/* The batch in chunks of gr_conv_chunk samples: for (s0 = 0; s0 < n; s0 += CH), nc = min(CH, n - s0).
+ * Leaves the builder in the loop; the staging buffers are reused by every chunk. */
+typedef struct conv_chunks {
+  cg_loop L;
+  LLVMValueRef s0, nc, first; /* first: this is the first chunk (i1) */
+} conv_chunks;
+static void chunks_begin(gr_cg *c, conv_chunks *k, const gr_conv_geom *g, LLVMValueRef n) {
+  int64_t ch = gr_conv_chunk(g);
+  loop_begin(c, &k->L, LLVMBuildSDiv(c->b, iadd(c, n, iconst(c, ch - 1)), iconst(c, ch), ""));
+  k->s0 = imul(c, k->L.i, iconst(c, ch));
+  k->nc = imin(c, iconst(c, ch), LLVMBuildNSWSub(c->b, n, k->s0, ""));
+  k->first = LLVMBuildICmp(c->b, LLVMIntEQ, k->L.i, iconst(c, 0), "");
 }
 
-/* Per group g (K = Cin/G kh kw rows of cols, Co/G rows of t), over the whole batch at once:
- *   forward       t[g] = w[g] (Co/G x K) @ cols[g] (K x N*HoWo);  y = NCHW(t)
+/* Scratch layout of every conv kernel, for a chunk of nc samples: cols [Cin*kh*kw, nc*HoWo], then
+ * t [Cout, nc*HoWo]. nc never exceeds the chunk size or the batch, which size the scratch (ir/shape.c). */
+static LLVMValueRef staging(gr_cg *c, const gr_conv_geom *g, LLVMValueRef scratch, LLVMValueRef nc) {
+  return fptr(c, scratch, imul(c, nc, iconst(c, g->cin * g->kh * g->kw * g->ho * g->wo)));
+}
+
+/* Per chunk of samples, per group g (K = Cin/G kh kw rows of cols, Co/G rows of t):
+ *   forward       t[g] = w[g] (Co/G x K) @ cols[g] (K x nc*HoWo);  y = NCHW(t)
  *   grad_input    t = CHW(dy);  cols[g] = w[g]^T @ t[g];  dx = col2im(cols)
- *   grad_weight   cols = im2col(x);  t = CHW(dy);  dw[g] = t[g] @ cols[g]^T */
+ *   grad_weight   cols = im2col(x);  t = CHW(dy);  dw[g] (+)= t[g] @ cols[g]^T  (summed over chunks) */
 static LLVMValueRef emit_conv2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], w = a[1], y = a[nd->n_in], n = a[nd->n_in + 1], cols = a[nd->n_in + 3]; /* conv2d_bn: a[2..5] its batchnorm */
   gr_conv_geom g = gr_conv_geometry(&nd->in[0]->shape, &nd->in[1]->shape, &nd->a);
   int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
-  LLVMValueRef t = staging(c, &g, cols, n), ld = LLVMBuildTrunc(c->b, imul(c, n, iconst(c, HW)), c->i32, "");
-  batch_im2col(c, &g, x, cols, n, false);
+  conv_chunks k;
+  chunks_begin(c, &k, &g, n);
+  LLVMValueRef t = staging(c, &g, cols, k.nc);
+  LLVMValueRef ldn = imul(c, k.nc, iconst(c, HW)), ld = LLVMBuildTrunc(c->b, ldn, c->i32, "");
+  batch_im2col(c, &g, fptr(c, x, imul(c, k.s0, iconst(c, g.cin * g.h * g.w))), cols, k.nc, false);
   cg_loop G;
   loop_begin(c, &G, iconst(c, g.groups));
   call_gemm(c, false, false, i32c(c, cog), ld, i32c(c, K), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
-            fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), imul(c, n, iconst(c, HW)))), ld, fconst(c, 0),
-            fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), imul(c, n, iconst(c, HW)))), ld);
+            fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), ldn)), ld, fconst(c, 0), fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), ldn)), ld);
   loop_end(c, &G);
-  nchw_transpose(c, y, t, g.cout, HW, n, true, nd->op == GR_OP_CONV2D_BN ? a + 2 : NULL, nd->a.bn_eps);
+  nchw_transpose(c, fptr(c, y, imul(c, k.s0, iconst(c, g.cout * HW))), t, g.cout, HW, k.nc, true,
+                 nd->op == GR_OP_CONV2D_BN ? a + 2 : NULL, nd->a.bn_eps);
+  loop_end(c, &k.L);
   return NULL;
 }
 
@@ -747,15 +772,18 @@ static LLVMValueRef emit_conv2d_grad_input(gr_cg *c, const gr_node *nd, LLVMValu
   LLVMValueRef dy = a[0], w = a[1], dx = a[2], n = a[3], cols = a[5];
   gr_conv_geom g = gr_conv_geometry(&nd->a.shape, &nd->in[1]->shape, &nd->a);
   int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
-  LLVMValueRef t = staging(c, &g, cols, n), ld = LLVMBuildTrunc(c->b, imul(c, n, iconst(c, HW)), c->i32, "");
-  nchw_transpose(c, dy, t, g.cout, HW, n, false, NULL, 0);
+  conv_chunks k;
+  chunks_begin(c, &k, &g, n);
+  LLVMValueRef t = staging(c, &g, cols, k.nc);
+  LLVMValueRef ldn = imul(c, k.nc, iconst(c, HW)), ld = LLVMBuildTrunc(c->b, ldn, c->i32, "");
+  nchw_transpose(c, fptr(c, dy, imul(c, k.s0, iconst(c, g.cout * HW))), t, g.cout, HW, k.nc, false, NULL, 0);
   cg_loop G;
   loop_begin(c, &G, iconst(c, g.groups));
   call_gemm(c, true, false, i32c(c, K), ld, i32c(c, cog), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
-            fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), imul(c, n, iconst(c, HW)))), ld, fconst(c, 0),
-            fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), imul(c, n, iconst(c, HW)))), ld);
+            fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), ldn)), ld, fconst(c, 0), fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), ldn)), ld);
   loop_end(c, &G);
-  batch_im2col(c, &g, dx, cols, n, true);
+  batch_im2col(c, &g, fptr(c, dx, imul(c, k.s0, iconst(c, g.cin * g.h * g.w))), cols, k.nc, true);
+  loop_end(c, &k.L);
   return NULL;
 }
 
@@ -763,15 +791,19 @@ static LLVMValueRef emit_conv2d_grad_weight(gr_cg *c, const gr_node *nd, LLVMVal
   LLVMValueRef x = a[0], dy = a[1], dw = a[2], n = a[3], cols = a[5];
   gr_conv_geom g = gr_conv_geometry(&nd->in[0]->shape, &nd->a.shape, &nd->a);
   int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
-  LLVMValueRef t = staging(c, &g, cols, n), ld = LLVMBuildTrunc(c->b, imul(c, n, iconst(c, HW)), c->i32, "");
-  batch_im2col(c, &g, x, cols, n, false);
-  nchw_transpose(c, dy, t, g.cout, HW, n, false, NULL, 0);
+  conv_chunks k;
+  chunks_begin(c, &k, &g, n);
+  LLVMValueRef t = staging(c, &g, cols, k.nc);
+  LLVMValueRef ldn = imul(c, k.nc, iconst(c, HW)), ld = LLVMBuildTrunc(c->b, ldn, c->i32, "");
+  batch_im2col(c, &g, fptr(c, x, imul(c, k.s0, iconst(c, g.cin * g.h * g.w))), cols, k.nc, false);
+  nchw_transpose(c, fptr(c, dy, imul(c, k.s0, iconst(c, g.cout * HW))), t, g.cout, HW, k.nc, false, NULL, 0);
+  LLVMValueRef beta = LLVMBuildSelect(c->b, k.first, fconst(c, 0), fconst(c, 1), ""); /* the chunks' sum */
   cg_loop G;
   loop_begin(c, &G, iconst(c, g.groups));
-  call_gemm(c, false, true, i32c(c, cog), i32c(c, K), ld, fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), imul(c, n, iconst(c, HW)))),
-            ld, fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), imul(c, n, iconst(c, HW)))), ld, fconst(c, 0),
-            fptr(c, dw, imul(c, G.i, iconst(c, cog * K))), i32c(c, K));
+  call_gemm(c, false, true, i32c(c, cog), i32c(c, K), ld, fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), ldn)), ld,
+            fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), ldn)), ld, beta, fptr(c, dw, imul(c, G.i, iconst(c, cog * K))), i32c(c, K));
   loop_end(c, &G);
+  loop_end(c, &k.L);
   return NULL;
 }
 

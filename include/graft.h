@@ -34,7 +34,7 @@
  * never exits or prints on its own otherwise. Samples are float32 rows of graft_input_numel values (or
  * int32 token ids for a model whose input is integer); targets are int32 class labels, or
  * graft_target_numel float32 values per sample for losses on values. A model is not thread-safe: use
- * one from one thread at a time (BLAS may use several threads inside a call); open plans
+ * one from one thread at a time (graft's thread pool runs a call's kernels on several); open plans
  * (graft_open_plan) from one thread at a time. */
 #ifndef GRAFT_H
 #define GRAFT_H
@@ -70,8 +70,8 @@ typedef void (*graft_diag_fn)(void *user, graft_diag_kind kind, const char *file
 typedef struct graft_options {
   graft_diag_fn diag;    /* NULL: print diagnostics to stderr */
   void *diag_user;
-  int threads;           /* BLAS threads (0: as the process has them, by default all cores); OpenBLAS's
-                            setting is the whole process's, so it applies to every model */
+  int threads;           /* threads for kernels and GEMMs (0: as the process has them, by default every
+                            core); graft's thread pool is the whole process's, so this applies to every model */
   const char *cache_dir; /* graft_open_plan: the kernel cache (NULL: as graft train has it) */
   int no_cache;          /* graft_open_plan: compile everything, no kernel cache */
 } graft_options;

@@ -156,7 +156,8 @@ char *gr_shape_str(const gr_shape *s, char *buf, size_t n);
 /* Runs the shape rule of a node; false with a message in err. */
 bool gr_infer_shape(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen);
 /* Elements of scratch memory a node's kernel needs while it runs with up to max_batch samples (0 for
- * most ops): conv2d's im2col buffer and its [channels, N*Ho*Wo] staging buffer. */
+ * most ops): a convolution's im2col buffer and its [channels, chunk*Ho*Wo] staging buffer, for one
+ * chunk of samples (gr_conv_chunk). */
 int64_t gr_scratch_elems(const gr_node *n, int64_t max_batch);
 
 /* Convolution geometry, from the input and weight shapes and the attributes. */
@@ -164,6 +165,11 @@ typedef struct gr_conv_geom {
   int64_t cin, h, w, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, ho, wo;
 } gr_conv_geom;
 gr_conv_geom gr_conv_geometry(const gr_shape *x, const gr_shape *w, const gr_attrs *a);
+/* Samples a convolution kernel stages at a time: as many as fit GR_CONV_STAGING floats of im2col
+ * columns and output staging (at least one). Bounds the scratch memory whatever the batch, and keeps
+ * the columns a GEMM reads nearer the caches. */
+#define GR_CONV_STAGING (2 * 1024 * 1024)
+int64_t gr_conv_chunk(const gr_conv_geom *g);
 
 /* Whether a plan's name pattern (a shell glob) matches a dotted name or one of its leading
  * components ("layer1" matches "layer1.0.conv1.weight"); see ir/match.c. */

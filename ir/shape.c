@@ -428,7 +428,13 @@ int64_t gr_scratch_elems(const gr_node *n, int64_t max_batch) {
   case GR_OP_CONV2D_GRAD_WEIGHT: g = gr_conv_geometry(&n->in[0]->shape, &n->a.shape, &n->a); break;
   default: return 0;
   }
-  return (g.cin * g.kh * g.kw + g.cout) * g.ho * g.wo * max_batch;
+  int64_t ch = gr_conv_chunk(&g);
+  return (g.cin * g.kh * g.kw + g.cout) * g.ho * g.wo * (ch < max_batch ? ch : max_batch);
+}
+
+int64_t gr_conv_chunk(const gr_conv_geom *g) {
+  int64_t per = (g->cin * g->kh * g->kw + g->cout) * g->ho * g->wo;
+  return per > 0 && GR_CONV_STAGING / per > 1 ? GR_CONV_STAGING / per : 1;
 }
 
 static bool shape_reshape(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
