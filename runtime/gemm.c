@@ -93,13 +93,10 @@ AVX512 static void pack_a(const gemm_job *j, int64_t i0, int64_t mc, int64_t k0,
   for (int64_t ip = 0; ip < mc; ip += MR) {
     int64_t rows = mc - ip < MR ? mc - ip : MR;
     float *dst = ap + ip * kc;
-    if (j->ta) { /* op(A)[i, k] = A[k, i]: MR consecutive floats per k */
-      for (int64_t k = 0; k < kc; k++) {
-        const float *src = j->A + (k0 + k) * j->lda + i0 + ip;
-        int64_t r = 0;
-        for (; r < rows; r++) dst[k * MR + r] = src[r];
-        for (; r < MR; r++) dst[k * MR + r] = 0;
-      }
+    if (j->ta) { /* op(A)[i, k] = A[k, i]: MR consecutive floats per k, zeros past the edge */
+      __mmask16 m = (__mmask16)((1u << rows) - 1);
+      for (int64_t k = 0; k < kc; k++)
+        _mm512_mask_storeu_ps(dst + k * MR, 0xfff, _mm512_maskz_loadu_ps(m, j->A + (k0 + k) * j->lda + i0 + ip));
     } else {
       pack_rows(j->A + (i0 + ip) * j->lda + k0, j->lda, rows, kc, dst, MR);
     }
@@ -111,13 +108,12 @@ AVX512 static void pack_b(const gemm_job *j, int64_t k0, int64_t kc, int64_t n0,
   for (int64_t jp = 0; jp < nc; jp += NR) {
     int64_t cols = nc - jp < NR ? nc - jp : NR;
     float *dst = bp + jp * kc;
-    if (!j->tb) {
+    if (!j->tb) { /* NR consecutive floats per k, zeros past the edge */
+      __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1), m1 = (__mmask16)(cols >= 32 ? 0xffff : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
       for (int64_t k = 0; k < kc; k++) {
         const float *src = j->B + (k0 + k) * j->ldb + n0 + jp;
-        int64_t c = 0;
-        if (cols == NR) memcpy(dst + k * NR, src, NR * sizeof(float)), c = NR;
-        for (; c < cols; c++) dst[k * NR + c] = src[c];
-        for (; c < NR; c++) dst[k * NR + c] = 0;
+        _mm512_store_ps(dst + k * NR, _mm512_maskz_loadu_ps(m0, src));
+        _mm512_store_ps(dst + k * NR + 16, _mm512_maskz_loadu_ps(m1, src + 16));
       }
     } else { /* op(B)[k, c] = B[c, k] */
       pack_rows(j->B + (n0 + jp) * j->ldb + k0, j->ldb, cols, kc, dst, NR);
