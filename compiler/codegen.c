@@ -724,17 +724,20 @@ static void batch_im2col(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMVa
   par_end(c, &P);
 }
 
-/* The batch in chunks of gr_conv_chunk samples: for (s0 = 0; s0 < n; s0 += CH), nc = min(CH, n - s0).
- * Leaves the builder in the loop; the staging buffers are reused by every chunk. */
+/* The batch in chunks of at most gr_conv_chunk samples, as equal as can be: k = ceil(n / CH) chunks of
+ * ceil(n / k) (the last one smaller). Leaves the builder in the loop; every chunk reuses the staging
+ * buffers. */
 typedef struct conv_chunks {
   cg_loop L;
   LLVMValueRef s0, nc, first; /* first: this is the first chunk (i1) */
 } conv_chunks;
 static void chunks_begin(gr_cg *c, conv_chunks *k, const gr_conv_geom *g, LLVMValueRef n) {
   int64_t ch = gr_conv_chunk(g);
-  loop_begin(c, &k->L, LLVMBuildSDiv(c->b, iadd(c, n, iconst(c, ch - 1)), iconst(c, ch), ""));
-  k->s0 = imul(c, k->L.i, iconst(c, ch));
-  k->nc = imin(c, iconst(c, ch), LLVMBuildNSWSub(c->b, n, k->s0, ""));
+  LLVMValueRef count = LLVMBuildSDiv(c->b, iadd(c, n, iconst(c, ch - 1)), iconst(c, ch), "");
+  LLVMValueRef size = LLVMBuildSDiv(c->b, iadd(c, n, LLVMBuildNSWSub(c->b, count, iconst(c, 1), "")), imax(c, count, iconst(c, 1)), "");
+  loop_begin(c, &k->L, count);
+  k->s0 = imul(c, k->L.i, size);
+  k->nc = imin(c, size, LLVMBuildNSWSub(c->b, n, k->s0, ""));
   k->first = LLVMBuildICmp(c->b, LLVMIntEQ, k->L.i, iconst(c, 0), "");
 }
 

@@ -168,7 +168,7 @@ gr_conv_geom gr_conv_geometry(const gr_shape *x, const gr_shape *w, const gr_att
 /* Samples a convolution kernel stages at a time: as many as fit GR_CONV_STAGING floats of im2col
  * columns and output staging (at least one). Bounds the scratch memory whatever the batch, and keeps
  * the columns a GEMM reads nearer the caches. */
-#define GR_CONV_STAGING (2 * 1024 * 1024)
+#define GR_CONV_STAGING (4 * 1024 * 1024)
 int64_t gr_conv_chunk(const gr_conv_geom *g);
 
 /* Whether a plan's name pattern (a shell glob) matches a dotted name or one of its leading
