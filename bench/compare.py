@@ -4,7 +4,7 @@
 
 For every case it reports:
   - training throughput (samples/s of the second epoch's training loop, no evaluation) and the ratio;
-  - peak RSS of the whole process (getrusage of the child) and the ratio;
+  - peak RSS of the whole process (through /usr/bin/time, Debian's `time`) and the ratio;
   - time from process start to the end of the first training step: graft cold (empty kernel cache)
     and warm, PyTorch from `python3` starting (import torch included).
 

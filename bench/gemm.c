@@ -84,19 +84,22 @@ typedef struct shape {
   int ta, tb, M, N, K;
 } shape;
 
-/* ResNet-18, 3x64x64, batch 64; N or K is (samples per chunk) x Ho x Wo, as gr_conv_chunk makes it. */
+/* ResNet-18, 3x64x64, batch 64; N or K is (samples per chunk) x Ho x Wo, with the chunks
+ * gr_conv_chunk gives (16, 22, 32, 64 and 64 samples for conv1 and layers 1-4). */
 static const shape shapes[] = {
-    {"conv1 7x7 forward", 0, 0, 64, 9 * 1024, 147},
-    {"layer1 3x3 forward", 0, 0, 64, 12 * 256, 576},
-    {"layer1 3x3 input grad", 1, 0, 576, 12 * 256, 64},
-    {"layer1 3x3 weight grad", 0, 1, 64, 576, 12 * 256},
-    {"layer2 3x3 forward", 0, 0, 128, 12 * 64, 1152},
-    {"layer2 3x3 input grad", 1, 0, 1152, 12 * 64, 128},
-    {"layer2 3x3 weight grad", 0, 1, 128, 1152, 12 * 64},
-    {"layer3 3x3 forward", 0, 0, 256, 12 * 16, 2304},
-    {"layer3 3x3 weight grad", 0, 1, 256, 2304, 12 * 16},
-    {"layer4 3x3 forward", 0, 0, 512, 12 * 4, 4608},
-    {"layer4 3x3 input grad", 1, 0, 4608, 12 * 4, 512},
+    {"conv1 7x7 forward", 0, 0, 64, 16 * 1024, 147},
+    {"conv1 7x7 weight grad", 0, 1, 64, 147, 16 * 1024},
+    {"layer1 3x3 forward", 0, 0, 64, 22 * 256, 576},
+    {"layer1 3x3 input grad", 1, 0, 576, 22 * 256, 64},
+    {"layer1 3x3 weight grad", 0, 1, 64, 576, 22 * 256},
+    {"layer2 3x3 forward", 0, 0, 128, 32 * 64, 1152},
+    {"layer2 3x3 input grad", 1, 0, 1152, 32 * 64, 128},
+    {"layer2 3x3 weight grad", 0, 1, 128, 1152, 32 * 64},
+    {"layer3 3x3 forward", 0, 0, 256, 64 * 16, 2304},
+    {"layer3 3x3 weight grad", 0, 1, 256, 2304, 64 * 16},
+    {"layer4 3x3 forward", 0, 0, 512, 64 * 4, 4608},
+    {"layer4 3x3 input grad", 1, 0, 4608, 64 * 4, 512},
+    {"layer4 3x3 weight grad", 0, 1, 512, 4608, 64 * 4},
     {"fc forward", 0, 1, 64, 1000, 512},
 };
 
