@@ -190,7 +190,9 @@ static LLVMValueRef named_fn(gr_cg *c, const char *suffix, LLVMTypeRef fty) {
   return fn;
 }
 
-static void par_begin(gr_cg *c, cg_par *P, LLVMValueRef count, LLVMValueRef **vals, int nv, int64_t cost, unsigned alias_mask) {
+/* par_begin without its loop: the builder is at the body function's start, where values every
+ * iteration uses can be computed once per part; par_loop then opens the loop. */
+static void par_enter(gr_cg *c, cg_par *P, LLVMValueRef count, LLVMValueRef **vals, int nv, int64_t cost, unsigned alias_mask) {
   GR_ASSERT(nv <= PAR_MAX);
   memset(P, 0, sizeof *P);
   P->resume = LLVMGetInsertBlock(c->b);
@@ -211,9 +213,17 @@ static void par_begin(gr_cg *c, cg_par *P, LLVMValueRef count, LLVMValueRef **va
       LLVMAddAttributeAtIndex(P->body, (unsigned)k + 1, LLVMCreateEnumAttribute(c->ctx, noalias, 0));
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, P->body, "entry"));
   for (int k = 0; k < nv; k++) *vals[k] = LLVMGetParam(P->body, (unsigned)k);
-  LLVMValueRef lo = LLVMGetParam(P->body, (unsigned)nv), hi = LLVMGetParam(P->body, (unsigned)nv + 1);
+}
+
+static void par_loop(gr_cg *c, cg_par *P) {
+  LLVMValueRef lo = LLVMGetParam(P->body, (unsigned)P->nv), hi = LLVMGetParam(P->body, (unsigned)P->nv + 1);
   loop_begin(c, &P->L, LLVMBuildNSWSub(c->b, hi, lo, ""));
   P->i = iadd(c, lo, P->L.i);
+}
+
+static void par_begin(gr_cg *c, cg_par *P, LLVMValueRef count, LLVMValueRef **vals, int nv, int64_t cost, unsigned alias_mask) {
+  par_enter(c, P, count, vals, nv, cost, alias_mask);
+  par_loop(c, P);
 }
 
 static void par_end(gr_cg *c, cg_par *P) {
@@ -1196,9 +1206,10 @@ static LLVMValueRef emit_sgd_update(gr_cg *c, const gr_node *nd, LLVMValueRef *a
   int64_t count = gr_shape_inner(&nd->in[0]->shape);
   LLVMValueRef *vals[4] = {&p, &g, &v, &scal};
   cg_par L; /* elements in parallel */
-  par_begin(c, &L, iconst(c, count), vals, 4, 1, mom ? 0x8 : 0xC);
+  par_enter(c, &L, iconst(c, count), vals, 4, 1, mom ? 0x8 : 0xC);
   LLVMValueRef lr = LLVMBuildLoad2(c->b, c->f32, elem_ptr(c, c->f32, scal, iconst(c, nd->a.lr_slot)), "lr");
   if (c->ft != c->f32) lr = LLVMBuildFPExt(c->b, lr, c->ft, "");
+  par_loop(c, &L);
   LLVMValueRef pi = loadf(c, p, L.i), gi = loadf(c, g, L.i);
   if (nd->a.weight_decay != 0) gi = fadd(c, gi, fmul(c, fconst(c, nd->a.weight_decay), pi));
   if (mom) {
@@ -1215,6 +1226,10 @@ static LLVMValueRef emit_sgd_update(gr_cg *c, const gr_node *nd, LLVMValueRef *a
  * per call in double precision, as PyTorch computes them in Python floats. */
 static LLVMValueRef emit_adam_update(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef p = a[0], g = a[1], m = a[2], v = a[3], scal = a[nd->n_in + 2];
+  int64_t count = gr_shape_inner(&nd->in[0]->shape);
+  LLVMValueRef *vals[5] = {&p, &g, &m, &v, &scal};
+  cg_par L; /* elements in parallel; each part computes the step's factors itself, before its loop */
+  par_enter(c, &L, iconst(c, count), vals, 5, 4, 0x10);
   LLVMTypeRef dt = LLVMDoubleTypeInContext(c->ctx);
   LLVMValueRef lr = LLVMBuildFPExt(c->b, LLVMBuildLoad2(c->b, c->f32, elem_ptr(c, c->f32, scal, iconst(c, nd->a.lr_slot)), ""), dt, "lr");
   LLVMValueRef t = LLVMBuildFPExt(c->b, LLVMBuildLoad2(c->b, c->f32, elem_ptr(c, c->f32, scal, iconst(c, nd->a.step_slot)), ""), dt, "t");
@@ -1230,10 +1245,8 @@ static LLVMValueRef emit_adam_update(gr_cg *c, const gr_node *nd, LLVMValueRef *
   LLVMValueRef step_size = LLVMBuildFPTrunc(c->b, LLVMBuildFDiv(c->b, lr, bc1, ""), c->ft, "");
   LLVMValueRef bc2_sqrt = LLVMBuildFPTrunc(c->b, LLVMBuildCall2(c->b, sqty, sqfn, &bc2, 1, ""), c->ft, "");
   LLVMValueRef decay = LLVMBuildFPTrunc(c->b, LLVMBuildFSub(c->b, one, LLVMBuildFMul(c->b, lr, LLVMConstReal(dt, nd->a.weight_decay), ""), ""), c->ft, "");
-  int64_t count = gr_shape_inner(&nd->in[0]->shape);
   double b1 = nd->a.beta1, b2 = nd->a.beta2;
-  cg_loop L;
-  loop_begin(c, &L, iconst(c, count));
+  par_loop(c, &L);
   LLVMValueRef pi = loadf(c, p, L.i), gi = loadf(c, g, L.i);
   if (nd->a.weight_decay != 0) {
     if (nd->a.decoupled)
@@ -1247,7 +1260,7 @@ static LLVMValueRef emit_adam_update(gr_cg *c, const gr_node *nd, LLVMValueRef *
   storef(c, vi, v, L.i);
   LLVMValueRef denom = fadd(c, fdiv(c, intrinsic(c, "llvm.sqrt", &vi, 1), bc2_sqrt), fconst(c, nd->a.eps));
   storef(c, fsub(c, pi, fmul(c, step_size, fdiv(c, mi, denom))), p, L.i);
-  loop_end(c, &L);
+  par_end(c, &L);
   return NULL;
 }
 
