@@ -41,7 +41,7 @@ static bool own_gemm(void) {
 
 const char *gr_gemm_kind(void) { return own_gemm() ? "graft avx512 12x32" : "openblas"; }
 
-/* One job: C[m0.., n0..] block of the product. */
+/* One product, as gr_sgemm was called. */
 typedef struct gemm_job {
   bool ta, tb;
   int64_t M, N, K, lda, ldb, ldc;
@@ -233,10 +233,19 @@ AVX512 static void dot_rows(const gemm_job *j, int64_t i0, int64_t i1) {
   }
 }
 
+/* Part p of parts of [0, len) cut at multiples of unit: [*lo, *hi), empty when *lo >= *hi. */
+static void part_range(int64_t len, int64_t unit, int64_t p, int64_t parts, int64_t *lo, int64_t *hi) {
+  int64_t units = (len + unit - 1) / unit;
+  *lo = units * p / parts * unit;
+  *hi = units * (p + 1) / parts * unit;
+  if (*hi > len) *hi = len;
+}
+
 static void dot_part(void *arg, int64_t p, int64_t parts) {
   const gemm_job *j = arg;
-  int64_t blocks = (j->M + 3) / 4;
-  dot_rows(j, blocks * p / parts * 4, blocks * (p + 1) / parts * 4 < j->M ? blocks * (p + 1) / parts * 4 : j->M);
+  int64_t lo, hi;
+  part_range(j->M, 4, p, parts, &lo, &hi);
+  if (lo < hi) dot_rows(j, lo, hi);
 }
 
 /* The parts of a job: contiguous ranges of NR-column panels (or MR-row panels when N is narrow). */
@@ -248,9 +257,8 @@ typedef struct gemm_split {
 static void gemm_part(void *arg, int64_t p, int64_t parts) {
   const gemm_split *s = arg;
   const gemm_job *j = s->j;
-  int64_t unit = s->by_rows ? MR : NR, len = s->by_rows ? j->M : j->N;
-  int64_t panels = (len + unit - 1) / unit, lo = panels * p / parts * unit, hi = panels * (p + 1) / parts * unit;
-  if (hi > len) hi = len;
+  int64_t lo, hi;
+  part_range(s->by_rows ? j->M : j->N, s->by_rows ? MR : NR, p, parts, &lo, &hi);
   if (lo >= hi) return;
   /* packing buffers: per thread, kept between calls (sized for the largest blocks) */
   static _Thread_local float *ap, *bp;
@@ -271,14 +279,13 @@ void gr_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, cons
     return;
   }
   gemm_job j = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .A = A, .B = B, .beta = beta, .C = C};
-  int64_t threads = gr_threads(), flops = (int64_t)M * N * (K > 0 ? K : 1);
+  /* small products are not worth waking the pool (a wake-up costs microseconds) */
+  int64_t parts = (int64_t)M * N * (K > 0 ? K : 1) < (int64_t)1 << 20 ? 1 : gr_threads();
   if (!ta && tb && (int64_t)M * N <= 1024 && K >= 1024) {
-    int64_t parts = flops < (int64_t)1 << 20 ? 1 : threads, blocks = (M + 3) / 4;
+    int64_t blocks = (M + 3) / 4;
     gr_parallel(dot_part, &j, parts < blocks ? parts : blocks);
     return;
   }
-  /* small products are not worth waking the pool (a wake-up costs microseconds) */
-  int64_t parts = flops < (int64_t)1 << 20 ? 1 : threads;
   gemm_split s = {.j = &j, .by_rows = (N + NR - 1) / NR < 2 * parts && (M + MR - 1) / MR > (N + NR - 1) / NR};
   int64_t units = s.by_rows ? (M + MR - 1) / MR : (N + NR - 1) / NR;
   if (parts > units) parts = units;

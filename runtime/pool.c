@@ -20,12 +20,13 @@
 #include "runtime/runtime.h"
 
 #define GR_POOL_MAX 256
-#define GR_SPIN 20000
-#define GR_PAR_MIN_WORK 32768 /* elements: below this a loop runs in the calling thread */ /* pause loops before a worker sleeps: about 0.1-0.5 ms */
+#define GR_SPIN 20000         /* pause loops before a worker sleeps: about 0.1-1 ms */
+#define GR_PAR_MIN_WORK 32768 /* elements: below this a loop runs in the calling thread */
 
 static struct {
   pthread_mutex_t lock; /* starts workers and serialises jobs from different threads */
-  int want, started;
+  _Atomic int want;     /* the thread count asked for (0: every CPU); read on every job, lock-free */
+  int started;
   _Atomic uint32_t gen;  /* the job's number, bumped for each job; workers futex-wait on it */
   _Atomic int sleepers;  /* workers in (or about to enter) futex_wait: a job wakes them only then */
   _Atomic uint64_t next; /* the job's number << 32 | the next part to hand out */
@@ -86,25 +87,23 @@ static int online_cpus(void) {
 }
 
 void gr_set_threads(int n) {
-  pthread_mutex_lock(&pool.lock);
-  pool.want = n > 0 ? (n < GR_POOL_MAX ? n : GR_POOL_MAX) : 0;
-  pthread_mutex_unlock(&pool.lock);
+  atomic_store(&pool.want, n > 0 ? (n < GR_POOL_MAX ? n : GR_POOL_MAX) : 0);
   /* OpenBLAS serves the f64 GEMMs and machines without AVX-512 */
   if (n > 0) openblas_set_num_threads(n);
 }
 
 int gr_threads(void) {
-  pthread_mutex_lock(&pool.lock);
-  if (!pool.want) pool.want = online_cpus();
-  int n = pool.want;
-  pthread_mutex_unlock(&pool.lock);
+  int n = atomic_load_explicit(&pool.want, memory_order_relaxed);
+  if (n) return n;
+  static _Atomic int cpus; /* counted once */
+  if (!(n = atomic_load_explicit(&cpus, memory_order_relaxed))) atomic_store(&cpus, n = online_cpus());
   return n;
 }
 
-/* Starts workers up to want - 1 (a pool never shrinks; a smaller count just uses fewer parts). */
+/* Starts workers up to the thread count - 1, under the lock (a pool never shrinks; a smaller count
+ * just uses fewer parts). */
 static void start_workers(void) {
-  if (!pool.want) pool.want = online_cpus();
-  while (pool.started < pool.want - 1) {
+  while (pool.started < gr_threads() - 1) {
     pthread_t t;
     pthread_attr_t at;
     pthread_attr_init(&at);
@@ -117,15 +116,13 @@ static void start_workers(void) {
 }
 
 void gr_parallel(gr_task_fn fn, void *ctx, int64_t parts) {
-  if (parts <= 0) return;
-  if (parts == 1 || in_part) {
-    for (int64_t p = 0; p < parts; p++) fn(ctx, p, parts);
-    return;
+  bool pooled = parts > 1 && !in_part;
+  if (pooled) {
+    pthread_mutex_lock(&pool.lock);
+    start_workers();
+    if (pool.started == 0) pthread_mutex_unlock(&pool.lock), pooled = false;
   }
-  pthread_mutex_lock(&pool.lock);
-  start_workers();
-  if (pool.started == 0) {
-    pthread_mutex_unlock(&pool.lock);
+  if (!pooled) { /* one part, a nested call, or no worker could be started: in this thread */
     for (int64_t p = 0; p < parts; p++) fn(ctx, p, parts);
     return;
   }
