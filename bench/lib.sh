@@ -1,7 +1,17 @@
 # lib.sh — shared by the bench/ scripts (sourced from the repository root): checks and a median.
+# needs_graft: stop unless build/graft exists.
+needs_graft() { [ -x build/graft ] || { echo "build graft first (make)"; exit 1; }; }
+# resnet_work: needs_graft, then a scratch directory $work (removed on exit) holding data.safetensors
+# (resnet_data).
+resnet_work() {
+  needs_graft
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  resnet_data "$work/data.safetensors"
+}
 # needs_graft_and_torch: stop unless build/graft exists and Debian's python3-torch imports.
 needs_graft_and_torch() {
-  [ -x build/graft ] || { echo "build graft first (make)"; exit 1; }
+  needs_graft
   /usr/bin/python3 -c "import torch" 2>/dev/null || { echo "needs python3-torch: apt-get install python3-torch"; exit 1; }
 }
 # median: of the numbers on standard input, one per line.

@@ -12,10 +12,7 @@ runs=${1:-3}
 threads=${2:-2}
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-[ -x build/graft ] || { echo "build graft first (make)"; exit 1; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-resnet_data "$work/data.safetensors"
+resnet_work
 for mode in full features unfolded cached; do
   resnet_plan "$work/$mode.yaml" 2
 done

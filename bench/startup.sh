@@ -12,10 +12,7 @@ runs=${1:-5}
 threads=${2:-2}
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-[ -x build/graft ] || { echo "build graft first (make)"; exit 1; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-resnet_data "$work/data.safetensors"
+resnet_work
 resnet_plan "$work/plan.yaml" 1
 # seconds POINT CACHE-ARGS...: wall time of graft train until it is killed at POINT
 seconds() {
