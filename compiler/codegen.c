@@ -22,7 +22,19 @@ typedef struct kernel_entry {
   LLVMValueRef fn;
 } kernel_entry;
 
+/* A fused epilogue (fuse.c) while its anchor's kernel is generated: the chain's nodes, which input of
+ * each is the value coming down the chain, and the pointers to their other operands, in order
+ * (parameters of the kernel; of the body, inside a parallel loop). */
+typedef struct cg_epi {
+  const gr_node *const *nodes;
+  int n, slot[GR_FUSE_MAX];
+  int n_ptr;
+  LLVMValueRef ptr[GR_FUSE_MAX_OPERANDS];
+  bool used; /* the anchor's emitter stored through out_store */
+} cg_epi;
+
 typedef struct gr_cg {
+  cg_epi *epi;
   LLVMContextRef ctx;
   LLVMModuleRef mod;
   LLVMBuilderRef b;
@@ -176,7 +188,7 @@ static LLVMValueRef cg_var(gr_cg *c, LLVMTypeRef t, LLVMValueRef init) {
  * body's parameter, and par_end puts the caller's values back. `cost` estimates one iteration's work
  * in elements; the runtime runs small loops in the calling thread. Every iteration writes its own
  * outputs, so the results do not depend on how the range is split. */
-#define PAR_MAX 12
+#define PAR_MAX (12 + GR_FUSE_MAX_OPERANDS)
 typedef struct cg_par {
   cg_loop L;
   LLVMValueRef i; /* the iteration index, in the body */
@@ -198,7 +210,15 @@ static LLVMValueRef named_fn(gr_cg *c, const char *suffix, LLVMTypeRef fty) {
 
 /* par_begin without its loop: the builder is at the body function's start, where values every
  * iteration uses can be computed once per part; par_loop then opens the loop. */
-static void par_enter(gr_cg *c, cg_par *P, LLVMValueRef count, LLVMValueRef **vals, int nv, int64_t cost, unsigned alias_mask) {
+static void par_enter(gr_cg *c, cg_par *P, LLVMValueRef count, LLVMValueRef **given, int ng, int64_t cost, unsigned alias_mask) {
+  LLVMValueRef **vals = given, *all[PAR_MAX];
+  int nv = ng;
+  if (c->epi && c->epi->n_ptr) { /* a fused epilogue's operands go along */
+    GR_ASSERT(ng + c->epi->n_ptr <= PAR_MAX);
+    memcpy(all, given, sizeof(LLVMValueRef *) * (size_t)ng);
+    for (int k = 0; k < c->epi->n_ptr; k++) all[nv++] = &c->epi->ptr[k];
+    vals = all;
+  }
   GR_ASSERT(nv <= PAR_MAX);
   memset(P, 0, sizeof *P);
   P->resume = LLVMGetInsertBlock(c->b);
@@ -268,6 +288,57 @@ static void par_end(gr_cg *c, cg_par *P) {
   if (!run) run = LLVMAddFunction(c->mod, "gr_parallel_for", rfty);
   LLVMValueRef rargs[4] = {tramp, slots, P->count, iconst(c, P->cost)};
   LLVMBuildCall2(c->b, rfty, run, rargs, 4, "");
+}
+
+/* ---- fused epilogues ---------------------------------------------------------------------------- */
+
+static const emit_fn emitters[GR_OP_COUNT];
+
+/* Stores the anchor's output element v at out[idx]: through the fused epilogue, if there is one, each
+ * of its nodes applied in turn with its other operands read at idx (bias_add's at the element's
+ * channel: ch, or computed from idx when the caller passes NULL). */
+static void out_store(gr_cg *c, LLVMValueRef v, LLVMValueRef out, LLVMValueRef idx, LLVMValueRef ch) {
+  cg_epi *e = c->epi;
+  if (e) {
+    e->used = true;
+    for (int k = 0, p = 0; k < e->n; k++) {
+      const gr_node *m = e->nodes[k];
+      LLVMValueRef in[GR_MAX_IN];
+      for (int j = 0; j < m->n_in; j++) {
+        if (j == e->slot[k]) {
+          in[j] = v;
+          continue;
+        }
+        LLVMValueRef at = idx;
+        if (m->op == GR_OP_BIAS_ADD) {
+          const gr_shape *s = &m->in[0]->shape;
+          int64_t S = 1;
+          for (int d = 2; d < s->rank; d++) S *= s->dim[d];
+          at = ch ? ch : LLVMBuildSRem(c->b, LLVMBuildSDiv(c->b, idx, iconst(c, S), ""), iconst(c, s->dim[1]), "");
+        }
+        in[j] = loadf(c, e->ptr[p++], at);
+      }
+      v = m->op == GR_OP_BIAS_ADD ? fadd(c, in[0], in[1]) : emitters[m->op](c, m, in);
+    }
+  }
+  storef(c, v, out, idx);
+}
+
+/* Moves the epilogue's element-indexed operand pointers by off elements (a convolution's chunk of
+ * samples, whose output it stores from offset off), saving them to restore with epi_restore. */
+static void epi_shift(gr_cg *c, LLVMValueRef off, LLVMValueRef *saved) {
+  cg_epi *e = c->epi;
+  if (!e) return;
+  for (int k = 0, p = 0; k < e->n; k++)
+    for (int j = 0; j < e->nodes[k]->n_in; j++) {
+      if (j == e->slot[k]) continue;
+      saved[p] = e->ptr[p];
+      if (e->nodes[k]->op != GR_OP_BIAS_ADD) e->ptr[p] = fptr(c, e->ptr[p], off);
+      p++;
+    }
+}
+static void epi_restore(gr_cg *c, const LLVMValueRef *saved) {
+  if (c->epi) memcpy(c->epi->ptr, saved, sizeof(LLVMValueRef) * (size_t)c->epi->n_ptr);
 }
 
 /* ---- elementwise emitters (ops.def column) ----------------------------------------------------- */
@@ -387,7 +458,7 @@ static LLVMValueRef emit_bias_add(gr_cg *c, const gr_node *nd, LLVMValueRef *a) 
   LLVMValueRef base = imul(c, iadd(c, imul(c, R.i, iconst(c, C)), K.i), iconst(c, S)), bk = loadf(c, b, K.i);
   loop_begin(c, &L, iconst(c, S));
   LLVMValueRef idx = iadd(c, base, L.i);
-  storef(c, fadd(c, loadf(c, x, idx), bk), out, idx);
+  out_store(c, fadd(c, loadf(c, x, idx), bk), out, idx, K.i);
   loop_end(c, &L);
   loop_end(c, &K);
   loop_end(c, &R);
@@ -488,7 +559,7 @@ static LLVMValueRef emit_batchnorm(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
   LLVMValueRef shift = fsub(c, loadf(c, beta, K.i), fmul(c, mean, alpha));
   chan_iter it;
   chan_begin(c, &it, K.i, C, S, n);
-  storef(c, fadd(c, fmul(c, loadf(c, x, it.idx), alpha), shift), y, it.idx);
+  out_store(c, fadd(c, fmul(c, loadf(c, x, it.idx), alpha), shift), y, it.idx, K.i);
   chan_end(c, &it);
   par_end(c, &K);
   return NULL;
@@ -706,9 +777,9 @@ static void nchw_transpose(gr_cg *c, LLVMValueRef y, LLVMValueRef t, int64_t C, 
   LLVMValueRef tb = iadd(c, imul(c, K.i, ld), imul(c, R.i, iconst(c, HW)));
   loop_begin(c, &L, iconst(c, HW));
   if (to_nchw && bn)
-    storef(c, fadd(c, fmul(c, loadf(c, t, iadd(c, tb, L.i)), alpha), shift), y, iadd(c, yb, L.i));
+    out_store(c, fadd(c, fmul(c, loadf(c, t, iadd(c, tb, L.i)), alpha), shift), y, iadd(c, yb, L.i), K.i);
   else if (to_nchw)
-    storef(c, loadf(c, t, iadd(c, tb, L.i)), y, iadd(c, yb, L.i));
+    out_store(c, loadf(c, t, iadd(c, tb, L.i)), y, iadd(c, yb, L.i), K.i);
   else
     storef(c, loadf(c, y, iadd(c, yb, L.i)), t, iadd(c, tb, L.i));
   loop_end(c, &L);
@@ -781,8 +852,10 @@ static LLVMValueRef emit_conv2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   call_gemm(c, false, false, i32c(c, cog), ld, i32c(c, K), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
             fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), ldn)), ld, fconst(c, 0), fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), ldn)), ld);
   loop_end(c, &G);
-  nchw_transpose(c, fptr(c, y, imul(c, k.s0, iconst(c, g.cout * HW))), t, g.cout, HW, k.nc, true,
-                 nd->op == GR_OP_CONV2D_BN ? a + 2 : NULL, nd->a.bn_eps);
+  LLVMValueRef off = imul(c, k.s0, iconst(c, g.cout * HW)), saved[GR_FUSE_MAX_OPERANDS];
+  epi_shift(c, off, saved);
+  nchw_transpose(c, fptr(c, y, off), t, g.cout, HW, k.nc, true, nd->op == GR_OP_CONV2D_BN ? a + 2 : NULL, nd->a.bn_eps);
+  epi_restore(c, saved);
   loop_end(c, &k.L);
   return NULL;
 }
@@ -891,12 +964,6 @@ static void pool_scatter_grad(gr_cg *c, LLVMValueRef best_val, LLVMValueRef best
  * Straight-line code per window (max_takes, as for_each_window chooses), no branch per comparison:
  * 3x faster on LeNet. The forward pass keeps for_each_window: in this form LLVM vectorised it with
  * gathers, slower than the scalar walk. */
-static bool pool_tiles(const gr_node *nd) {
-  const gr_attrs *at = &nd->a;
-  return at->stride[0] == at->kernel[0] && at->stride[1] == at->kernel[1] && at->pad[0] == 0 && at->pad[1] == 0 &&
-         at->kernel[0] * at->kernel[1] <= 16;
-}
-
 static void tiled_max_grad(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef dx, LLVMValueRef n) {
   const gr_shape *xs = &nd->in[0]->shape;
   int64_t C = xs->dim[1], H = xs->dim[2], W = xs->dim[3], kh = nd->a.kernel[0], kw = nd->a.kernel[1];
@@ -904,7 +971,7 @@ static void tiled_max_grad(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValu
   LLVMValueRef *vals[4] = {&x, &dy, &dx, &n};
   cg_par P; /* planes (sample x channel) in parallel */
   par_begin(c, &P, imul(c, n, iconst(c, C)), vals, 4, H * W, 0);
-  LLVMValueRef xb = imul(c, P.i, iconst(c, H * W)), ob = imul(c, P.i, iconst(c, Ho * Wo));
+  LLVMValueRef xb = imul(c, P.i, iconst(c, H * W)), ob = imul(c, P.i, iconst(c, Ho * Wo)), ch = LLVMBuildSRem(c->b, P.i, iconst(c, C), "");
   cg_loop OH, OW;
   loop_begin(c, &OH, iconst(c, Ho));
   loop_begin(c, &OW, iconst(c, Wo));
@@ -918,19 +985,19 @@ static void tiled_max_grad(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValu
   LLVMValueRef g = loadf(c, dy, iadd(c, ob, iadd(c, imul(c, OH.i, iconst(c, Wo)), OW.i)));
   for (int64_t k = 0; k < kh * kw; k++) {
     LLVMValueRef hit = LLVMBuildICmp(c->b, LLVMIntEQ, bk, iconst(c, k), "");
-    storef(c, LLVMBuildSelect(c->b, hit, g, fconst(c, 0), ""), dx, iadd(c, win, iconst(c, k / kw * W + k % kw)));
+    out_store(c, LLVMBuildSelect(c->b, hit, g, fconst(c, 0), ""), dx, iadd(c, win, iconst(c, k / kw * W + k % kw)), ch);
   }
   loop_end(c, &OW);
   for (int64_t i = 0; i < kh && W % kw; i++) { /* the columns no window covers */
     LLVMValueRef rb = iadd(c, xb, iadd(c, imul(c, OH.i, iconst(c, kh * W)), iconst(c, i * W + Wo * kw)));
     loop_begin(c, &OW, iconst(c, W - Wo * kw));
-    storef(c, fconst(c, 0), dx, iadd(c, rb, OW.i));
+    out_store(c, fconst(c, 0), dx, iadd(c, rb, OW.i), ch);
     loop_end(c, &OW);
   }
   loop_end(c, &OH);
   if (H % kh) { /* the rows no window covers */
     loop_begin(c, &OW, iconst(c, (H - Ho * kh) * W));
-    storef(c, fconst(c, 0), dx, iadd(c, iadd(c, xb, iconst(c, Ho * kh * W)), OW.i));
+    out_store(c, fconst(c, 0), dx, iadd(c, iadd(c, xb, iconst(c, Ho * kh * W)), OW.i), ch);
     loop_end(c, &OW);
   }
   par_end(c, &P);
@@ -1000,7 +1067,7 @@ static LLVMValueRef emit_maxpool2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
 /* dx = 0; dx[argmax of each window] += dy[window] */
 static LLVMValueRef emit_maxpool2d_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], dy = a[1], dx = a[2], n = a[3];
-  if (pool_tiles(nd)) return tiled_max_grad(c, nd, x, dy, dx, n), NULL;
+  if (gr_pool_tiles(&nd->a)) return tiled_max_grad(c, nd, x, dy, dx, n), NULL;
   cg_loop Z;
   loop_begin(c, &Z, imul(c, n, iconst(c, gr_shape_inner(&nd->in[0]->shape))));
   storef(c, fconst(c, 0), dx, Z.i);
@@ -1503,22 +1570,46 @@ static const emit_fn emitters[GR_OP_COUNT] = {
 
 /* ---- kernels and programs ---------------------------------------------------------------------- */
 
-/* void k<id>(ptr in..., ptr out, i64 n, ptr scalars, ptr scratch) */
-static LLVMValueRef kernel_function(gr_cg *c, const gr_node *nd) {
-  int np = nd->n_in + 4;
-  LLVMTypeRef params[GR_MAX_IN + 4];
+/* The operands of an epilogue's nodes besides the value coming down the chain, in order. */
+static int epi_operands(const gr_node *const *chain, int n, const gr_value **out) {
+  int k = 0;
+  const gr_value *v = chain[0]->out;
+  for (int i = 1; i < n; i++) {
+    for (int j = 0; j < chain[i]->n_in; j++)
+      if (chain[i]->in[j] != v) out[k++] = chain[i]->in[j];
+    v = chain[i]->out;
+  }
+  return k;
+}
+
+/* void k<id>(ptr in..., ptr out, i64 n, ptr scalars, ptr scratch, ptr epilogue operands...) for
+ * chain[0] and the epilogue chain[1..n) fused into it (n = 1: none); out is the chain's last output. */
+static LLVMValueRef kernel_function(gr_cg *c, const gr_node *const *chain, int n_chain) {
+  const gr_node *nd = chain[0];
+  const gr_value *opv[GR_FUSE_MAX_OPERANDS * GR_MAX_IN];
+  int n_ops = epi_operands(chain, n_chain, opv);
+  GR_ASSERT(n_ops <= GR_FUSE_MAX_OPERANDS);
+  int np = nd->n_in + 4 + n_ops;
+  LLVMTypeRef params[GR_MAX_IN + 4 + GR_FUSE_MAX_OPERANDS];
   for (int i = 0; i < np; i++) params[i] = c->ptr;
   params[nd->n_in + 1] = c->i64;
-  char name[64];
-  snprintf(name, sizeof name, "k%d_%s", nd->id, gr_ops[nd->op].name);
+  char name[128];
+  int len = snprintf(name, sizeof name, "k%d_%s", nd->id, gr_ops[nd->op].name);
+  for (int i = 1; i < n_chain && len < (int)sizeof name; i++) len += snprintf(name + len, sizeof name - (size_t)len, "+%s", gr_ops[chain[i]->op].name);
   LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->voidt, params, (unsigned)np, 0));
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
   for (int i = 0; i < np; i++)
     if (i <= nd->n_in || i == nd->n_in + 3) LLVMAddAttributeAtIndex(fn, (unsigned)i + 1, LLVMCreateEnumAttribute(c->ctx, noalias, 0));
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
-  LLVMValueRef args[GR_MAX_IN + 4];
+  LLVMValueRef args[GR_MAX_IN + 4 + GR_FUSE_MAX_OPERANDS];
   for (int i = 0; i < np; i++) args[i] = LLVMGetParam(fn, (unsigned)i);
+  cg_epi epi = {.nodes = chain + 1, .n = n_chain - 1, .n_ptr = n_ops};
+  for (int i = 1; i < n_chain; i++)
+    for (int j = 0; j < chain[i]->n_in; j++)
+      if (chain[i]->in[j] == chain[i - 1]->out) epi.slot[i - 1] = j;
+  for (int k = 0; k < n_ops; k++) epi.ptr[k] = args[nd->n_in + 4 + k];
+  c->epi = n_chain > 1 ? &epi : NULL;
   const gr_op_info *info = &gr_ops[nd->op];
   if (info->kclass == GR_KC_CUSTOM) {
     if (info->flags & GR_OPF_UPD) args[nd->n_in] = NULL;
@@ -1541,10 +1632,12 @@ static LLVMValueRef kernel_function(gr_cg *c, const gr_node *nd) {
       bool bcast = gr_shape_has_batch(os) && !gr_shape_has_batch(&nd->in[k]->shape);
       vals[k] = loadf(c, args[k], bcast ? L.i : idx);
     }
-    storef(c, emitters[nd->op](c, nd, vals), out, idx);
+    out_store(c, emitters[nd->op](c, nd, vals), out, idx, NULL);
     loop_end(c, &L);
     par_end(c, &R);
   }
+  GR_CHECK(n_chain == 1 || epi.used, "kernel %s did not apply its fused epilogue", name);
+  c->epi = NULL;
   LLVMBuildRetVoid(c->b);
   return fn;
 }
@@ -1570,12 +1663,22 @@ static const char *kernel_key(gr_cg *c, const gr_node *nd) {
   return gr_strdup(c->g->arena, buf);
 }
 
-/* The kernel of a node: an existing one with the same key, or a new one. */
-static LLVMValueRef shared_kernel(gr_cg *c, const gr_node *nd) {
-  const char *key = kernel_key(c, nd);
+/* The kernel of a node and its fused epilogue: an existing one with the same key, or a new one. */
+static LLVMValueRef shared_kernel(gr_cg *c, const gr_node *const *chain, int n_chain) {
+  const char *key = kernel_key(c, chain[0]);
+  for (int i = 1; i < n_chain; i++) { /* each epilogue node, and which input the chain feeds */
+    int slot = 0;
+    for (int j = 0; j < chain[i]->n_in; j++)
+      if (chain[i]->in[j] == chain[i - 1]->out) slot = j;
+    const char *more = kernel_key(c, chain[i]);
+    size_t len = strlen(key) + strlen(more) + 8;
+    char *joined = gr_alloc(c->g->arena, len);
+    snprintf(joined, len, "%s ; %d %s", key, slot, more);
+    key = joined;
+  }
   for (int i = 0; i < c->n_kernels; i++)
     if (!strcmp(c->kernels[i].key, key)) return c->kernels[i].fn;
-  LLVMValueRef fn = kernel_function(c, nd);
+  LLVMValueRef fn = kernel_function(c, chain, n_chain);
   gr_grow(c->g->arena, (void **)&c->kernels, &c->cap_kernels, c->n_kernels + 1, sizeof *c->kernels);
   c->kernels[c->n_kernels++] = (kernel_entry){key, fn};
   return fn;
@@ -1617,7 +1720,9 @@ static void program_function(gr_cg *c, const gr_program *p) {
   LLVMValueRef *kern = gr_alloc(c->g->arena, sizeof(LLVMValueRef) * (size_t)(p->n_nodes + 1));
   for (int i = 0; i < p->n_nodes; i++) {
     gr_kclass kc = gr_ops[p->nodes[i]->op].kclass;
-    if (kc == GR_KC_ELEM || kc == GR_KC_CUSTOM) kern[i] = shared_kernel(c, p->nodes[i]);
+    int len = p->chain ? p->chain[p->nodes[i]->id] : 0; /* the fused epilogue: the nodes after it */
+    if (kc == GR_KC_ELEM || kc == GR_KC_CUSTOM) kern[i] = shared_kernel(c, (const gr_node *const *)p->nodes + i, len + 1);
+    i += len;
   }
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
   LLVMValueRef slab = LLVMGetParam(fn, 0), arena = LLVMGetParam(fn, 1), n = LLVMGetParam(fn, 2), scal = LLVMGetParam(fn, 3);
@@ -1625,9 +1730,13 @@ static void program_function(gr_cg *c, const gr_program *p) {
     const gr_node *nd = p->nodes[i];
     gr_kclass kc = gr_ops[nd->op].kclass;
     if (kc == GR_KC_NONE || kc == GR_KC_VIEW) continue;
-    LLVMValueRef args[GR_MAX_IN + 4];
+    int len = p->chain ? p->chain[nd->id] : 0;
+    const gr_value *out = len ? p->nodes[i + len]->out : nd->out, *opv[GR_FUSE_MAX_OPERANDS * GR_MAX_IN];
+    int n_ops = len ? epi_operands((const gr_node *const *)p->nodes + i, len + 1, opv) : 0;
+    LLVMValueRef args[GR_MAX_IN + 4 + GR_FUSE_MAX_OPERANDS];
     for (int k = 0; k < nd->n_in; k++) args[k] = value_ptr(c, p, nd->in[k], slab, arena);
-    args[nd->n_in] = nd->out ? value_ptr(c, p, nd->out, slab, arena) : LLVMConstPointerNull(c->ptr);
+    args[nd->n_in] = out ? value_ptr(c, p, out, slab, arena) : LLVMConstPointerNull(c->ptr);
+    for (int k = 0; k < n_ops; k++) args[nd->n_in + 4 + k] = value_ptr(c, p, opv[k], slab, arena);
     if (kc == GR_KC_GEMM) {
       emit_gemm(c, nd, args[0], args[1], args[2], n);
       continue;
@@ -1637,7 +1746,8 @@ static void program_function(gr_cg *c, const gr_program *p) {
     int64_t so = p->scratch[nd->id];
     LLVMValueRef soff = iconst(c, so);
     args[nd->n_in + 3] = so >= 0 ? LLVMBuildInBoundsGEP2(c->b, LLVMInt8TypeInContext(c->ctx), arena, &soff, 1, "") : LLVMConstPointerNull(c->ptr);
-    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(kern[i]), kern[i], args, (unsigned)nd->n_in + 4, "");
+    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(kern[i]), kern[i], args, (unsigned)(nd->n_in + 4 + n_ops), "");
+    i += len;
   }
   LLVMBuildRetVoid(c->b);
 }

@@ -6,6 +6,7 @@
  *   loss        the plan's loss on the model output
  *   autodiff    backward nodes, only between trainable parameters and the loss
  *   optimizer   one update node per trainable parameter, with its state
+ *   fuse        elementwise epilogues into the kernel that makes their input
  *   memplan     slab layout for parameters and state; one arena per program, by liveness
  *   codegen     LLVM IR for every program, O3 for the host CPU, compiled to an object (or read from
  *               the kernel cache) and linked by ORC LLJIT; aot.c writes it out for `graft compile`
@@ -55,7 +56,21 @@ typedef struct gr_program {
   int64_t *scratch;   /* memplan: arena byte offset of each node's scratch, by node id, -1 if none */
   int64_t arena_bytes;
   gr_step_fn fn;      /* codegen */
+  /* fuse.c, indexed by node id: chain[n] epilogue nodes follow anchor n in `nodes` and run in its
+   * kernel; in_chain[n]: n is one of them. By value id: unstored[v], never written to memory. */
+  int *chain;
+  bool *in_chain;
+  bool *unstored;
 } gr_program;
+
+/* fuse.c: elementwise epilogues fused into the kernel that makes their input (see there). */
+#define GR_FUSE_MAX 6          /* nodes in one epilogue */
+#define GR_FUSE_MAX_OPERANDS 4 /* operands the epilogue reads besides the value it transforms */
+void gr_fuse_program(const gr_graph *g, gr_program *p);
+/* Whether n's kernel can apply an epilogue (codegen stores each of its outputs once, as a value). */
+bool gr_fuse_anchor(const gr_node *n);
+/* Kernels the program runs (leaves and views run none); *fused (may be NULL): nodes in epilogues. */
+int gr_program_kernels(const gr_program *p, int *fused);
 
 /* memplan.c */
 int64_t gr_plan_slab(gr_graph *g); /* assigns slab offsets to params and state; returns bytes */

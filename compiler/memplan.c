@@ -7,7 +7,8 @@
  * for max_batch, such that no two values live at the same time overlap; a value is live from the
  * node that makes it to its last use (inputs from the start, kept values to the end). A view (reshape)
  * shares its input's storage. A node's scratch memory (conv2d's im2col buffer) lives only while it
- * runs. Allocation is first-fit over a sorted free list, 64-byte aligned. */
+ * runs. A fused kernel (fuse.c) is one step: values inside it get no storage, and what it reads lives
+ * until its last node. Allocation is first-fit over a sorted free list, 64-byte aligned. */
 #include "compiler/compiler.h"
 #include <string.h>
 
@@ -98,6 +99,14 @@ static bool in_arena(const gr_value *root) { return root->role == GR_ROLE_TEMP |
 void gr_plan_arena(const gr_graph *g, gr_program *p, int64_t max_batch) {
   gr_arena *a = g->arena;
   int nv = g->n_values, nn = p->n_nodes;
+  /* a fused kernel (an anchor and its epilogue, adjacent: fuse.c) runs as one step, at its last node:
+   * its inputs live until then, and its outputs and scratch must not overlap any of them */
+  int *step_end = gr_alloc(a, sizeof(int) * (size_t)(nn + 1));
+  for (int i = 0; i < nn; i++) {
+    int len = p->chain ? p->chain[p->nodes[i]->id] : 0;
+    for (int j = i; j <= i + len; j++) step_end[j] = i + len;
+    i += len;
+  }
   int *last = gr_alloc(a, sizeof(int) * (size_t)nv);
   bool *used = gr_alloc(a, (size_t)nv);
   for (int i = 0; i < nv; i++) last[i] = -1;
@@ -105,7 +114,7 @@ void gr_plan_arena(const gr_graph *g, gr_program *p, int64_t max_batch) {
     const gr_node *n = p->nodes[i];
     for (int k = 0; k < n->n_in; k++) {
       int r = gr_storage_root(n->in[k])->id;
-      last[r] = i;
+      last[r] = step_end[i];
       used[r] = true;
     }
     if (n->out) used[gr_storage_root(n->out)->id] = true;
@@ -129,27 +138,43 @@ void gr_plan_arena(const gr_graph *g, gr_program *p, int64_t max_batch) {
   }
   p->scratch = gr_alloc(a, sizeof(int64_t) * (size_t)g->n_nodes);
   for (int i = 0; i < g->n_nodes; i++) p->scratch[i] = -1;
-  for (int i = 0; i < nn; i++) {
-    const gr_node *n = p->nodes[i];
-    if (n->out && n->op != GR_OP_INPUT && gr_storage_root(n->out) == n->out && in_arena(n->out))
-      p->offsets[n->out->id] = alloc_block(&al, align_up(gr_value_bytes(n->out, max_batch)));
-    /* scratch lives only while the node runs */
-    int64_t sb = align_up(gr_scratch_elems(n, max_batch) * gr_dtype_size[g->fdtype]);
-    if (sb > 0) {
-      p->scratch[n->id] = alloc_block(&al, sb);
-      free_block(&al, p->scratch[n->id], sb);
+  bool *freed = gr_alloc(a, (size_t)nv);
+  for (int s = 0; s < nn; s = step_end[s] + 1) {
+    int e = step_end[s];
+    for (int i = s; i <= e; i++) {
+      const gr_node *n = p->nodes[i];
+      if (n->out && n->op != GR_OP_INPUT && gr_storage_root(n->out) == n->out && in_arena(n->out) && !(p->unstored && p->unstored[n->out->id]))
+        p->offsets[n->out->id] = alloc_block(&al, align_up(gr_value_bytes(n->out, max_batch)));
+    }
+    /* scratch lives only while the kernel runs */
+    for (int i = s; i <= e; i++) {
+      const gr_node *n = p->nodes[i];
+      int64_t sb = align_up(gr_scratch_elems(n, max_batch) * gr_dtype_size[g->fdtype]);
+      if (sb > 0) p->scratch[n->id] = alloc_block(&al, sb);
+    }
+    for (int i = s; i <= e; i++) {
+      const gr_node *n = p->nodes[i];
+      int64_t sb = align_up(gr_scratch_elems(n, max_batch) * gr_dtype_size[g->fdtype]);
+      if (sb > 0) free_block(&al, p->scratch[n->id], sb);
     }
     /* release what dies here: each storage root once */
-    for (int k = 0; k < n->n_in; k++) {
-      const gr_value *r = gr_storage_root(n->in[k]);
-      if (last[r->id] != i || !in_arena(r) || p->offsets[r->id] < 0) continue;
-      bool seen = false;
-      for (int j = 0; j < k; j++) seen |= gr_storage_root(n->in[j]) == r;
-      if (!seen) free_block(&al, p->offsets[r->id], align_up(gr_value_bytes(r, max_batch)));
+    for (int i = s; i <= e; i++) {
+      const gr_node *n = p->nodes[i];
+      for (int k = 0; k < n->n_in; k++) {
+        const gr_value *r = gr_storage_root(n->in[k]);
+        if (last[r->id] != e || !in_arena(r) || p->offsets[r->id] < 0 || freed[r->id]) continue;
+        freed[r->id] = true;
+        free_block(&al, p->offsets[r->id], align_up(gr_value_bytes(r, max_batch)));
+      }
     }
     /* an output nobody reads dies at once */
-    if (n->out && gr_storage_root(n->out) == n->out && last[n->out->id] < 0 && p->offsets[n->out->id] >= 0)
-      free_block(&al, p->offsets[n->out->id], align_up(gr_value_bytes(n->out, max_batch)));
+    for (int i = s; i <= e; i++) {
+      const gr_node *n = p->nodes[i];
+      if (n->out && gr_storage_root(n->out) == n->out && last[n->out->id] < 0 && p->offsets[n->out->id] >= 0 && !freed[n->out->id]) {
+        freed[n->out->id] = true;
+        free_block(&al, p->offsets[n->out->id], align_up(gr_value_bytes(n->out, max_batch)));
+      }
+    }
   }
   /* views take their root's offset */
   for (int i = 0; i < nn; i++) {

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const gr_pass_names[] = {"frontend", "freeze", "fold", "loss", "autodiff", "optimizer", "memplan", "codegen", NULL};
+const char *const gr_pass_names[] = {"frontend", "freeze", "fold", "loss", "autodiff", "optimizer", "fuse", "memplan", "codegen", NULL};
 
 static bool dump_here(const gr_compile_opts *o, const char *pass) {
   return o && o->dump_after && !strcmp(o->dump_after, pass);
@@ -110,12 +110,27 @@ static void warn_unused_layers(gr_compiled *c) {
                  c->model.layer_names[i]);
 }
 
+/* A program's nodes in order, each fused kernel named at its first node and its epilogue's nodes
+ * marked; with memory planned (offsets), where every value lives. */
 static void dump_program(const gr_graph *g, const gr_program *p, FILE *out) {
-  fprintf(out, "program %s: %d nodes, arena %lld bytes\n", p->name, p->n_nodes, (long long)p->arena_bytes);
+  int fused, kernels = gr_program_kernels(p, &fused);
+  fprintf(out, "program %s: %d nodes, %d kernels (%d nodes fused into them)", p->name, p->n_nodes, kernels, fused);
+  if (p->offsets) fprintf(out, ", arena %lld bytes", (long long)p->arena_bytes);
+  fputc('\n', out);
+  const gr_node *anchor = NULL;
   for (int i = 0; i < p->n_nodes; i++) {
     const gr_node *n = p->nodes[i];
     gr_node_dump(n, out);
-    if (n->out) {
+    int len = p->chain[n->id];
+    if (len) {
+      anchor = n;
+      fprintf(out, "  [kernel %s", gr_ops[n->op].name);
+      for (int k = 1; k <= len; k++) fprintf(out, "+%s", gr_ops[p->nodes[i + k]->op].name);
+      fputc(']', out);
+    }
+    if (p->in_chain[n->id]) fprintf(out, "  [fused into %%%d's kernel]", anchor->out->id);
+    if (n->out && p->unstored[n->out->id]) fputs("  (not stored)", out);
+    if (n->out && p->offsets) {
       const gr_value *r = gr_storage_root(n->out);
       if (r->role == GR_ROLE_PARAM || r->role == GR_ROLE_STATE)
         fprintf(out, "  @slab+%lld", (long long)r->slab_offset);
@@ -377,7 +392,7 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   gr_add_optimizer(g, &oc);
   if (!something_to_train(c, o ? o->phase : 0)) return false;
   if (dump_here(o, "optimizer")) return gr_graph_dump(g, dump, NULL), true;
-  /* memplan */
+  /* memplan (the slab; arenas after fusion) */
   int64_t slab = gr_plan_slab(g);
   /* the runtime reads the loss, the output and the labels (for accuracy) after a step */
   /* ... and, when the loss is not finite, the gradients, to name the first that is not either */
@@ -404,6 +419,14 @@ bool gr_compile_plan(const char *plan_path, gr_diag *d, const gr_compile_opts *o
   }
   for (int i = 0; i < c->eval.n_nodes; i++) GR_CHECK(c->eval.nodes[i]->id < n_forward, "eval program reaches backward nodes");
   if (!check_blas_limits(c)) return false;
+  /* fuse */
+  gr_program *all[4] = {&c->train, &c->eval, &c->features, &c->train_cached};
+  for (int k = 0; k < (c->cut ? 4 : 2); k++) gr_fuse_program(g, all[k]);
+  if (dump_here(o, "fuse")) {
+    for (int k = 0; k < (c->cut ? 4 : 2); k++) dump_program(g, all[k], dump);
+    return true;
+  }
+  /* memplan */
   gr_plan_arena(g, &c->train, c->plan.batch_size);
   gr_plan_arena(g, &c->eval, c->plan.batch_size);
   if (c->cut) {

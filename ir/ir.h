@@ -170,6 +170,9 @@ gr_conv_geom gr_conv_geometry(const gr_shape *x, const gr_shape *w, const gr_att
  * the columns a GEMM reads nearer the caches. */
 #define GR_CONV_STAGING (4 * 1024 * 1024)
 int64_t gr_conv_chunk(const gr_conv_geom *g);
+/* Whether max-pooling windows tile the input (stride = kernel, no padding, at most 16 elements): each
+ * input is in at most one window, so the gradient writes dx whole. */
+bool gr_pool_tiles(const gr_attrs *a);
 
 /* Whether a plan's name pattern (a shell glob) matches a dotted name or one of its leading
  * components ("layer1" matches "layer1.0.conv1.weight"); see ir/match.c. */

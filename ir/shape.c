@@ -437,6 +437,11 @@ int64_t gr_conv_chunk(const gr_conv_geom *g) {
   return per > 0 && GR_CONV_STAGING / per > 1 ? GR_CONV_STAGING / per : 1;
 }
 
+bool gr_pool_tiles(const gr_attrs *a) {
+  return a->stride[0] == a->kernel[0] && a->stride[1] == a->kernel[1] && a->pad[0] == 0 && a->pad[1] == 0 &&
+         a->kernel[0] * a->kernel[1] <= 16;
+}
+
 static bool shape_reshape(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen) {
   const gr_value *x = n->in[0];
   const gr_shape *t = &n->a.shape;

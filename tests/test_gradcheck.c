@@ -21,6 +21,7 @@
 enum { NB = 3 }; /* the run-time batch size N used by every check */
 
 static bool covered[GR_OP_COUNT];
+static int fused_nodes; /* nodes the checked programs ran inside another node's kernel (fuse.c) */
 /* The run-time scalars of every check: a fixed dropout seed makes dropout a fixed linear map. */
 static float step_scalars[GR_SCALAR_COUNT] = {[GR_SCALAR_SEED] = 12345};
 static uint64_t rng_state = 0x12345678;
@@ -107,11 +108,17 @@ typedef struct compiled {
   uint8_t *slab, *arena;
 } compiled;
 
-/* Plans memory for all of c's graph (keeping `keep` to the end) at batch NB, JIT-compiles it and
- * allocates zeroed slab and arena. */
+/* Fuses epilogues (so the fused kernels are checked too) and plans memory for all of c's graph
+ * (keeping `keep` to the end) at batch NB, JIT-compiles it and allocates zeroed slab and arena. */
 static void compile_graph(gc *c, const char *name, gr_value **keep, int nk, compiled *k) {
   gr_graph *g = c->g;
-  k->p = (gr_program){.name = name, .nodes = g->nodes, .n_nodes = g->n_nodes, .keep = keep, .n_keep = nk};
+  gr_node **nodes = gr_alloc(g->arena, sizeof(gr_node *) * (size_t)g->n_nodes); /* fusion reorders them */
+  memcpy(nodes, g->nodes, sizeof(gr_node *) * (size_t)g->n_nodes);
+  k->p = (gr_program){.name = name, .nodes = nodes, .n_nodes = g->n_nodes, .keep = keep, .n_keep = nk};
+  gr_fuse_program(g, &k->p);
+  int fused;
+  gr_program_kernels(&k->p, &fused);
+  fused_nodes += fused;
   int64_t slab_bytes = gr_plan_slab(g);
   gr_plan_arena(g, &k->p, NB);
   k->jit = gr_jit_compile(g, &k->p, 1, &(gr_codegen_opts){0}, &c->diag);
@@ -652,6 +659,35 @@ static void check_composite(void **state) {
   gc_free(&c);
 }
 
+/* Fused epilogues (fuse.c) against central differences, in one network where each is fused:
+ * conv2d + bias_add + relu, batchnorm (batch statistics) + residual add + relu, the tiled
+ * max-pooling gradient + relu_grad, and the sum of r's two gradients + relu_grad. */
+static void check_fused(void **state) {
+  (void)state;
+  gc c;
+  gc_init(&c);
+  c.away_from_zero = 0.05;
+  gr_graph *g = c.g;
+  gr_loc at = {0};
+  gr_value *x = leaf(&c, S(4, N, D(2), D(6), D(6)));
+  gr_value *w = leaf(&c, S(4, D(3), D(2), D(3), D(3))), *b = leaf(&c, S(1, D(3))), *gamma = leaf(&c, S(1, D(3)));
+  gr_attrs ca = {.stride = {1, 1}, .pad = {1, 1}, .dilation = {1, 1}, .groups = 1};
+  gr_value *h = gr_apply(g, GR_OP_CONV2D, (gr_value *[]){x, w}, 2, &ca, at);
+  gr_value *r = gr_unary(g, GR_OP_RELU, gr_binary(g, GR_OP_BIAS_ADD, h, b, at), at);
+  gr_value *beta = gr_buffer(g, "beta", S(1, D(3)), 0, at), *rm = gr_buffer(g, "rm", S(1, D(3)), 0, at);
+  gr_value *rv = gr_buffer(g, "rv", S(1, D(3)), 1, at), *nbt = gr_buffer(g, "nbt", S(0), 0, at);
+  c.fixed[c.n_fixed] = beta;
+  c.fixed_lo[c.n_fixed++] = -0.5;
+  gr_attrs ba = {.training = 1, .bn_eps = 1e-5, .bn_momentum = 0.1};
+  gr_value *bn = gr_apply(g, GR_OP_BATCHNORM, (gr_value *[]){r, gamma, beta, rm, rv, nbt}, 6, &ba, at);
+  gr_value *y = gr_unary(g, GR_OP_RELU, gr_binary(g, GR_OP_ADD, bn, r, at), at);
+  gr_attrs pa = {.kernel = {2, 2}, .stride = {2, 2}};
+  int before = fused_nodes;
+  gc_check(&c, gr_apply(g, GR_OP_MAXPOOL2D, &y, 1, &pa, at));
+  if (!getenv("GRAFT_FUSE")) assert_int_equal(fused_nodes - before, 6); /* bias_add, relu; add, relu; relu_grad; relu_grad */
+  gc_free(&c);
+}
+
 /* The optimizers of torch.optim, transcribed (float32, as PyTorch updates float32 parameters):
  *   SGD:   g += wd p; v = mu v + g (v = g on the first step, same as v = 0); g = nesterov ? g + mu v : v;
  *          p -= lr g
@@ -834,11 +870,12 @@ static void test_every_op_covered(void **state) {
 }
 
 int main(void) {
-  struct CMUnitTest tests[GR_OP_COUNT + 2];
+  struct CMUnitTest tests[GR_OP_COUNT + 3];
   int n = 0;
   for (int op = 0; op < GR_OP_COUNT; op++)
     tests[n++] = (struct CMUnitTest){.name = gr_ops[op].name, .test_func = test_op, .initial_state = (void *)(intptr_t)op};
   tests[n++] = (struct CMUnitTest){.name = "composite network with a shared value", .test_func = check_composite};
+  tests[n++] = (struct CMUnitTest){.name = "fused epilogues", .test_func = check_fused};
   tests[n++] = (struct CMUnitTest){.name = "every op covered", .test_func = test_every_op_covered};
   return _cmocka_run_group_tests("gradcheck", tests, (size_t)n, NULL, NULL);
 }

@@ -36,6 +36,6 @@ expect 2 "more than one plan given ('b.yaml')" check "$plan" b.yaml
 expect 2 "--split takes test, train or target, got 'val'" eval "$plan" --split val
 expect 2 "--metrics writes test records; it cannot be used with --split train" eval "$plan" --metrics m.jsonl --split train
 expect 2 "predict needs an input file after the plan" predict "$plan"
-expect 2 "unknown pass 'parse'; expected frontend, freeze, fold, loss, autodiff, optimizer, memplan or codegen" ir "$plan" --after=parse
+expect 2 "unknown pass 'parse'; expected frontend, freeze, fold, loss, autodiff, optimizer, fuse, memplan or codegen" ir "$plan" --after=parse
 expect 0 "" --version
 exit $fail

@@ -16,8 +16,9 @@ static void usage(FILE *f) {
         "commands:\n"
         "  check PLAN           validate the plan and its model; print layers, parameters, FLOPs and memory\n"
         "  ir PLAN              print the IR (default: after memplan)\n"
-        "      --after=PASS     print it after PASS: frontend, freeze, loss, autodiff, optimizer, memplan,\n"
-        "                       codegen (the optimised LLVM IR)\n"
+        "      --after=PASS     print it after PASS: frontend, freeze, fold, loss, autodiff, optimizer,\n"
+        "                       fuse (the kernels, with the nodes fused into each), memplan, codegen\n"
+        "                       (the optimised LLVM IR)\n"
         "      --dot            write the training program as Graphviz: frozen, trained, cached, backward\n"
         "                       and update nodes drawn differently (graft ir PLAN --dot | dot -Tsvg)\n"
         "  train PLAN           train, evaluating on the test data after every epoch\n"
@@ -464,7 +465,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "ir") && (v = opt_value(argc, argv, &i, "--after", &missing))) {
       bool known = false;
       for (const char *const *p = gr_pass_names; *p; p++) known |= !strcmp(*p, v);
-      if (!known) return usage_error("unknown pass '%s'; expected frontend, freeze, fold, loss, autodiff, optimizer, memplan or codegen", v);
+      if (!known) return usage_error("unknown pass '%s'; expected frontend, freeze, fold, loss, autodiff, optimizer, fuse, memplan or codegen", v);
       after = v;
     } else if (!strcmp(cmd, "ir") && !strcmp(a, "--dot")) {
       dot = true;
