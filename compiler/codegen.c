@@ -28,9 +28,11 @@ typedef struct kernel_entry {
 typedef struct cg_epi {
   const gr_node *const *nodes;
   int n, slot[GR_FUSE_MAX];
+  const gr_node *const *sib; /* or siblings (gr_fuse_siblings): ptr[k] is sib[k]'s output */
+  int n_sib;
   int n_ptr;
   LLVMValueRef ptr[GR_FUSE_MAX_OPERANDS];
-  bool used; /* the anchor's emitter stored through out_store */
+  bool used; /* the anchor's emitter stored through out_store, or asked for its siblings' outputs */
 } cg_epi;
 
 typedef struct gr_cg {
@@ -324,6 +326,17 @@ static void out_store(gr_cg *c, LLVMValueRef v, LLVMValueRef out, LLVMValueRef i
   storef(c, v, out, idx);
 }
 
+/* The output of the anchor's sibling with op `op` (fused into its kernel), or NULL. */
+static LLVMValueRef sib_out(gr_cg *c, gr_op op) {
+  cg_epi *e = c->epi;
+  for (int k = 0; e && k < e->n_sib; k++)
+    if (e->sib[k]->op == op) {
+      e->used = true;
+      return e->ptr[k];
+    }
+  return NULL;
+}
+
 /* Moves the epilogue's element-indexed operand pointers by off elements (a convolution's chunk of
  * samples, whose output it stores from offset off), saving them to restore with epi_restore. */
 static void epi_shift(gr_cg *c, LLVMValueRef off, LLVMValueRef *saved) {
@@ -466,23 +479,16 @@ static LLVMValueRef emit_bias_add(gr_cg *c, const gr_node *nd, LLVMValueRef *a) 
 }
 
 /* db[c] = sum over n, s of dy[n, c, s] */
+static LLVMValueRef chan_sum(gr_cg *c, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef shift, bool sq, LLVMValueRef ch, int64_t C,
+                             int64_t S, LLVMValueRef n);
 static LLVMValueRef emit_bias_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
-  LLVMValueRef x = a[0], out = a[1], n = a[2];
+  LLVMValueRef dy = a[0], out = a[1], n = a[2];
   int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
-  cg_loop R, K, L;
-  loop_begin(c, &K, iconst(c, C));
-  storef(c, fconst(c, 0), out, K.i);
-  loop_end(c, &K);
-  loop_begin(c, &R, n);
-  loop_begin(c, &K, iconst(c, C));
-  LLVMValueRef base = imul(c, iadd(c, imul(c, R.i, iconst(c, C)), K.i), iconst(c, S));
-  loop_begin(c, &L, iconst(c, S));
-  LLVMValueRef acc = loop_phi(c, &L, c->ft, fconst(c, 0));
-  loop_carry(&L, acc, fadd(c, acc, loadf(c, x, iadd(c, base, L.i))));
-  loop_end(c, &L);
-  storef(c, fadd(c, loadf(c, out, K.i), acc), out, K.i);
-  loop_end(c, &K);
-  loop_end(c, &R);
+  LLVMValueRef *vals[3] = {&dy, &out, &n};
+  cg_par K; /* channels in parallel; the same sum as batchnorm's gradient takes (fused or not) */
+  par_begin(c, &K, iconst(c, C), vals, 3, S * 64, 0);
+  storef(c, chan_sum(c, NULL, dy, NULL, false, K.i, C, S, n), out, K.i);
+  par_end(c, &K);
   return NULL;
 }
 
@@ -520,6 +526,14 @@ static LLVMValueRef chan_sum(gr_cg *c, LLVMValueRef x, LLVMValueRef dy, LLVMValu
 static LLVMValueRef rsqrt_eps(gr_cg *c, LLVMValueRef var, double eps) {
   LLVMValueRef v = fadd(c, var, fconst(c, eps));
   return fdiv(c, fconst(c, 1), intrinsic(c, "llvm.sqrt", &v, 1));
+}
+
+/* dgamma = sum(dy (x - mean)) / sqrt(var + eps), written as a division: LLVM would turn a product with
+ * 1 / sqrt (rsqrt_eps) into it where that has one use, but not where the kernel uses it again, so a
+ * fused kernel (fuse.c) and a lone one would round differently. */
+static LLVMValueRef gamma_grad(gr_cg *c, LLVMValueRef sum, LLVMValueRef var, double eps) {
+  LLVMValueRef v = fadd(c, var, fconst(c, eps));
+  return fdiv(c, sum, intrinsic(c, "llvm.sqrt", &v, 1));
 }
 
 /* Mean and variance (biased) of channel ch: the batch's (two passes), or the running ones. */
@@ -582,8 +596,13 @@ static LLVMValueRef emit_batchnorm_grad_input(gr_cg *c, const gr_node *nd, LLVMV
   LLVMValueRef k = fconst(c, 0), gmean = fconst(c, 0);
   if (nd->a.training) {
     LLVMValueRef M = LLVMBuildSIToFP(c->b, imul(c, n, iconst(c, S)), c->ft, "");
-    k = fdiv(c, fmul(c, chan_sum(c, x, dy, mean, false, K.i, C, S, n), fmul(c, invstd, invstd)), M);
-    gmean = fdiv(c, chan_sum(c, NULL, dy, NULL, false, K.i, C, S, n), M);
+    LLVMValueRef sxdy = chan_sum(c, x, dy, mean, false, K.i, C, S, n), sdy = chan_sum(c, NULL, dy, NULL, false, K.i, C, S, n);
+    k = fdiv(c, fmul(c, sxdy, fmul(c, invstd, invstd)), M);
+    gmean = fdiv(c, sdy, M);
+    /* fused siblings: the weight's gradient (as batchnorm_grad_gamma computes it) and the bias's */
+    LLVMValueRef dgamma = sib_out(c, GR_OP_BATCHNORM_GRAD_GAMMA), dbeta = sib_out(c, GR_OP_BIAS_GRAD);
+    if (dgamma) storef(c, gamma_grad(c, sxdy, var, nd->a.bn_eps), dgamma, K.i);
+    if (dbeta) storef(c, sdy, dbeta, K.i);
   }
   LLVMValueRef scale = fmul(c, invstd, g);
   chan_iter it;
@@ -605,7 +624,7 @@ static LLVMValueRef emit_batchnorm_grad_gamma(gr_cg *c, const gr_node *nd, LLVMV
   par_begin(c, &K, iconst(c, C), vals, 6, 3 * S * 64, 0);
   LLVMValueRef mean, var;
   bn_stats(c, nd, x, rm, rv, K.i, n, &mean, &var);
-  storef(c, fmul(c, chan_sum(c, x, dy, mean, false, K.i, C, S, n), rsqrt_eps(c, var, nd->a.bn_eps)), dg, K.i);
+  storef(c, gamma_grad(c, chan_sum(c, x, dy, mean, false, K.i, C, S, n), var, nd->a.bn_eps), dg, K.i);
   par_end(c, &K);
   return NULL;
 }
@@ -1570,9 +1589,14 @@ static const emit_fn emitters[GR_OP_COUNT] = {
 
 /* ---- kernels and programs ---------------------------------------------------------------------- */
 
-/* The operands of an epilogue's nodes besides the value coming down the chain, in order. */
+/* The values a fused kernel reads or writes beyond its anchor's: an epilogue's operands besides the
+ * value coming down the chain, or the siblings' outputs, in order. */
 static int epi_operands(const gr_node *const *chain, int n, const gr_value **out) {
   int k = 0;
+  if (gr_fuse_siblings(chain[0])) {
+    for (int i = 1; i < n; i++) out[k++] = chain[i]->out;
+    return k;
+  }
   const gr_value *v = chain[0]->out;
   for (int i = 1; i < n; i++) {
     for (int j = 0; j < chain[i]->n_in; j++)
@@ -1604,7 +1628,8 @@ static LLVMValueRef kernel_function(gr_cg *c, const gr_node *const *chain, int n
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
   LLVMValueRef args[GR_MAX_IN + 4 + GR_FUSE_MAX_OPERANDS];
   for (int i = 0; i < np; i++) args[i] = LLVMGetParam(fn, (unsigned)i);
-  cg_epi epi = {.nodes = chain + 1, .n = n_chain - 1, .n_ptr = n_ops};
+  bool sib = gr_fuse_siblings(nd);
+  cg_epi epi = {.nodes = chain + 1, .n = sib ? 0 : n_chain - 1, .sib = chain + 1, .n_sib = sib ? n_chain - 1 : 0, .n_ptr = n_ops};
   for (int i = 1; i < n_chain; i++)
     for (int j = 0; j < chain[i]->n_in; j++)
       if (chain[i]->in[j] == chain[i - 1]->out) epi.slot[i - 1] = j;
@@ -1731,7 +1756,7 @@ static void program_function(gr_cg *c, const gr_program *p) {
     gr_kclass kc = gr_ops[nd->op].kclass;
     if (kc == GR_KC_NONE || kc == GR_KC_VIEW) continue;
     int len = p->chain ? p->chain[nd->id] : 0;
-    const gr_value *out = len ? p->nodes[i + len]->out : nd->out, *opv[GR_FUSE_MAX_OPERANDS * GR_MAX_IN];
+    const gr_value *out = len && !gr_fuse_siblings(nd) ? p->nodes[i + len]->out : nd->out, *opv[GR_FUSE_MAX_OPERANDS * GR_MAX_IN];
     int n_ops = len ? epi_operands((const gr_node *const *)p->nodes + i, len + 1, opv) : 0;
     LLVMValueRef args[GR_MAX_IN + 4 + GR_FUSE_MAX_OPERANDS];
     for (int k = 0; k < nd->n_in; k++) args[k] = value_ptr(c, p, nd->in[k], slab, arena);

@@ -56,8 +56,9 @@ typedef struct gr_program {
   int64_t *scratch;   /* memplan: arena byte offset of each node's scratch, by node id, -1 if none */
   int64_t arena_bytes;
   gr_step_fn fn;      /* codegen */
-  /* fuse.c, indexed by node id: chain[n] epilogue nodes follow anchor n in `nodes` and run in its
-   * kernel; in_chain[n]: n is one of them. By value id: unstored[v], never written to memory. */
+  /* fuse.c, indexed by node id: chain[n] nodes follow anchor n in `nodes` and run in its kernel (an
+   * epilogue, or siblings: gr_fuse_siblings); in_chain[n]: n is one of them. By value id:
+   * unstored[v], never written to memory. */
   int *chain;
   bool *in_chain;
   bool *unstored;
@@ -69,6 +70,9 @@ typedef struct gr_program {
 void gr_fuse_program(const gr_graph *g, gr_program *p);
 /* Whether n's kernel can apply an epilogue (codegen stores each of its outputs once, as a value). */
 bool gr_fuse_anchor(const gr_node *n);
+/* Whether the nodes fused into n's kernel are siblings, whose outputs it computes beside its own
+ * (batchnorm's gradients), rather than an epilogue. */
+bool gr_fuse_siblings(const gr_node *n);
 /* Kernels the program runs (leaves and views run none); *fused (may be NULL): nodes in epilogues. */
 int gr_program_kernels(const gr_program *p, int *fused);
 

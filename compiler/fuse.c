@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+bool gr_fuse_siblings(const gr_node *n) { return n->op == GR_OP_BATCHNORM_GRAD_INPUT; }
+
 bool gr_fuse_anchor(const gr_node *n) {
   if (!n->out || n->out->dtype == GR_I32) return false;
   switch (gr_ops[n->op].kclass) {
@@ -82,54 +84,73 @@ void gr_fuse_program(const gr_graph *g, gr_program *p) {
   for (int k = 0; k < p->n_keep; k++) kept[gr_storage_root(p->keep[k])->id] = true;
   int *upd_before = gr_alloc(a, sizeof(int) * (size_t)(nn + 1)); /* update nodes among nodes[0, i) */
   for (int i = 0; i < nn; i++) upd_before[i + 1] = upd_before[i] + !!(gr_ops[p->nodes[i]->op].flags & GR_OPF_UPD);
-  int *end = gr_alloc(a, sizeof(int) * (size_t)(nn + 1)); /* index of the chain's last node, by anchor index; -1: none */
+  /* groups: an anchor and the nodes its kernel also runs (members, in order), placed at `place` */
+  int *members = gr_alloc(a, sizeof(int) * (size_t)(nn + 1) * (GR_FUSE_MAX + 1));
+  int *n_mem = gr_alloc(a, sizeof(int) * (size_t)(nn + 1)), *place = gr_alloc(a, sizeof(int) * (size_t)(nn + 1));
+  int *group_at = gr_alloc(a, sizeof(int) * (size_t)(nn + 1)); /* by place: the anchor's index; -1: none */
   bool *member = gr_alloc(a, (size_t)(nn + 1));
-  for (int i = 0; i < nn; i++) end[i] = -1;
+  for (int i = 0; i < nn; i++) group_at[i] = -1;
   for (int i = 0; i < nn; i++) {
     gr_node *an = p->nodes[i];
-    if (member[i] || !gr_fuse_anchor(an)) continue;
-    const gr_value *v = an->out;
-    int last = i, len = 0, ptrs = 0;
-    for (;;) {
-      if (v->role != GR_ROLE_TEMP || kept[v->id] || readers[v->id] != 1) break;
-      int j = reader[v->id], slot;
-      gr_node *m = p->nodes[j];
-      if (member[j] || !chainable(m, v, &slot) || len == GR_FUSE_MAX || ptrs + m->n_in - 1 > GR_FUSE_MAX_OPERANDS) break;
-      if (upd_before[j] != upd_before[i]) break; /* would move the producer past an update */
-      member[j] = true;
-      ptrs += m->n_in - 1;
-      len++;
-      last = j;
-      v = m->out;
-    }
-    if (!len) continue;
-    end[i] = last;
-    p->chain[an->id] = len;
-  }
-  /* the new order: each anchor and its chain at the place of the chain's last node */
-  gr_node **order = gr_alloc(a, sizeof(gr_node *) * (size_t)(nn + 1));
-  int *anchor_at_end = gr_alloc(a, sizeof(int) * (size_t)(nn + 1));
-  for (int i = 0; i < nn; i++) anchor_at_end[i] = -1;
-  for (int i = 0; i < nn; i++)
-    if (end[i] >= 0) anchor_at_end[end[i]] = i;
-  int k = 0;
-  for (int i = 0; i < nn; i++) {
-    if (end[i] >= 0 || member[i]) {
-      if (anchor_at_end[i] < 0) continue; /* placed with its chain's last node */
-      int s = anchor_at_end[i];
-      gr_node *an = p->nodes[s];
-      order[k++] = an;
+    int *mem = members + (size_t)i * (GR_FUSE_MAX + 1), len = 0;
+    if (member[i]) continue;
+    if (gr_fuse_siblings(an)) {
+      /* batchnorm's weight and bias gradients beside its input gradient: the same x and dy, and
+       * sums the input gradient computes anyway (bias_grad(dy) is dbeta whoever asked for it) */
+      if (!an->a.training) continue;
+      for (int j = 0; j < nn && len < 2; j++) {
+        const gr_node *m = p->nodes[j];
+        bool gamma = m->op == GR_OP_BATCHNORM_GRAD_GAMMA && m->in[0] == an->in[0] && m->in[1] == an->in[3] && m->a.training &&
+                     m->a.bn_eps == an->a.bn_eps;
+        bool beta = m->op == GR_OP_BIAS_GRAD && m->in[0] == an->in[3];
+        if ((gamma || beta) && !member[j] && upd_before[j] == upd_before[i]) {
+          bool dup = false; /* one of each */
+          for (int q = 0; q < len; q++) dup |= p->nodes[mem[q]]->op == m->op;
+          if (!dup) mem[len++] = j;
+        }
+      }
+      if (!len) continue;
+      place[i] = i;
+      for (int q = 0; q < len; q++) place[i] = mem[q] < place[i] ? mem[q] : place[i];
+    } else if (gr_fuse_anchor(an)) {
       const gr_value *v = an->out;
-      for (int c = 0; c < p->chain[an->id]; c++) {
-        p->unstored[v->id] = true;
-        gr_node *m = p->nodes[reader[v->id]];
-        p->in_chain[m->id] = true;
-        order[k++] = m;
+      int ptrs = 0;
+      for (;;) {
+        if (v->role != GR_ROLE_TEMP || kept[v->id] || readers[v->id] != 1) break;
+        int j = reader[v->id], slot;
+        gr_node *m = p->nodes[j];
+        if (member[j] || !chainable(m, v, &slot) || len == GR_FUSE_MAX || ptrs + m->n_in - 1 > GR_FUSE_MAX_OPERANDS) break;
+        if (upd_before[j] != upd_before[i]) break; /* would move the producer past an update */
+        ptrs += m->n_in - 1;
+        mem[len++] = j;
         v = m->out;
       }
+      if (!len) continue;
+      place[i] = mem[len - 1]; /* at the chain's last node: its other operands are computed by then */
+      for (int q = 0; q < len - 1; q++) p->unstored[p->nodes[mem[q]]->out->id] = true;
+      p->unstored[an->out->id] = true;
+    } else {
       continue;
     }
-    order[k++] = p->nodes[i];
+    for (int q = 0; q < len; q++) {
+      member[mem[q]] = true;
+      p->in_chain[p->nodes[mem[q]]->id] = true;
+    }
+    n_mem[i] = len;
+    p->chain[an->id] = len;
+    group_at[place[i]] = i;
+  }
+  /* the new order: each group at its place, the anchor first */
+  gr_node **order = gr_alloc(a, sizeof(gr_node *) * (size_t)(nn + 1));
+  int k = 0;
+  for (int i = 0; i < nn; i++) {
+    if (group_at[i] >= 0) {
+      int s = group_at[i];
+      order[k++] = p->nodes[s];
+      for (int q = 0; q < n_mem[s]; q++) order[k++] = p->nodes[members[(size_t)s * (GR_FUSE_MAX + 1) + q]];
+    } else if (!member[i] && !n_mem[i]) {
+      order[k++] = p->nodes[i];
+    }
   }
   GR_CHECK(k == nn, "fusion lost nodes (%d of %d)", k, nn);
   memcpy(p->nodes, order, sizeof(gr_node *) * (size_t)nn);

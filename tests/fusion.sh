@@ -2,8 +2,8 @@
 # The fusion pass (compiler/fuse.c) changes where values live, not what they are. For the LeNet-style
 # CNN and a small residual network with batchnorm:
 #  - `graft ir --after=fuse` lists the fused kernels (convolution + bias + ReLU, batchnorm + ReLU,
-#    batchnorm + residual add + ReLU, the max-pooling gradient + ReLU's gradient) and marks the values
-#    they no longer store;
+#    batchnorm + residual add + ReLU, the max-pooling gradient + ReLU's gradient, and batchnorm's
+#    three gradients in one kernel) and marks the values they no longer store;
 #  - the planned arena is smaller than without fusion;
 #  - training with and without fusion (GRAFT_FUSE=0) gives byte-identical weights, and evaluation the
 #    same outputs: a fused epilogue runs the same arithmetic in the same order.
@@ -44,6 +44,7 @@ expect cnn 7 "(not stored)"
 expect residual 1 "[kernel batchnorm+relu]"
 expect residual 1 "[kernel batchnorm+add+relu]"
 expect residual 1 "[kernel maxpool2d_grad+relu_grad]"
+expect residual 2 "[kernel batchnorm_grad_input+batchnorm_grad_gamma+bias_grad]"
 grep -q "^program graft_train: .* kernels (7 nodes fused into them)" cnn.fuse.txt &&
   ok "cnn: the header counts the fused nodes" || bad "cnn: the program header does not count 7 fused nodes" cnn.fuse.txt
 # a stored value is never a fused one: every '(not stored)' value has no arena offset after memplan

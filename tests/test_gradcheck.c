@@ -661,7 +661,8 @@ static void check_composite(void **state) {
 
 /* Fused epilogues (fuse.c) against central differences, in one network where each is fused:
  * conv2d + bias_add + relu, batchnorm (batch statistics) + residual add + relu, the tiled
- * max-pooling gradient + relu_grad, and the sum of r's two gradients + relu_grad. */
+ * max-pooling gradient + relu_grad, the sum of r's two gradients + relu_grad, and batchnorm's weight
+ * gradient computed beside its input gradient. */
 static void check_fused(void **state) {
   (void)state;
   gc c;
@@ -684,7 +685,7 @@ static void check_fused(void **state) {
   gr_attrs pa = {.kernel = {2, 2}, .stride = {2, 2}};
   int before = fused_nodes;
   gc_check(&c, gr_apply(g, GR_OP_MAXPOOL2D, &y, 1, &pa, at));
-  if (!getenv("GRAFT_FUSE")) assert_int_equal(fused_nodes - before, 6); /* bias_add, relu; add, relu; relu_grad; relu_grad */
+  if (!getenv("GRAFT_FUSE")) assert_int_equal(fused_nodes - before, 7); /* bias_add, relu; add, relu; relu_grad; relu_grad; grad_gamma */
   gc_free(&c);
 }
 
