@@ -37,6 +37,7 @@ typedef struct cg_epi {
 
 typedef struct gr_cg {
   cg_epi *epi;
+  int vlanes; /* > 0 while a vector epilogue is emitted: fconst gives vectors of this many lanes */
   LLVMContextRef ctx;
   LLVMModuleRef mod;
   LLVMBuilderRef b;
@@ -62,7 +63,12 @@ static LLVMValueRef fadd(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(L
 static LLVMValueRef fsub(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(LLVMBuildFSub(c->b, a, b, "")); }
 static LLVMValueRef fmul(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(LLVMBuildFMul(c->b, a, b, "")); }
 static LLVMValueRef fdiv(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(LLVMBuildFDiv(c->b, a, b, "")); }
-static LLVMValueRef fconst(gr_cg *c, double x) { return LLVMConstReal(c->ft, x); }
+static LLVMValueRef fconst(gr_cg *c, double x) {
+  LLVMValueRef v = LLVMConstReal(c->ft, x), all[64];
+  if (!c->vlanes) return v;
+  for (int i = 0; i < c->vlanes; i++) all[i] = v; /* in a vector epilogue (out_store_n): a splat */
+  return LLVMConstVector(all, (unsigned)c->vlanes);
+}
 static LLVMValueRef iconst(gr_cg *c, int64_t x) { return LLVMConstInt(c->i64, (unsigned long long)x, 1); }
 static LLVMValueRef iadd(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWAdd(c->b, a, b, ""); }
 static LLVMValueRef imul(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWMul(c->b, a, b, ""); }
@@ -296,10 +302,57 @@ static void par_end(gr_cg *c, cg_par *P) {
 
 static const emit_fn emitters[GR_OP_COUNT];
 
-/* Stores the anchor's output element v at out[idx]: through the fused epilogue, if there is one, each
- * of its nodes applied in turn with its other operands read at idx (bias_add's at the element's
- * channel: ch, or computed from idx when the caller passes NULL). */
-static void out_store(gr_cg *c, LLVMValueRef v, LLVMValueRef out, LLVMValueRef idx, LLVMValueRef ch) {
+/* Vectors for the 2-wide tiled pooling kernels: lane masks, loads and stores of `lanes` elements of
+ * which the first `active` are real (masked at the end of a row), and shuffles. */
+static LLVMValueRef lane_mask(gr_cg *c, int lanes, int64_t active) {
+  LLVMValueRef b[64];
+  for (int i = 0; i < lanes; i++) b[i] = LLVMConstInt(LLVMInt1TypeInContext(c->ctx), i < active, 0);
+  return LLVMConstVector(b, (unsigned)lanes);
+}
+static LLVMValueRef isplat(gr_cg *c, int64_t k) { /* 16 lanes of i32 k */
+  LLVMValueRef all[16];
+  for (int i = 0; i < 16; i++) all[i] = LLVMConstInt(c->i32, (unsigned long long)k, 0);
+  return LLVMConstVector(all, 16);
+}
+static unsigned elem_align(const gr_cg *c) { return c->ft == c->f32 ? 4 : 8; }
+static LLVMValueRef masked_op(gr_cg *c, const char *name, LLVMTypeRef vt, LLVMValueRef *args, int n) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMTypeRef ov[2] = {vt, c->ptr};
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, ov, 2);
+  return LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, ov, 2), fn, args, (unsigned)n, "");
+}
+static LLVMValueRef vload(gr_cg *c, LLVMValueRef base, LLVMValueRef idx, int lanes, int64_t active) {
+  LLVMTypeRef vt = LLVMVectorType(c->ft, (unsigned)lanes);
+  LLVMValueRef p = fptr(c, base, idx);
+  if (active == lanes) {
+    LLVMValueRef v = LLVMBuildLoad2(c->b, vt, p, "");
+    LLVMSetAlignment(v, elem_align(c));
+    return v;
+  }
+  LLVMValueRef args[4] = {p, LLVMConstInt(c->i32, elem_align(c), 0), lane_mask(c, lanes, active), LLVMConstNull(vt)};
+  return masked_op(c, "llvm.masked.load", vt, args, 4);
+}
+static void vstore(gr_cg *c, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx, int lanes, int64_t active) {
+  LLVMValueRef p = fptr(c, base, idx);
+  if (active == lanes) {
+    LLVMSetAlignment(LLVMBuildStore(c->b, v, p), elem_align(c));
+    return;
+  }
+  LLVMValueRef args[4] = {v, p, LLVMConstInt(c->i32, elem_align(c), 0), lane_mask(c, lanes, active)};
+  masked_op(c, "llvm.masked.store", LLVMTypeOf(v), args, 4);
+}
+/* lanes of a (and b): take from concatenated [a, b] lane first + step*i, i < n */
+static LLVMValueRef shuffle(gr_cg *c, LLVMValueRef a, LLVMValueRef b, int n, const int *pick) {
+  LLVMValueRef m[64];
+  for (int i = 0; i < n; i++) m[i] = LLVMConstInt(c->i32, (unsigned long long)pick[i], 0);
+  return LLVMBuildShuffleVector(c->b, a, b, LLVMConstVector(m, (unsigned)n), "");
+}
+
+/* Stores the anchor's output at out[idx]: v is one element (lanes 0), or `lanes` consecutive ones of
+ * which the first `active` are real, all of channel ch. Through the fused epilogue, if there is one:
+ * each of its nodes applied in turn, its other operands read at idx (bias_add's at the channel: ch,
+ * or computed from idx when the caller passes NULL). */
+static void out_store_n(gr_cg *c, LLVMValueRef v, LLVMValueRef out, LLVMValueRef idx, int lanes, int64_t active, LLVMValueRef ch) {
   cg_epi *e = c->epi;
   if (e) {
     e->used = true;
@@ -309,21 +362,32 @@ static void out_store(gr_cg *c, LLVMValueRef v, LLVMValueRef out, LLVMValueRef i
       for (int j = 0; j < m->n_in; j++) {
         if (j == e->slot[k]) {
           in[j] = v;
-          continue;
-        }
-        LLVMValueRef at = idx;
-        if (m->op == GR_OP_BIAS_ADD) {
+        } else if (m->op == GR_OP_BIAS_ADD) {
           const gr_shape *s = &m->in[0]->shape;
           int64_t S = 1;
           for (int d = 2; d < s->rank; d++) S *= s->dim[d];
-          at = ch ? ch : LLVMBuildSRem(c->b, LLVMBuildSDiv(c->b, idx, iconst(c, S), ""), iconst(c, s->dim[1]), "");
+          in[j] = loadf(c, e->ptr[p++], ch ? ch : LLVMBuildSRem(c->b, LLVMBuildSDiv(c->b, idx, iconst(c, S), ""), iconst(c, s->dim[1]), ""));
+          if (lanes) { /* the channel's bias in every lane */
+            int zeros[64] = {0};
+            LLVMValueRef one = LLVMBuildInsertElement(c->b, LLVMGetUndef(LLVMVectorType(c->ft, 1)), in[j], LLVMConstInt(c->i32, 0, 0), "");
+            in[j] = shuffle(c, one, one, lanes, zeros);
+          }
+        } else {
+          in[j] = lanes ? vload(c, e->ptr[p++], idx, lanes, active) : loadf(c, e->ptr[p++], idx);
         }
-        in[j] = loadf(c, e->ptr[p++], at);
       }
+      c->vlanes = lanes;
       v = m->op == GR_OP_BIAS_ADD ? fadd(c, in[0], in[1]) : emitters[m->op](c, m, in);
+      c->vlanes = 0;
     }
   }
-  storef(c, v, out, idx);
+  if (lanes)
+    vstore(c, v, out, idx, lanes, active);
+  else
+    storef(c, v, out, idx);
+}
+static void out_store(gr_cg *c, LLVMValueRef v, LLVMValueRef out, LLVMValueRef idx, LLVMValueRef ch) {
+  out_store_n(c, v, out, idx, 0, 0, ch);
 }
 
 /* The output of the anchor's sibling with op `op` (fused into its kernel), or NULL. */
@@ -977,46 +1041,103 @@ static void pool_scatter_grad(gr_cg *c, LLVMValueRef best_val, LLVMValueRef best
   storef(c, fadd(c, loadf(c, dx, best_idx), loadf(c, dy, out_idx)), dx, best_idx);
 }
 
-/* The max-pooling gradient when the windows tile x (stride = kernel, no padding; the usual 2 x 2):
- * each input is in at most one window, so dx is written whole, dy at each window's argmax and 0
- * elsewhere (rows and columns past the last window zeroed), instead of zeroed and scattered into.
- * Straight-line code per window (max_takes, as for_each_window chooses), no branch per comparison:
- * 3x faster on LeNet. The forward pass keeps for_each_window: in this form LLVM vectorised it with
- * gathers, slower than the scalar walk. */
-static void tiled_max_grad(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef dx, LLVMValueRef n) {
+/* Whether every node of the fused epilogue computes on vectors as its emitter stands (no libm call, no
+ * intrinsic of the scalar type). */
+static bool epi_vectorises(const gr_cg *c) {
+  for (int k = 0; c->epi && k < c->epi->n; k++)
+    switch (c->epi->nodes[k]->op) {
+    case GR_OP_ADD: case GR_OP_MUL: case GR_OP_RELU: case GR_OP_RELU_GRAD: case GR_OP_BIAS_ADD: break;
+    default: return false;
+    }
+  return true;
+}
+
+/* Max pooling when the windows tile x (stride = kernel, no padding; the usual 2 x 2): forward (dy
+ * NULL) out = y, the window maxima; backward out = dx, written whole: dy at each window's argmax, 0
+ * elsewhere (rows and columns past the last window too), since each input is in at most one window.
+ * Both take the first maximum, or a NaN, as for_each_window does. With windows 2 wide, 16 windows of
+ * a row at a time on vectors: each of the window's rows loaded as 32 lanes and split into its even
+ * and odd columns, comparisons and selects lane-wise, and dx's rows put back together with shuffles
+ * (LLVM's own vectorisation of the scalar form gathers, slower than scalar code). Other widths walk
+ * the windows in straight-line scalar code. */
+static void tiled_pool(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef out, LLVMValueRef n) {
   const gr_shape *xs = &nd->in[0]->shape;
   int64_t C = xs->dim[1], H = xs->dim[2], W = xs->dim[3], kh = nd->a.kernel[0], kw = nd->a.kernel[1];
   int64_t Ho = H / kh, Wo = W / kw;
-  LLVMValueRef *vals[4] = {&x, &dy, &dx, &n};
+  bool vec = kw == 2 && epi_vectorises(c);
+  LLVMValueRef *vals[4] = {&x, &out, &n, &dy};
   cg_par P; /* planes (sample x channel) in parallel */
-  par_begin(c, &P, imul(c, n, iconst(c, C)), vals, 4, H * W, 0);
+  par_begin(c, &P, imul(c, n, iconst(c, C)), vals, dy ? 4 : 3, H * W, 0);
   LLVMValueRef xb = imul(c, P.i, iconst(c, H * W)), ob = imul(c, P.i, iconst(c, Ho * Wo)), ch = LLVMBuildSRem(c->b, P.i, iconst(c, C), "");
   cg_loop OH, OW;
   loop_begin(c, &OH, iconst(c, Ho));
-  loop_begin(c, &OW, iconst(c, Wo));
-  LLVMValueRef win = iadd(c, xb, iadd(c, imul(c, OH.i, iconst(c, kh * W)), imul(c, OW.i, iconst(c, kw))));
-  LLVMValueRef bv = loadf(c, x, win), bk = iconst(c, 0); /* best value, and which of the window's kh*kw */
-  for (int64_t k = 1; k < kh * kw; k++) {
-    LLVMValueRef v = loadf(c, x, iadd(c, win, iconst(c, k / kw * W + k % kw))), better = max_takes(c, v, bv);
-    bv = LLVMBuildSelect(c->b, better, v, bv, "");
-    bk = LLVMBuildSelect(c->b, better, iconst(c, k), bk, "");
+  LLVMValueRef row = iadd(c, xb, imul(c, OH.i, iconst(c, kh * W))), orow = iadd(c, ob, imul(c, OH.i, iconst(c, Wo)));
+  if (vec) {
+    int even[16], odd[16], inter[32];
+    for (int i = 0; i < 16; i++) even[i] = 2 * i, odd[i] = 2 * i + 1, inter[2 * i] = i, inter[2 * i + 1] = 16 + i;
+    LLVMTypeRef iv = LLVMVectorType(c->i32, 16);
+    for (int64_t j = 0; j < Wo; j += 16) {
+      int64_t cnt = Wo - j < 16 ? Wo - j : 16;
+      LLVMValueRef best = NULL, arg = LLVMConstNull(iv);
+      for (int64_t ki = 0; ki < kh; ki++) {
+        LLVMValueRef v = vload(c, x, iadd(c, row, iconst(c, ki * W + 2 * j)), 32, 2 * cnt);
+        for (int kj = 0; kj < 2; kj++) {
+          LLVMValueRef cand = shuffle(c, v, v, 16, kj ? odd : even);
+          if (!best) {
+            best = cand;
+            continue;
+          }
+          LLVMValueRef take = max_takes(c, cand, best);
+          best = LLVMBuildSelect(c->b, take, cand, best, "");
+          arg = LLVMBuildSelect(c->b, take, isplat(c, ki * 2 + kj), arg, "");
+        }
+      }
+      if (!dy) {
+        vstore(c, best, out, iadd(c, orow, iconst(c, j)), 16, cnt);
+        continue;
+      }
+      LLVMValueRef g = vload(c, dy, iadd(c, orow, iconst(c, j)), 16, cnt);
+      c->vlanes = 16;
+      LLVMValueRef zero = fconst(c, 0);
+      c->vlanes = 0;
+      for (int64_t ki = 0; ki < kh; ki++) {
+        LLVMValueRef half[2];
+        for (int kj = 0; kj < 2; kj++) {
+          half[kj] = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntEQ, arg, isplat(c, ki * 2 + kj), ""), g, zero, "");
+        }
+        out_store_n(c, shuffle(c, half[0], half[1], 32, inter), out, iadd(c, row, iconst(c, ki * W + 2 * j)), 32, 2 * cnt, ch);
+      }
+    }
+  } else {
+    loop_begin(c, &OW, iconst(c, Wo));
+    LLVMValueRef win = iadd(c, row, imul(c, OW.i, iconst(c, kw)));
+    LLVMValueRef bv = loadf(c, x, win), bk = iconst(c, 0); /* best value, and which of the window's kh*kw */
+    for (int64_t k = 1; k < kh * kw; k++) {
+      LLVMValueRef v = loadf(c, x, iadd(c, win, iconst(c, k / kw * W + k % kw))), better = max_takes(c, v, bv);
+      bv = LLVMBuildSelect(c->b, better, v, bv, "");
+      bk = LLVMBuildSelect(c->b, better, iconst(c, k), bk, "");
+    }
+    if (!dy) {
+      out_store(c, bv, out, iadd(c, orow, OW.i), ch);
+    } else {
+      LLVMValueRef g = loadf(c, dy, iadd(c, orow, OW.i));
+      for (int64_t k = 0; k < kh * kw; k++) {
+        LLVMValueRef hit = LLVMBuildICmp(c->b, LLVMIntEQ, bk, iconst(c, k), "");
+        out_store(c, LLVMBuildSelect(c->b, hit, g, fconst(c, 0), ""), out, iadd(c, win, iconst(c, k / kw * W + k % kw)), ch);
+      }
+    }
+    loop_end(c, &OW);
   }
-  LLVMValueRef g = loadf(c, dy, iadd(c, ob, iadd(c, imul(c, OH.i, iconst(c, Wo)), OW.i)));
-  for (int64_t k = 0; k < kh * kw; k++) {
-    LLVMValueRef hit = LLVMBuildICmp(c->b, LLVMIntEQ, bk, iconst(c, k), "");
-    out_store(c, LLVMBuildSelect(c->b, hit, g, fconst(c, 0), ""), dx, iadd(c, win, iconst(c, k / kw * W + k % kw)), ch);
-  }
-  loop_end(c, &OW);
-  for (int64_t i = 0; i < kh && W % kw; i++) { /* the columns no window covers */
-    LLVMValueRef rb = iadd(c, xb, iadd(c, imul(c, OH.i, iconst(c, kh * W)), iconst(c, i * W + Wo * kw)));
+  for (int64_t i = 0; dy && i < kh && W % kw; i++) { /* the columns no window covers */
+    LLVMValueRef rb = iadd(c, row, iconst(c, i * W + Wo * kw));
     loop_begin(c, &OW, iconst(c, W - Wo * kw));
-    out_store(c, fconst(c, 0), dx, iadd(c, rb, OW.i), ch);
+    out_store(c, fconst(c, 0), out, iadd(c, rb, OW.i), ch);
     loop_end(c, &OW);
   }
   loop_end(c, &OH);
-  if (H % kh) { /* the rows no window covers */
+  if (dy && H % kh) { /* the rows no window covers */
     loop_begin(c, &OW, iconst(c, (H - Ho * kh) * W));
-    out_store(c, fconst(c, 0), dx, iadd(c, iadd(c, xb, iconst(c, Ho * kh * W)), OW.i), ch);
+    out_store(c, fconst(c, 0), out, iadd(c, iadd(c, xb, iconst(c, Ho * kh * W)), OW.i), ch);
     loop_end(c, &OW);
   }
   par_end(c, &P);
@@ -1078,6 +1199,7 @@ static LLVMValueRef emit_avgpool2d_grad(gr_cg *c, const gr_node *nd, LLVMValueRe
 
 /* y = max over each window (padding never wins) */
 static LLVMValueRef emit_maxpool2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  if (gr_pool_tiles(&nd->a)) return tiled_pool(c, nd, a[0], NULL, a[1], a[2]), NULL;
   LLVMValueRef extra[2] = {a[1], NULL};
   for_each_window(c, nd, a[0], a[2], pool_store_max, extra);
   return NULL;
@@ -1086,13 +1208,27 @@ static LLVMValueRef emit_maxpool2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
 /* dx = 0; dx[argmax of each window] += dy[window] */
 static LLVMValueRef emit_maxpool2d_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], dy = a[1], dx = a[2], n = a[3];
-  if (gr_pool_tiles(&nd->a)) return tiled_max_grad(c, nd, x, dy, dx, n), NULL;
+  if (gr_pool_tiles(&nd->a)) return tiled_pool(c, nd, x, dy, dx, n), NULL;
   cg_loop Z;
   loop_begin(c, &Z, imul(c, n, iconst(c, gr_shape_inner(&nd->in[0]->shape))));
   storef(c, fconst(c, 0), dx, Z.i);
   loop_end(c, &Z);
   LLVMValueRef extra[2] = {dx, dy};
   for_each_window(c, nd, x, n, pool_scatter_grad, extra);
+  if (c->epi) { /* a fused epilogue, once every window has added its share: in place, by planes */
+    const gr_shape *xs = &nd->in[0]->shape;
+    int64_t C = xs->dim[1], HW = xs->dim[2] * xs->dim[3];
+    LLVMValueRef *vals[1] = {&dx};
+    cg_par P;
+    cg_loop L;
+    par_begin(c, &P, imul(c, n, iconst(c, C)), vals, 1, HW, 0);
+    LLVMValueRef base = imul(c, P.i, iconst(c, HW)), ch = LLVMBuildSRem(c->b, P.i, iconst(c, C), "");
+    loop_begin(c, &L, iconst(c, HW));
+    LLVMValueRef i = iadd(c, base, L.i);
+    out_store(c, loadf(c, dx, i), dx, i, ch);
+    loop_end(c, &L);
+    par_end(c, &P);
+  }
   return NULL;
 }
 

@@ -35,7 +35,7 @@ bool gr_fuse_anchor(const gr_node *n) {
   case GR_OP_BATCHNORM:
   case GR_OP_CONV2D:
   case GR_OP_CONV2D_BN: return true;
-  case GR_OP_MAXPOOL2D_GRAD: return gr_pool_tiles(&n->a);
+  case GR_OP_MAXPOOL2D_GRAD: return true; /* tiling windows: as it writes dx; else in place after */
   default: return false;
   }
 }

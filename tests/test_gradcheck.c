@@ -661,32 +661,36 @@ static void check_composite(void **state) {
 
 /* Fused epilogues (fuse.c) against central differences, in one network where each is fused:
  * conv2d + bias_add + relu, batchnorm (batch statistics) + residual add + relu, the tiled
- * max-pooling gradient + relu_grad, the sum of r's two gradients + relu_grad, and batchnorm's weight
- * gradient computed beside its input gradient. */
+ * max-pooling gradient + relu_grad (windows that tile the input, and overlapping padded ones), the sum
+ * of r's two gradients + relu_grad, and batchnorm's weight gradient computed beside its input gradient. */
 static void check_fused(void **state) {
   (void)state;
-  gc c;
-  gc_init(&c);
-  c.away_from_zero = 0.05;
-  gr_graph *g = c.g;
-  gr_loc at = {0};
-  gr_value *x = leaf(&c, S(4, N, D(2), D(6), D(6)));
-  gr_value *w = leaf(&c, S(4, D(3), D(2), D(3), D(3))), *b = leaf(&c, S(1, D(3))), *gamma = leaf(&c, S(1, D(3)));
-  gr_attrs ca = {.stride = {1, 1}, .pad = {1, 1}, .dilation = {1, 1}, .groups = 1};
-  gr_value *h = gr_apply(g, GR_OP_CONV2D, (gr_value *[]){x, w}, 2, &ca, at);
-  gr_value *r = gr_unary(g, GR_OP_RELU, gr_binary(g, GR_OP_BIAS_ADD, h, b, at), at);
-  gr_value *beta = gr_buffer(g, "beta", S(1, D(3)), 0, at), *rm = gr_buffer(g, "rm", S(1, D(3)), 0, at);
-  gr_value *rv = gr_buffer(g, "rv", S(1, D(3)), 1, at), *nbt = gr_buffer(g, "nbt", S(0), 0, at);
-  c.fixed[c.n_fixed] = beta;
-  c.fixed_lo[c.n_fixed++] = -0.5;
-  gr_attrs ba = {.training = 1, .bn_eps = 1e-5, .bn_momentum = 0.1};
-  gr_value *bn = gr_apply(g, GR_OP_BATCHNORM, (gr_value *[]){r, gamma, beta, rm, rv, nbt}, 6, &ba, at);
-  gr_value *y = gr_unary(g, GR_OP_RELU, gr_binary(g, GR_OP_ADD, bn, r, at), at);
-  gr_attrs pa = {.kernel = {2, 2}, .stride = {2, 2}};
-  int before = fused_nodes;
-  gc_check(&c, gr_apply(g, GR_OP_MAXPOOL2D, &y, 1, &pa, at));
-  if (!getenv("GRAFT_FUSE")) assert_int_equal(fused_nodes - before, 7); /* bias_add, relu; add, relu; relu_grad; relu_grad; grad_gamma */
-  gc_free(&c);
+  static const int64_t pools[2][3] = {{2, 2, 0}, {3, 2, 1}}; /* kernel, stride, padding: tiling, and not */
+  for (int pi = 0; pi < 2; pi++) {
+    gc c;
+    gc_init(&c);
+    c.away_from_zero = 0.05;
+    gr_graph *g = c.g;
+    gr_loc at = {0};
+    gr_value *x = leaf(&c, S(4, N, D(2), D(6), D(6)));
+    gr_value *w = leaf(&c, S(4, D(3), D(2), D(3), D(3))), *b = leaf(&c, S(1, D(3))), *gamma = leaf(&c, S(1, D(3)));
+    gr_attrs ca = {.stride = {1, 1}, .pad = {1, 1}, .dilation = {1, 1}, .groups = 1};
+    gr_value *h = gr_apply(g, GR_OP_CONV2D, (gr_value *[]){x, w}, 2, &ca, at);
+    gr_value *r = gr_unary(g, GR_OP_RELU, gr_binary(g, GR_OP_BIAS_ADD, h, b, at), at);
+    gr_value *beta = gr_buffer(g, "beta", S(1, D(3)), 0, at), *rm = gr_buffer(g, "rm", S(1, D(3)), 0, at);
+    gr_value *rv = gr_buffer(g, "rv", S(1, D(3)), 1, at), *nbt = gr_buffer(g, "nbt", S(0), 0, at);
+    c.fixed[c.n_fixed] = beta;
+    c.fixed_lo[c.n_fixed++] = -0.5;
+    gr_attrs ba = {.training = 1, .bn_eps = 1e-5, .bn_momentum = 0.1};
+    gr_value *bn = gr_apply(g, GR_OP_BATCHNORM, (gr_value *[]){r, gamma, beta, rm, rv, nbt}, 6, &ba, at);
+    gr_value *y = gr_unary(g, GR_OP_RELU, gr_binary(g, GR_OP_ADD, bn, r, at), at);
+    const int64_t *pk = pools[pi];
+    gr_attrs pa = {.kernel = {pk[0], pk[0]}, .stride = {pk[1], pk[1]}, .pad = {pk[2], pk[2]}};
+    int before = fused_nodes;
+    gc_check(&c, gr_apply(g, GR_OP_MAXPOOL2D, &y, 1, &pa, at));
+    if (!getenv("GRAFT_FUSE")) assert_int_equal(fused_nodes - before, 7); /* bias_add, relu; add, relu; relu_grad; relu_grad; grad_gamma */
+    gc_free(&c);
+  }
 }
 
 /* The optimizers of torch.optim, transcribed (float32, as PyTorch updates float32 parameters):
