@@ -28,8 +28,9 @@ typedef struct kernel_entry {
 typedef struct cg_epi {
   const gr_node *const *nodes;
   int n, slot[GR_FUSE_MAX];
-  const gr_node *const *sib; /* or siblings (gr_fuse_siblings): ptr[k] is sib[k]'s output */
-  int n_sib;
+  const gr_node *anchor;
+  const gr_node *const *sib; /* or siblings (gr_fuse_siblings): each one's output, then its inputs */
+  int n_sib;                 /* the anchor does not read, in ptr[] */
   int n_ptr;
   LLVMValueRef ptr[GR_FUSE_MAX_OPERANDS];
   bool used; /* the anchor's emitter stored through out_store, or asked for its siblings' outputs */
@@ -390,16 +391,28 @@ static void out_store(gr_cg *c, LLVMValueRef v, LLVMValueRef out, LLVMValueRef i
   out_store_n(c, v, out, idx, 0, 0, ch);
 }
 
-/* The output of the anchor's sibling with op `op` (fused into its kernel), or NULL. */
-static LLVMValueRef sib_out(gr_cg *c, gr_op op) {
+/* Inputs of a sibling that are not its anchor's: the kernel gets them after the sibling's output. */
+static bool anchor_reads(const gr_node *anchor, const gr_value *v) {
+  for (int j = 0; j < anchor->n_in; j++)
+    if (anchor->in[j] == v) return true;
+  return false;
+}
+
+/* For the anchor's sibling with op `op` (fused into its kernel): its output (which 0), or its k-th
+ * input the anchor does not read (which k); NULL without such a sibling. */
+static LLVMValueRef sib_ptr(gr_cg *c, gr_op op, int which) {
   cg_epi *e = c->epi;
-  for (int k = 0; e && k < e->n_sib; k++)
+  for (int k = 0, p = 0; e && k < e->n_sib; k++) {
     if (e->sib[k]->op == op) {
       e->used = true;
-      return e->ptr[k];
+      return e->ptr[p + which];
     }
+    p++;
+    for (int j = 0; j < e->sib[k]->n_in; j++) p += !anchor_reads(e->anchor, e->sib[k]->in[j]);
+  }
   return NULL;
 }
+static LLVMValueRef sib_out(gr_cg *c, gr_op op) { return sib_ptr(c, op, 0); }
 
 /* Moves the epilogue's element-indexed operand pointers by off elements (a convolution's chunk of
  * samples, whose output it stores from offset off), saving them to restore with epi_restore. */
@@ -1267,11 +1280,32 @@ static LLVMValueRef labelled_rows(gr_cg *c, LLVMValueRef labels, LLVMValueRef n)
   return LLVMBuildSIToFP(c->b, atleast, c->ft, "");
 }
 
-/* loss = (1/N') sum_r [ m_r + log s_r - x[r, t_r] ] over the N' rows with a label t_r >= 0 */
+/* Row r of the cross-entropy gradient (see emit_softmax_ce_grad) into orow, given the row's max m and
+ * sum of exponentials s, its label t and whether it is labelled. */
+static void ce_grad_row(gr_cg *c, const gr_node *nd, LLVMValueRef row, LLVMValueRef orow, LLVMValueRef m, LLVMValueRef s, LLVMValueRef t,
+                        LLVMValueRef valid, LLVMValueRef dl, LLVMValueRef count) {
+  int64_t C = nd->in[0]->shape.dim[1];
+  /* an ignored row: scale 0 gives a zero row; its label is read as 0 */
+  LLVMValueRef scale = LLVMBuildSelect(c->b, valid, fdiv(c, loadf(c, dl, iconst(c, 0)), count), fconst(c, 0), "");
+  t = LLVMBuildSelect(c->b, valid, t, iconst(c, 0), "");
+  LLVMValueRef k = fdiv(c, scale, s);
+  double e = nd->a.smoothing;
+  LLVMValueRef uniform = fmul(c, scale, fconst(c, e / (double)C));
+  cg_loop L;
+  loop_begin(c, &L, iconst(c, C));
+  LLVMValueRef p = fmul(c, fexp(c, fsub(c, loadf(c, row, L.i), m)), k);
+  storef(c, e > 0 ? fsub(c, p, uniform) : p, orow, L.i);
+  loop_end(c, &L);
+  storef(c, fsub(c, loadf(c, orow, t), fmul(c, scale, fconst(c, 1 - e))), orow, t);
+}
+
+/* loss = (1/N') sum_r [ m_r + log s_r - x[r, t_r] ] over the N' rows with a label t_r >= 0; fused
+ * with its gradient (fuse.c), each row's gradient too, from the same max and sum */
 static LLVMValueRef emit_softmax_ce(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], labels = a[1], out = a[2], n = a[3];
   int64_t C = nd->in[0]->shape.dim[1];
   LLVMValueRef count = labelled_rows(c, labels, n);
+  LLVMValueRef dx = sib_ptr(c, GR_OP_SOFTMAX_CE_GRAD, 0), dl = sib_ptr(c, GR_OP_SOFTMAX_CE_GRAD, 1);
   cg_loop R;
   loop_begin(c, &R, n);
   LLVMValueRef acc = loop_phi(c, &R, c->ft, fconst(c, 0));
@@ -1290,6 +1324,7 @@ static LLVMValueRef emit_softmax_ce(gr_cg *c, const gr_node *nd, LLVMValueRef *a
     loop_end(c, &L);
     nll = fadd(c, fmul(c, fconst(c, 1 - e), nll), fmul(c, fconst(c, e), fsub(c, lse, fdiv(c, sum, fconst(c, (double)C)))));
   }
+  if (dx) ce_grad_row(c, nd, row, elem_ptr(c, c->ft, dx, imul(c, R.i, iconst(c, C))), m, s, t, valid, dl, count);
   loop_carry(&R, acc, fadd(c, acc, LLVMBuildSelect(c->b, valid, nll, fconst(c, 0), "")));
   loop_end(c, &R);
   storef(c, fdiv(c, acc, count), out, iconst(c, 0));
@@ -1359,24 +1394,13 @@ static LLVMValueRef emit_softmax_ce_grad(gr_cg *c, const gr_node *nd, LLVMValueR
   LLVMValueRef x = a[0], labels = a[1], dl = a[2], out = a[3], n = a[4];
   int64_t C = nd->in[0]->shape.dim[1];
   LLVMValueRef count = labelled_rows(c, labels, n);
-  cg_loop R, L;
+  cg_loop R;
   loop_begin(c, &R, n);
   LLVMValueRef t = load_label(c, labels, R.i), valid = LLVMBuildICmp(c->b, LLVMIntSGE, t, iconst(c, 0), "");
-  /* an ignored row: scale 0 gives a zero row; its label is read as 0 */
-  LLVMValueRef scale = LLVMBuildSelect(c->b, valid, fdiv(c, loadf(c, dl, iconst(c, 0)), count), fconst(c, 0), "");
-  t = LLVMBuildSelect(c->b, valid, t, iconst(c, 0), "");
   LLVMValueRef base = imul(c, R.i, iconst(c, C));
-  LLVMValueRef row = elem_ptr(c, c->ft, x, base), orow = elem_ptr(c, c->ft, out, base);
-  LLVMValueRef m, s;
+  LLVMValueRef row = elem_ptr(c, c->ft, x, base), m, s;
   row_max_sumexp(c, row, C, &m, &s);
-  LLVMValueRef k = fdiv(c, scale, s);
-  double e = nd->a.smoothing;
-  LLVMValueRef uniform = fmul(c, scale, fconst(c, e / (double)C));
-  loop_begin(c, &L, iconst(c, C));
-  LLVMValueRef p = fmul(c, fexp(c, fsub(c, loadf(c, row, L.i), m)), k);
-  storef(c, e > 0 ? fsub(c, p, uniform) : p, orow, L.i);
-  loop_end(c, &L);
-  storef(c, fsub(c, loadf(c, orow, t), fmul(c, scale, fconst(c, 1 - e))), orow, t);
+  ce_grad_row(c, nd, row, elem_ptr(c, c->ft, out, base), m, s, t, valid, dl, count);
   loop_end(c, &R);
   return NULL;
 }
@@ -1730,7 +1754,11 @@ static const emit_fn emitters[GR_OP_COUNT] = {
 static int epi_operands(const gr_node *const *chain, int n, const gr_value **out) {
   int k = 0;
   if (gr_fuse_siblings(chain[0])) {
-    for (int i = 1; i < n; i++) out[k++] = chain[i]->out;
+    for (int i = 1; i < n; i++) {
+      out[k++] = chain[i]->out;
+      for (int j = 0; j < chain[i]->n_in; j++)
+        if (!anchor_reads(chain[0], chain[i]->in[j])) out[k++] = chain[i]->in[j];
+    }
     return k;
   }
   const gr_value *v = chain[0]->out;
@@ -1765,7 +1793,7 @@ static LLVMValueRef kernel_function(gr_cg *c, const gr_node *const *chain, int n
   LLVMValueRef args[GR_MAX_IN + 4 + GR_FUSE_MAX_OPERANDS];
   for (int i = 0; i < np; i++) args[i] = LLVMGetParam(fn, (unsigned)i);
   bool sib = gr_fuse_siblings(nd);
-  cg_epi epi = {.nodes = chain + 1, .n = sib ? 0 : n_chain - 1, .sib = chain + 1, .n_sib = sib ? n_chain - 1 : 0, .n_ptr = n_ops};
+  cg_epi epi = {.nodes = chain + 1, .n = sib ? 0 : n_chain - 1, .anchor = nd, .sib = chain + 1, .n_sib = sib ? n_chain - 1 : 0, .n_ptr = n_ops};
   for (int i = 1; i < n_chain; i++)
     for (int j = 0; j < chain[i]->n_in; j++)
       if (chain[i]->in[j] == chain[i - 1]->out) epi.slot[i - 1] = j;

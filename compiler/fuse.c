@@ -1,27 +1,48 @@
-/* fuse.c — fusion of elementwise epilogues into the kernel that makes their input.
+/* fuse.c — fusion: nodes computed inside another node's kernel.
  *
  * Requires: a program (ordered nodes) after autodiff and the optimizer, before memplan.
- * Guarantees: where a kernel's output is read by exactly one node of the program, that node is
+ * Guarantees two kinds of fused kernel; `graft ir --after=fuse` shows both.
+ *
+ * Epilogues. Where a kernel's output is read by exactly one node of the program, that node is
  * elementwise (an ELEM op whose other operands have the output's shape, or bias_add, broadcasting a
  * per-channel bias) and the output is not kept, the reader becomes part of the producer's kernel: it
- * is applied to each element as the producer stores it, and the intermediate value is never
- * written to memory (memplan gives it no storage). The chain goes on while the same holds for the
- * reader's own output: conv2d + bias_add + relu is one kernel, batchnorm + add + relu (a residual
- * block's end) another, and the max-pooling gradient + relu_grad a third.
+ * is applied to each element as the producer stores it, and the intermediate value is never written
+ * to memory (memplan gives it no storage). The chain goes on while the same holds for the reader's
+ * own output: conv2d + bias_add + relu is one kernel, batchnorm + add + relu (a residual block's end)
+ * another, and the max-pooling gradient + relu_grad a third. A kernel can take an epilogue if its
+ * code stores each output element once, as a value computed there (gr_fuse_anchor); codegen applies
+ * the chain at that store. The anchor and its chain are placed at the chain's last node.
  *
- * A kernel can take an epilogue if its code stores each output element once, as a value computed
- * there (gr_fuse_anchor); codegen applies the chain at that store. The fused nodes are moved so that
- * the producer and its chain are adjacent, at the place of the chain's last node; a node moves later
- * only past nodes that do not read its output (it has a single reader, in the chain) and that change
- * nothing in place (no optimizer update lies between), so the program computes the same values.
- * Fusion changes no arithmetic: the same operations run in the same order, only without the
- * round trip through memory, so results are bit-identical to the unfused program.
- * GRAFT_FUSE=0 in the environment turns the pass off (for comparisons). */
+ * Siblings. A kernel that already computes what another node needs computes that node's output too
+ * (gr_fuse_siblings, `sibling` below): batchnorm's input gradient also writes its weight and bias
+ * gradients, the cross-entropy loss also writes its gradient. Each sibling's output is stored. The
+ * group is placed at its first node, which every input of each member must precede.
+ *
+ * A node moves only past nodes that do not read its output (an epilogue's intermediate has a single
+ * reader, in the chain; siblings are placed before their outputs' readers) and never past an
+ * optimizer update, so the program computes the same values. Fusion changes no arithmetic: the same
+ * operations run in the same order, only without the round trips through memory, so results are
+ * bit-identical to the unfused program. GRAFT_FUSE=0 in the environment turns the pass off (for
+ * comparisons). */
 #include "compiler/compiler.h"
 #include <stdlib.h>
 #include <string.h>
 
-bool gr_fuse_siblings(const gr_node *n) { return n->op == GR_OP_BATCHNORM_GRAD_INPUT; }
+bool gr_fuse_siblings(const gr_node *n) {
+  return (n->op == GR_OP_BATCHNORM_GRAD_INPUT && n->a.training) || n->op == GR_OP_SOFTMAX_CE;
+}
+
+/* Whether m is a sibling an anchor's kernel computes beside its own output: batchnorm's weight and
+ * bias gradients beside its input gradient (the same x and dy, and sums the input gradient takes
+ * anyway; bias_grad(dy) is dbeta whoever asked for it), and the cross-entropy's gradient beside the
+ * loss (the same logits and labels, each row's max and sum of exponentials computed once). */
+static bool sibling(const gr_node *an, const gr_node *m) {
+  if (an->op == GR_OP_BATCHNORM_GRAD_INPUT)
+    return (m->op == GR_OP_BATCHNORM_GRAD_GAMMA && m->in[0] == an->in[0] && m->in[1] == an->in[3] && m->a.training &&
+            m->a.bn_eps == an->a.bn_eps) ||
+           (m->op == GR_OP_BIAS_GRAD && m->in[0] == an->in[3]);
+  return m->op == GR_OP_SOFTMAX_CE_GRAD && m->in[0] == an->in[0] && m->in[1] == an->in[1] && m->a.smoothing == an->a.smoothing;
+}
 
 bool gr_fuse_anchor(const gr_node *n) {
   if (!n->out || n->out->dtype == GR_I32) return false;
@@ -82,6 +103,9 @@ void gr_fuse_program(const gr_graph *g, gr_program *p) {
     }
   }
   for (int k = 0; k < p->n_keep; k++) kept[gr_storage_root(p->keep[k])->id] = true;
+  int *pos = gr_alloc(a, sizeof(int) * (size_t)(g->n_nodes + 1)); /* index in the program by node id; -1: not in it */
+  for (int i = 0; i < g->n_nodes; i++) pos[i] = -1;
+  for (int i = 0; i < nn; i++) pos[p->nodes[i]->id] = i;
   int *upd_before = gr_alloc(a, sizeof(int) * (size_t)(nn + 1)); /* update nodes among nodes[0, i) */
   for (int i = 0; i < nn; i++) upd_before[i + 1] = upd_before[i] + !!(gr_ops[p->nodes[i]->op].flags & GR_OPF_UPD);
   /* groups: an anchor and the nodes its kernel also runs (members, in order), placed at `place` */
@@ -95,23 +119,28 @@ void gr_fuse_program(const gr_graph *g, gr_program *p) {
     int *mem = members + (size_t)i * (GR_FUSE_MAX + 1), len = 0;
     if (member[i]) continue;
     if (gr_fuse_siblings(an)) {
-      /* batchnorm's weight and bias gradients beside its input gradient: the same x and dy, and
-       * sums the input gradient computes anyway (bias_grad(dy) is dbeta whoever asked for it) */
-      if (!an->a.training) continue;
       for (int j = 0; j < nn && len < 2; j++) {
         const gr_node *m = p->nodes[j];
-        bool gamma = m->op == GR_OP_BATCHNORM_GRAD_GAMMA && m->in[0] == an->in[0] && m->in[1] == an->in[3] && m->a.training &&
-                     m->a.bn_eps == an->a.bn_eps;
-        bool beta = m->op == GR_OP_BIAS_GRAD && m->in[0] == an->in[3];
-        if ((gamma || beta) && !member[j] && upd_before[j] == upd_before[i]) {
-          bool dup = false; /* one of each */
-          for (int q = 0; q < len; q++) dup |= p->nodes[mem[q]]->op == m->op;
-          if (!dup) mem[len++] = j;
-        }
+        if (j == i || member[j] || n_mem[j] || !sibling(an, m) || upd_before[j] != upd_before[i]) continue;
+        bool dup = false; /* one of each */
+        for (int q = 0; q < len; q++) dup |= p->nodes[mem[q]]->op == m->op;
+        if (!dup) mem[len++] = j;
       }
       if (!len) continue;
-      place[i] = i;
+      place[i] = i; /* at the first of them: every input of each is made before it (or is a leaf) */
       for (int q = 0; q < len; q++) place[i] = mem[q] < place[i] ? mem[q] : place[i];
+      bool ready = true;
+      for (int q = -1; q < len; q++) {
+        const gr_node *m = q < 0 ? an : p->nodes[mem[q]];
+        for (int j = 0; j < m->n_in; j++) {
+          const gr_node *d = gr_storage_root(m->in[j])->def;
+          ready &= !d || gr_ops[d->op].kclass == GR_KC_NONE || (pos[d->id] >= 0 && pos[d->id] < place[i]);
+        }
+      }
+      if (!ready) {
+        len = 0;
+        continue;
+      }
     } else if (gr_fuse_anchor(an)) {
       const gr_value *v = an->out;
       int ptrs = 0;

@@ -2,8 +2,9 @@
 # The fusion pass (compiler/fuse.c) changes where values live, not what they are. For the LeNet-style
 # CNN and a small residual network with batchnorm:
 #  - `graft ir --after=fuse` lists the fused kernels (convolution + bias + ReLU, batchnorm + ReLU,
-#    batchnorm + residual add + ReLU, the max-pooling gradient + ReLU's gradient, and batchnorm's
-#    three gradients in one kernel) and marks the values they no longer store;
+#    batchnorm + residual add + ReLU, the max-pooling gradient + ReLU's gradient, batchnorm's three
+#    gradients in one kernel, the cross-entropy loss with its gradient) and marks the values they no
+#    longer store;
 #  - the planned arena is smaller than without fusion;
 #  - training with and without fusion (GRAFT_FUSE=0) gives byte-identical weights, and evaluation the
 #    same outputs: a fused epilogue runs the same arithmetic in the same order.
@@ -41,12 +42,13 @@ expect cnn 2 "[kernel conv2d+bias_add+relu]"
 expect cnn 1 "[kernel bias_add+relu]"
 expect cnn 2 "[kernel maxpool2d_grad+relu_grad]"
 expect cnn 7 "(not stored)"
+expect cnn 1 "[kernel softmax_cross_entropy+softmax_cross_entropy_grad]"
 expect residual 1 "[kernel batchnorm+relu]"
 expect residual 1 "[kernel batchnorm+add+relu]"
 expect residual 1 "[kernel maxpool2d_grad+relu_grad]"
 expect residual 2 "[kernel batchnorm_grad_input+batchnorm_grad_gamma+bias_grad]"
-grep -q "^program graft_train: .* kernels (7 nodes fused into them)" cnn.fuse.txt &&
-  ok "cnn: the header counts the fused nodes" || bad "cnn: the program header does not count 7 fused nodes" cnn.fuse.txt
+grep -q "^program graft_train: .* kernels (8 nodes fused into them)" cnn.fuse.txt &&
+  ok "cnn: the header counts the fused nodes" || bad "cnn: the program header does not count 8 fused nodes" cnn.fuse.txt
 # a stored value is never a fused one: every '(not stored)' value has no arena offset after memplan
 "$graft" ir cnn.plan.yaml > cnn.mem.txt
 if grep -F "(not stored)" cnn.mem.txt | grep -q "@arena"; then bad "cnn: a value not stored has an arena offset" cnn.mem.txt; else ok "cnn: values not stored get no arena offset"; fi
