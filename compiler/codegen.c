@@ -38,6 +38,7 @@ typedef struct cg_epi {
 
 typedef struct gr_cg {
   cg_epi *epi;
+  bool plain; /* elementwise arithmetic: no fast-math flags (see elementwise) */
   int vlanes; /* > 0 while a vector epilogue is emitted: fconst gives vectors of this many lanes */
   LLVMContextRef ctx;
   LLVMModuleRef mod;
@@ -55,15 +56,15 @@ typedef LLVMValueRef (*emit_fn)(gr_cg *cg, const gr_node *n, LLVMValueRef *args)
 
 /* ---- small builders ---------------------------------------------------------------------------- */
 
-static LLVMValueRef fm(LLVMValueRef v) {
-  if (LLVMIsAInstruction(v) && LLVMCanValueUseFastMathFlags(v))
+static LLVMValueRef fm(gr_cg *c, LLVMValueRef v) {
+  if (!c->plain && LLVMIsAInstruction(v) && LLVMCanValueUseFastMathFlags(v))
     LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc | LLVMFastMathAllowContract);
   return v;
 }
-static LLVMValueRef fadd(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(LLVMBuildFAdd(c->b, a, b, "")); }
-static LLVMValueRef fsub(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(LLVMBuildFSub(c->b, a, b, "")); }
-static LLVMValueRef fmul(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(LLVMBuildFMul(c->b, a, b, "")); }
-static LLVMValueRef fdiv(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(LLVMBuildFDiv(c->b, a, b, "")); }
+static LLVMValueRef fadd(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(c, LLVMBuildFAdd(c->b, a, b, "")); }
+static LLVMValueRef fsub(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(c, LLVMBuildFSub(c->b, a, b, "")); }
+static LLVMValueRef fmul(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(c, LLVMBuildFMul(c->b, a, b, "")); }
+static LLVMValueRef fdiv(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(c, LLVMBuildFDiv(c->b, a, b, "")); }
 static LLVMValueRef fconst(gr_cg *c, double x) {
   LLVMValueRef v = LLVMConstReal(c->ft, x), all[64];
   if (!c->vlanes) return v;
@@ -91,7 +92,7 @@ static LLVMValueRef intrinsic(gr_cg *c, const char *name, LLVMValueRef *args, in
   LLVMTypeRef t = c->ft;
   LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, &t, 1);
   LLVMTypeRef fty = LLVMIntrinsicGetType(c->ctx, id, &t, 1);
-  return fm(LLVMBuildCall2(c->b, fty, fn, args, (unsigned)n, ""));
+  return fm(c, LLVMBuildCall2(c->b, fty, fn, args, (unsigned)n, ""));
 }
 
 /* A libm function of the graph's float type (f suffix for f32), resolved by the JIT's symbol table. */
@@ -349,6 +350,20 @@ static LLVMValueRef shuffle(gr_cg *c, LLVMValueRef a, LLVMValueRef b, int n, con
   return LLVMBuildShuffleVector(c->b, a, b, LLVMConstVector(m, (unsigned)n), "");
 }
 
+/* The arithmetic of an elementwise node (ELEM ops, and bias_add in an epilogue), without `reassoc
+ * contract`, fused or not: a fused epilogue hands each node the previous node's result directly
+ * instead of through memory, and with the flags on both sides LLVM could fuse a multiply into the
+ * next node's add (one rounding instead of two), reassociate across the boundary or turn (1/y)*z into
+ * z/y, so the fused kernel would round differently from the unfused program. Elementwise loops
+ * vectorise without the flags (only reductions need them); llvm.arithmetic.fence would have kept the
+ * flags but stopped the loop vectoriser. */
+static LLVMValueRef elementwise(gr_cg *c, const gr_node *m, LLVMValueRef *in) {
+  c->plain = true;
+  LLVMValueRef v = m->op == GR_OP_BIAS_ADD ? fadd(c, in[0], in[1]) : emitters[m->op](c, m, in);
+  c->plain = false;
+  return v;
+}
+
 /* Stores the anchor's output at out[idx]: v is one element (lanes 0), or `lanes` consecutive ones of
  * which the first `active` are real, all of channel ch. Through the fused epilogue, if there is one:
  * each of its nodes applied in turn, its other operands read at idx (bias_add's at the channel: ch,
@@ -378,7 +393,7 @@ static void out_store_n(gr_cg *c, LLVMValueRef v, LLVMValueRef out, LLVMValueRef
         }
       }
       c->vlanes = lanes;
-      v = m->op == GR_OP_BIAS_ADD ? fadd(c, in[0], in[1]) : emitters[m->op](c, m, in);
+      v = elementwise(c, m, in);
       c->vlanes = 0;
     }
   }
@@ -503,7 +518,7 @@ static LLVMValueRef emit_relu_grad(gr_cg *c, const gr_node *n, LLVMValueRef *a) 
 
 static LLVMValueRef emit_sigmoid(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
   (void)n; /* 1 / (1 + e^-x) */
-  return fdiv(c, fconst(c, 1), fadd(c, fconst(c, 1), fexp(c, fm(LLVMBuildFNeg(c->b, a[0], "")))));
+  return fdiv(c, fconst(c, 1), fadd(c, fconst(c, 1), fexp(c, fm(c, LLVMBuildFNeg(c->b, a[0], "")))));
 }
 
 static LLVMValueRef emit_sigmoid_grad(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
@@ -515,7 +530,7 @@ static LLVMValueRef emit_tanh(gr_cg *c, const gr_node *n, LLVMValueRef *a) {
   (void)n; /* tanh x = sign(x) * -t / (2 + t), t = expm1(-2|x|): accurate near 0, saturates cleanly */
   LLVMValueRef ax = intrinsic(c, "llvm.fabs", &a[0], 1);
   LLVMValueRef t = libm(c, "expm1", fmul(c, fconst(c, -2), ax));
-  LLVMValueRef r = fdiv(c, fm(LLVMBuildFNeg(c->b, t, "")), fadd(c, fconst(c, 2), t));
+  LLVMValueRef r = fdiv(c, fm(c, LLVMBuildFNeg(c->b, t, "")), fadd(c, fconst(c, 2), t));
   LLVMValueRef args[2] = {r, a[0]};
   return intrinsic(c, "llvm.copysign", args, 2);
 }
@@ -1698,7 +1713,7 @@ static LLVMValueRef emit_mean_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
 static LLVMValueRef bce_term(gr_cg *c, LLVMValueRef x, LLVMValueRef t) { /* max(x, 0) - x t + log1p(e^-|x|) */
   LLVMValueRef ax = intrinsic(c, "llvm.fabs", &x, 1);
   LLVMValueRef pos = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, x, fconst(c, 0), ""), x, fconst(c, 0), "");
-  return fadd(c, fsub(c, pos, fmul(c, x, t)), libm(c, "log1p", fexp(c, fm(LLVMBuildFNeg(c->b, ax, "")))));
+  return fadd(c, fsub(c, pos, fmul(c, x, t)), libm(c, "log1p", fexp(c, fm(c, LLVMBuildFNeg(c->b, ax, "")))));
 }
 static LLVMValueRef mse_term(gr_cg *c, LLVMValueRef x, LLVMValueRef t) {
   LLVMValueRef d = fsub(c, x, t);
@@ -1821,7 +1836,7 @@ static LLVMValueRef kernel_function(gr_cg *c, const gr_node *const *chain, int n
       bool bcast = gr_shape_has_batch(os) && !gr_shape_has_batch(&nd->in[k]->shape);
       vals[k] = loadf(c, args[k], bcast ? L.i : idx);
     }
-    out_store(c, emitters[nd->op](c, nd, vals), out, idx, NULL);
+    out_store(c, elementwise(c, nd, vals), out, idx, NULL);
     loop_end(c, &L);
     par_end(c, &R);
   }

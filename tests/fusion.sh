@@ -1,6 +1,6 @@
 #!/bin/sh
 # The fusion pass (compiler/fuse.c) changes where values live, not what they are. For the LeNet-style
-# CNN and a small residual network with batchnorm:
+# CNN, a small residual network with batchnorm and a gated dense network (sigmoid, mul, gelu, tanh):
 #  - `graft ir --after=fuse` lists the fused kernels (convolution + bias + ReLU, batchnorm + ReLU,
 #    batchnorm + residual add + ReLU, the max-pooling gradient + ReLU's gradient, batchnorm's three
 #    gradients in one kernel, the cross-entropy loss with its gradient) and marks the values they no
@@ -27,9 +27,24 @@ layers:
   - {name: flatten, op: flatten}
   - {name: fc, op: linear, out_features: 10}
 YAML
-for m in cnn residual; do
+# multiplies and sigmoids next to adds: fused, LLVM must still round as the unfused program does
+cat > gated.yaml <<'YAML'
+name: gated
+input: {name: image, shape: [1, 28, 28]}
+layers:
+  - {name: flatten, op: flatten}
+  - {name: fc1, op: linear, out_features: 64}
+  - {name: gate, op: sigmoid, in: fc1}
+  - {name: silu, op: mul, in: [fc1, gate]}
+  - {name: fc2, op: linear, out_features: 64}
+  - {name: act, op: gelu}
+  - {name: sum, op: add, in: [act, silu]}
+  - {name: squash, op: tanh}
+  - {name: out, op: linear, out_features: 10}
+YAML
+for m in cnn residual gated; do
   model=$examples/cnn/model.yaml
-  [ $m = residual ] && model=$PWD/residual.yaml
+  [ $m = cnn ] || model=$PWD/$m.yaml
   plan_head "$model" "per_class: 30" > $m.plan.yaml
   printf 'optimizer: {type: sgd, learning_rate: 0.05, momentum: 0.9}\nbatch_size: 50\nepochs: 2\nseed: 5\n' >> $m.plan.yaml
   "$graft" ir $m.plan.yaml --after=fuse > $m.fuse.txt 2>&1 || bad "$m: graft ir --after=fuse failed" $m.fuse.txt
@@ -47,6 +62,9 @@ expect residual 1 "[kernel batchnorm+relu]"
 expect residual 1 "[kernel batchnorm+add+relu]"
 expect residual 1 "[kernel maxpool2d_grad+relu_grad]"
 expect residual 2 "[kernel batchnorm_grad_input+batchnorm_grad_gamma+bias_grad]"
+expect gated 1 "[kernel gelu+add+tanh]"
+expect gated 1 "[kernel mul+sigmoid_grad]"
+expect gated 1 "[kernel mul+add]"
 grep -q "^program graft_train: .* kernels (8 nodes fused into them)" cnn.fuse.txt &&
   ok "cnn: the header counts the fused nodes" || bad "cnn: the program header does not count 8 fused nodes" cnn.fuse.txt
 # a stored value is never a fused one: every '(not stored)' value has no arena offset after memplan
@@ -57,7 +75,7 @@ GRAFT_FUSE=0 "$graft" ir cnn.plan.yaml > cnn.mem0.txt
 a1=$(arena cnn.mem.txt) a0=$(arena cnn.mem0.txt)
 [ -n "$a1" ] && [ -n "$a0" ] && [ "$a1" -lt "$a0" ] && ok "cnn: fusion shrinks the training arena ($a0 -> $a1 bytes)" ||
   bad "cnn: the training arena did not shrink with fusion ($a0 -> $a1)" cnn.mem.txt
-for m in cnn residual; do
+for m in cnn residual gated; do
   for f in 1 0; do
     GRAFT_FUSE=$f "$graft" train $m.plan.yaml -q --no-cache --threads 2 --save $m.$f.safetensors > $m.$f.log 2>&1 ||
       bad "$m: training with GRAFT_FUSE=$f failed" $m.$f.log
