@@ -2,12 +2,14 @@
  *
  * Requires: programs whose memory is planned (every value has a slab or arena offset).
  * Guarantees: one module with, per program, `void NAME(ptr slab, ptr arena, i64 n, ptr scalars)`,
- * which runs the program's nodes in order on a batch of n rows. GEMMs call cblas_?gemm; every other
+ * which runs the program's nodes in order on a batch of n rows. GEMMs call gr_sgemm (f64: cblas_dgemm); every other
  * kernel is generated here: elementwise ops as a rows x inner loop nest around the op's scalar
  * emitter, and CUSTOM ops (reductions, softmax/cross-entropy, optimizer updates) by their emitter.
  * Kernels are internal functions with noalias pointers, so LLVM (O2) inlines and vectorises them; nodes
  * with the same op, shapes and attributes share one kernel (fewer functions to optimise).
- * Floating-point arithmetic carries `reassoc contract` (sums vectorise; NaN and Inf still propagate).
+ * Floating-point arithmetic carries `reassoc contract` (sums vectorise; NaN and Inf still propagate),
+ * except elementwise nodes' (see `elementwise`). Fused epilogues (fuse.c) are applied at the anchor's
+ * stores (`out_store`); siblings' outputs are written by the anchor's emitter (`sib_ptr`).
  * The graph's float type (f32, or f64 for gradient checks) is used throughout. */
 #include "compiler/codegen.h"
 #include "runtime/runtime.h"
@@ -406,7 +408,8 @@ static void out_store(gr_cg *c, LLVMValueRef v, LLVMValueRef out, LLVMValueRef i
   out_store_n(c, v, out, idx, 0, 0, ch);
 }
 
-/* Inputs of a sibling that are not its anchor's: the kernel gets them after the sibling's output. */
+/* Whether the anchor reads v. A sibling's inputs that it does not read reach the fused kernel as
+ * parameters after the sibling's output. */
 static bool anchor_reads(const gr_node *anchor, const gr_value *v) {
   for (int j = 0; j < anchor->n_in; j++)
     if (anchor->in[j] == v) return true;
