@@ -8,8 +8,9 @@
  * node that makes it to its last use (inputs from the start, kept values to the end). A view (reshape)
  * shares its input's storage. A node's scratch memory (conv2d's im2col buffer) lives only while it
  * runs. A fused kernel (fuse.c) is one step: values inside it get no storage, and what it reads lives
- * until its last node. Allocation is first-fit over a sorted free list, 64-byte aligned. */
+ * until its last node. Blocks are 64-byte aligned and placed largest first (see `place`). */
 #include "compiler/compiler.h"
+#include <stdlib.h>
 #include <string.h>
 
 enum { ALIGN = 64 };
@@ -39,59 +40,85 @@ int64_t gr_plan_slab(gr_graph *g) {
   return off;
 }
 
+/* Arena blocks are planned in two steps. The walk over the program (gr_plan_arena) asks for blocks
+ * and gives them back in execution order, which fixes each block's lifetime: from the event that
+ * asks for it to the event that gives it back (a counter; never given back: to the end). Then the
+ * blocks are placed (place). Placing them only in execution order, first-fit, left holes the peak
+ * could not reuse: ResNet-18's 224x224 training arena was 422 MB for 372 MB alive at once; largest
+ * first it is 373 MB. */
 typedef struct block {
-  int64_t off, size;
+  int64_t size, start, end, off;
 } block;
 
 typedef struct allocator {
-  block *free;
+  block *b;
   int n, cap;
-  int64_t top;
+  int64_t clock;
   gr_arena *arena;
 } allocator;
 
+/* A block of `size` bytes, alive from now: returns its number (its offset comes from place()). */
 static int64_t alloc_block(allocator *al, int64_t size) {
-  for (int i = 0; i < al->n; i++) {
-    if (al->free[i].size < size) continue;
-    int64_t off = al->free[i].off;
-    al->free[i].off += size;
-    al->free[i].size -= size;
-    if (al->free[i].size == 0) {
-      memmove(&al->free[i], &al->free[i + 1], sizeof(block) * (size_t)(al->n - i - 1));
-      al->n--;
-    }
-    return off;
-  }
-  /* grow at the top, absorbing a free block that ends there */
-  if (al->n && al->free[al->n - 1].off + al->free[al->n - 1].size == al->top) {
-    int64_t off = al->free[al->n - 1].off;
-    al->n--;
-    al->top = off + size;
-    return off;
-  }
-  int64_t off = al->top;
-  al->top += size;
-  return off;
+  gr_grow(al->arena, (void **)&al->b, &al->cap, al->n + 1, sizeof(block));
+  al->b[al->n] = (block){size, al->clock++, INT64_MAX, -1};
+  return al->n++;
 }
 
-static void free_block(allocator *al, int64_t off, int64_t size) {
-  int i = 0;
-  while (i < al->n && al->free[i].off < off) i++;
-  gr_grow(al->arena, (void **)&al->free, &al->cap, al->n + 1, sizeof(block));
-  memmove(&al->free[i + 1], &al->free[i], sizeof(block) * (size_t)(al->n - i));
-  al->free[i] = (block){off, size};
-  al->n++;
-  /* merge with neighbours */
-  if (i + 1 < al->n && al->free[i].off + al->free[i].size == al->free[i + 1].off) {
-    al->free[i].size += al->free[i + 1].size;
-    memmove(&al->free[i + 1], &al->free[i + 2], sizeof(block) * (size_t)(al->n - i - 2));
-    al->n--;
+/* Block `id` is dead from now on. */
+static void free_block(allocator *al, int64_t id, int64_t size) {
+  GR_ASSERT(id >= 0 && id < al->n && al->b[id].size == size && al->b[id].end == INT64_MAX);
+  al->b[id].end = al->clock++;
+}
+
+static int by_size(const void *x, const void *y) {
+  const block *a = *(const block *const *)x, *b = *(const block *const *)y;
+  if (a->size != b->size) return a->size < b->size ? 1 : -1;
+  return a->start < b->start ? -1 : a->start > b->start;
+}
+static int by_offset(const void *x, const void *y) {
+  const block *a = *(const block *const *)x, *b = *(const block *const *)y;
+  return a->off < b->off ? -1 : a->off > b->off;
+}
+
+static int by_start(const void *x, const void *y) {
+  const block *a = *(const block *const *)x, *b = *(const block *const *)y;
+  return a->start < b->start ? -1 : a->start > b->start;
+}
+
+/* Offsets for every block, taken in the order `cmp` gives, each at the lowest offset where it
+ * overlaps no block placed before it that is alive at the same time; returns the arena's size. */
+static int64_t place_in_order(allocator *al, int (*cmp)(const void *, const void *)) {
+  block **order = gr_alloc(al->arena, sizeof(block *) * (size_t)(al->n + 1));
+  block **near = gr_alloc(al->arena, sizeof(block *) * (size_t)(al->n + 1));
+  for (int i = 0; i < al->n; i++) order[i] = &al->b[i];
+  qsort(order, (size_t)al->n, sizeof *order, cmp);
+  int64_t top = 0;
+  for (int i = 0; i < al->n; i++) {
+    block *b = order[i];
+    int k = 0;
+    for (int j = 0; j < i; j++) /* placed blocks alive at the same time */
+      if (order[j]->start < b->end && b->start < order[j]->end) near[k++] = order[j];
+    qsort(near, (size_t)k, sizeof *near, by_offset);
+    int64_t off = 0;
+    for (int j = 0; j < k && near[j]->off < off + b->size; j++)
+      if (near[j]->off + near[j]->size > off) off = near[j]->off + near[j]->size;
+    b->off = off;
+    if (off + b->size > top) top = off + b->size;
   }
-  if (i > 0 && al->free[i - 1].off + al->free[i - 1].size == al->free[i].off) {
-    al->free[i - 1].size += al->free[i].size;
-    memmove(&al->free[i], &al->free[i + 1], sizeof(block) * (size_t)(al->n - i - 1));
-    al->n--;
-  }
+  return top;
+}
+
+/* The smaller of two placements: largest block first (TFLite's greedy by size), and in execution
+ * order (first-fit as the blocks come, which is what this planner did before and sometimes packs
+ * tighter). Returns the arena's size. */
+static int64_t place(allocator *al) {
+  int64_t first = place_in_order(al, by_start);
+  int64_t *keep = gr_alloc(al->arena, sizeof(int64_t) * (size_t)(al->n + 1));
+  for (int i = 0; i < al->n; i++) keep[i] = al->b[i].off;
+  int64_t largest = place_in_order(al, by_size);
+  if (largest <= first) return largest;
+  for (int i = 0; i < al->n; i++) al->b[i].off = keep[i];
+  return first;
 }
 
 static bool in_arena(const gr_value *root) { return root->role == GR_ROLE_TEMP || root->role == GR_ROLE_INPUT; }
@@ -176,10 +203,16 @@ void gr_plan_arena(const gr_graph *g, gr_program *p, int64_t max_batch) {
       }
     }
   }
+  /* block numbers to offsets */
+  int64_t top = place(&al);
+  for (int i = 0; i < nv; i++)
+    if (p->offsets[i] >= 0) p->offsets[i] = al.b[p->offsets[i]].off;
+  for (int i = 0; i < g->n_nodes; i++)
+    if (p->scratch[i] >= 0) p->scratch[i] = al.b[p->scratch[i]].off;
   /* views take their root's offset */
   for (int i = 0; i < nn; i++) {
     const gr_node *n = p->nodes[i];
     if (n->out && gr_storage_root(n->out) != n->out) p->offsets[n->out->id] = p->offsets[gr_storage_root(n->out)->id];
   }
-  p->arena_bytes = al.top > 0 ? al.top : ALIGN;
+  p->arena_bytes = top > 0 ? top : ALIGN;
 }
