@@ -67,11 +67,19 @@ static LLVMValueRef fadd(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(c
 static LLVMValueRef fsub(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(c, LLVMBuildFSub(c->b, a, b, "")); }
 static LLVMValueRef fmul(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(c, LLVMBuildFMul(c->b, a, b, "")); }
 static LLVMValueRef fdiv(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return fm(c, LLVMBuildFDiv(c->b, a, b, "")); }
+/* v in each of `lanes` lanes (at most 64). */
+static LLVMValueRef splat(gr_cg *c, LLVMValueRef v, int lanes) {
+  LLVMValueRef all[64];
+  for (int i = 0; i < lanes; i++) all[i] = v;
+  if (LLVMIsConstant(v)) return LLVMConstVector(all, (unsigned)lanes);
+  LLVMValueRef zero = LLVMConstInt(c->i32, 0, 0), one = LLVMBuildInsertElement(c->b, LLVMGetUndef(LLVMVectorType(LLVMTypeOf(v), 1)), v, zero, "");
+  for (int i = 0; i < lanes; i++) all[i] = zero;
+  return LLVMBuildShuffleVector(c->b, one, one, LLVMConstVector(all, (unsigned)lanes), "");
+}
+/* A float constant; a splat while a vector epilogue is emitted (out_store_n). */
 static LLVMValueRef fconst(gr_cg *c, double x) {
-  LLVMValueRef v = LLVMConstReal(c->ft, x), all[64];
-  if (!c->vlanes) return v;
-  for (int i = 0; i < c->vlanes; i++) all[i] = v; /* in a vector epilogue (out_store_n): a splat */
-  return LLVMConstVector(all, (unsigned)c->vlanes);
+  LLVMValueRef v = LLVMConstReal(c->ft, x);
+  return c->vlanes ? splat(c, v, c->vlanes) : v;
 }
 static LLVMValueRef iconst(gr_cg *c, int64_t x) { return LLVMConstInt(c->i64, (unsigned long long)x, 1); }
 static LLVMValueRef iadd(gr_cg *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWAdd(c->b, a, b, ""); }
@@ -304,6 +312,8 @@ static void par_end(gr_cg *c, cg_par *P) {
 
 /* ---- fused epilogues ---------------------------------------------------------------------------- */
 
+static int64_t spatial(const gr_shape *s);
+
 static const emit_fn emitters[GR_OP_COUNT];
 
 /* Vectors for the 2-wide tiled pooling kernels: lane masks, loads and stores of `lanes` elements of
@@ -313,11 +323,7 @@ static LLVMValueRef lane_mask(gr_cg *c, int lanes, int64_t active) {
   for (int i = 0; i < lanes; i++) b[i] = LLVMConstInt(LLVMInt1TypeInContext(c->ctx), i < active, 0);
   return LLVMConstVector(b, (unsigned)lanes);
 }
-static LLVMValueRef isplat(gr_cg *c, int64_t k) { /* 16 lanes of i32 k */
-  LLVMValueRef all[16];
-  for (int i = 0; i < 16; i++) all[i] = LLVMConstInt(c->i32, (unsigned long long)k, 0);
-  return LLVMConstVector(all, 16);
-}
+static LLVMValueRef isplat(gr_cg *c, int64_t k) { return splat(c, LLVMConstInt(c->i32, (unsigned long long)k, 0), 16); }
 static unsigned elem_align(const gr_cg *c) { return c->ft == c->f32 ? 4 : 8; }
 static LLVMValueRef masked_op(gr_cg *c, const char *name, LLVMTypeRef vt, LLVMValueRef *args, int n) {
   unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
@@ -382,14 +388,8 @@ static void out_store_n(gr_cg *c, LLVMValueRef v, LLVMValueRef out, LLVMValueRef
           in[j] = v;
         } else if (m->op == GR_OP_BIAS_ADD) {
           const gr_shape *s = &m->in[0]->shape;
-          int64_t S = 1;
-          for (int d = 2; d < s->rank; d++) S *= s->dim[d];
-          in[j] = loadf(c, e->ptr[p++], ch ? ch : LLVMBuildSRem(c->b, LLVMBuildSDiv(c->b, idx, iconst(c, S), ""), iconst(c, s->dim[1]), ""));
-          if (lanes) { /* the channel's bias in every lane */
-            int zeros[64] = {0};
-            LLVMValueRef one = LLVMBuildInsertElement(c->b, LLVMGetUndef(LLVMVectorType(c->ft, 1)), in[j], LLVMConstInt(c->i32, 0, 0), "");
-            in[j] = shuffle(c, one, one, lanes, zeros);
-          }
+          in[j] = loadf(c, e->ptr[p++], ch ? ch : LLVMBuildSRem(c->b, LLVMBuildSDiv(c->b, idx, iconst(c, spatial(s)), ""), iconst(c, s->dim[1]), ""));
+          if (lanes) in[j] = splat(c, in[j], lanes); /* the channel's bias in every lane */
         } else {
           in[j] = lanes ? vload(c, e->ptr[p++], idx, lanes, active) : loadf(c, e->ptr[p++], idx);
         }
@@ -1128,9 +1128,7 @@ static void tiled_pool(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef
         continue;
       }
       LLVMValueRef g = vload(c, dy, iadd(c, orow, iconst(c, j)), 16, cnt);
-      c->vlanes = 16;
-      LLVMValueRef zero = fconst(c, 0);
-      c->vlanes = 0;
+      LLVMValueRef zero = splat(c, LLVMConstReal(c->ft, 0), 16);
       for (int64_t ki = 0; ki < kh; ki++) {
         LLVMValueRef half[2];
         for (int kj = 0; kj < 2; kj++) {
@@ -1767,6 +1765,13 @@ static const emit_fn emitters[GR_OP_COUNT] = {
 
 /* ---- kernels and programs ---------------------------------------------------------------------- */
 
+/* Which input of an epilogue's i-th node is the value coming down the chain (0 for siblings). */
+static int chain_slot(const gr_node *const *chain, int i) {
+  for (int j = 0; j < chain[i]->n_in; j++)
+    if (chain[i]->in[j] == chain[i - 1]->out) return j;
+  return 0;
+}
+
 /* The values a fused kernel reads or writes beyond its anchor's: an epilogue's operands besides the
  * value coming down the chain, or the siblings' outputs, in order. */
 static int epi_operands(const gr_node *const *chain, int n, const gr_value **out) {
@@ -1812,9 +1817,7 @@ static LLVMValueRef kernel_function(gr_cg *c, const gr_node *const *chain, int n
   for (int i = 0; i < np; i++) args[i] = LLVMGetParam(fn, (unsigned)i);
   bool sib = gr_fuse_siblings(nd);
   cg_epi epi = {.nodes = chain + 1, .n = sib ? 0 : n_chain - 1, .anchor = nd, .sib = chain + 1, .n_sib = sib ? n_chain - 1 : 0, .n_ptr = n_ops};
-  for (int i = 1; i < n_chain; i++)
-    for (int j = 0; j < chain[i]->n_in; j++)
-      if (chain[i]->in[j] == chain[i - 1]->out) epi.slot[i - 1] = j;
+  for (int i = 1; i < n_chain; i++) epi.slot[i - 1] = chain_slot(chain, i);
   for (int k = 0; k < n_ops; k++) epi.ptr[k] = args[nd->n_in + 4 + k];
   c->epi = n_chain > 1 ? &epi : NULL;
   const gr_op_info *info = &gr_ops[nd->op];
@@ -1874,9 +1877,7 @@ static const char *kernel_key(gr_cg *c, const gr_node *nd) {
 static LLVMValueRef shared_kernel(gr_cg *c, const gr_node *const *chain, int n_chain) {
   const char *key = kernel_key(c, chain[0]);
   for (int i = 1; i < n_chain; i++) { /* each epilogue node, and which input the chain feeds */
-    int slot = 0;
-    for (int j = 0; j < chain[i]->n_in; j++)
-      if (chain[i]->in[j] == chain[i - 1]->out) slot = j;
+    int slot = chain_slot(chain, i);
     const char *more = kernel_key(c, chain[i]);
     size_t len = strlen(key) + strlen(more) + 8;
     char *joined = gr_alloc(c->g->arena, len);

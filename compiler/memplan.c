@@ -64,10 +64,10 @@ static int64_t alloc_block(allocator *al, int64_t size) {
   return al->n++;
 }
 
-/* Block `id` is dead from now on. */
-static void free_block(allocator *al, int64_t id, int64_t size) {
-  GR_ASSERT(id >= 0 && id < al->n && al->b[id].size == size && al->b[id].end == INT64_MAX);
-  al->b[id].end = al->clock++;
+/* Block `id` is dead from now on (if it was not already). */
+static void free_block(allocator *al, int64_t id) {
+  GR_ASSERT(id >= 0 && id < al->n);
+  if (al->b[id].end == INT64_MAX) al->b[id].end = al->clock++;
 }
 
 static int by_size(const void *x, const void *y) {
@@ -121,6 +121,10 @@ static int64_t place(allocator *al) {
   return first;
 }
 
+static int64_t value_block(allocator *al, const gr_value *v, int64_t max_batch) {
+  return alloc_block(al, align_up(gr_value_bytes(v, max_batch)));
+}
+
 static bool in_arena(const gr_value *root) { return root->role == GR_ROLE_TEMP || root->role == GR_ROLE_INPUT; }
 
 void gr_plan_arena(const gr_graph *g, gr_program *p, int64_t max_batch) {
@@ -156,22 +160,21 @@ void gr_plan_arena(const gr_graph *g, gr_program *p, int64_t max_batch) {
   for (int i = 0; i < nn; i++) in_prog[p->nodes[i]->id] = true;
   for (int i = 0; i < nn; i++) {
     const gr_node *n = p->nodes[i];
-    if (n->op == GR_OP_INPUT && used[n->out->id]) p->offsets[n->out->id] = alloc_block(&al, align_up(gr_value_bytes(n->out, max_batch)));
+    if (n->op == GR_OP_INPUT && used[n->out->id]) p->offsets[n->out->id] = value_block(&al, n->out, max_batch);
     for (int k = 0; k < n->n_in; k++) {
       const gr_value *r = gr_storage_root(n->in[k]);
       if (r->def && !in_prog[r->def->id] && in_arena(r) && p->offsets[r->id] < 0)
-        p->offsets[r->id] = alloc_block(&al, align_up(gr_value_bytes(r, max_batch)));
+        p->offsets[r->id] = value_block(&al, r, max_batch);
     }
   }
   p->scratch = gr_alloc(a, sizeof(int64_t) * (size_t)g->n_nodes);
   for (int i = 0; i < g->n_nodes; i++) p->scratch[i] = -1;
-  bool *freed = gr_alloc(a, (size_t)nv);
   for (int s = 0; s < nn; s = step_end[s] + 1) {
     int e = step_end[s];
     for (int i = s; i <= e; i++) {
       const gr_node *n = p->nodes[i];
       if (n->out && n->op != GR_OP_INPUT && gr_storage_root(n->out) == n->out && in_arena(n->out) && !(p->unstored && p->unstored[n->out->id]))
-        p->offsets[n->out->id] = alloc_block(&al, align_up(gr_value_bytes(n->out, max_batch)));
+        p->offsets[n->out->id] = value_block(&al, n->out, max_batch);
     }
     /* scratch lives only while the kernel runs */
     for (int i = s; i <= e; i++) {
@@ -179,28 +182,21 @@ void gr_plan_arena(const gr_graph *g, gr_program *p, int64_t max_batch) {
       int64_t sb = align_up(gr_scratch_elems(n, max_batch) * gr_dtype_size[g->fdtype]);
       if (sb > 0) p->scratch[n->id] = alloc_block(&al, sb);
     }
-    for (int i = s; i <= e; i++) {
-      const gr_node *n = p->nodes[i];
-      int64_t sb = align_up(gr_scratch_elems(n, max_batch) * gr_dtype_size[g->fdtype]);
-      if (sb > 0) free_block(&al, p->scratch[n->id], sb);
-    }
-    /* release what dies here: each storage root once */
+    for (int i = s; i <= e; i++)
+      if (p->scratch[p->nodes[i]->id] >= 0) free_block(&al, p->scratch[p->nodes[i]->id]);
+    /* release what dies here (a root read twice is given back once: free_block) */
     for (int i = s; i <= e; i++) {
       const gr_node *n = p->nodes[i];
       for (int k = 0; k < n->n_in; k++) {
         const gr_value *r = gr_storage_root(n->in[k]);
-        if (last[r->id] != e || !in_arena(r) || p->offsets[r->id] < 0 || freed[r->id]) continue;
-        freed[r->id] = true;
-        free_block(&al, p->offsets[r->id], align_up(gr_value_bytes(r, max_batch)));
+        if (last[r->id] == e && in_arena(r) && p->offsets[r->id] >= 0) free_block(&al, p->offsets[r->id]);
       }
     }
     /* an output nobody reads dies at once */
     for (int i = s; i <= e; i++) {
       const gr_node *n = p->nodes[i];
-      if (n->out && gr_storage_root(n->out) == n->out && last[n->out->id] < 0 && p->offsets[n->out->id] >= 0 && !freed[n->out->id]) {
-        freed[n->out->id] = true;
-        free_block(&al, p->offsets[n->out->id], align_up(gr_value_bytes(n->out, max_batch)));
-      }
+      if (n->out && gr_storage_root(n->out) == n->out && last[n->out->id] < 0 && p->offsets[n->out->id] >= 0)
+        free_block(&al, p->offsets[n->out->id]);
     }
   }
   /* block numbers to offsets */
