@@ -98,6 +98,7 @@ void gr_jit_free(gr_jit *j);
 typedef struct gr_jit_info {
   bool from_cache, cached;
   double seconds;
+  int parts, threads; /* modules the graph was compiled as; threads that compiled them (0: none, all from the cache) */
 } gr_jit_info;
 gr_jit_info gr_jit_stats(const gr_jit *j);
 

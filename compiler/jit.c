@@ -296,9 +296,9 @@ static LLVMOrcObjectLayerRef perf_layer(void *ctx, LLVMOrcExecutionSessionRef es
   return layer;
 }
 
-/* An LLJIT holding obj (consumed), with the step functions' addresses put in progs; NULL after
- * reporting. */
-static gr_jit *load_object(LLVMMemoryBufferRef obj, LLVMTargetMachineRef tm_consumed, gr_program *progs, int n_progs, gr_diag *d) {
+/* An LLJIT holding objs[0..n) (consumed), with the step functions' addresses put in progs; NULL
+ * after reporting. */
+static gr_jit *load_objects(LLVMMemoryBufferRef *objs, int n, LLVMTargetMachineRef tm_consumed, gr_program *progs, int n_progs, gr_diag *d) {
   gr_jit *j = calloc(1, sizeof *j);
   GR_CHECK(j != NULL, "out of memory");
   LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
@@ -307,16 +307,16 @@ static gr_jit *load_object(LLVMMemoryBufferRef obj, LLVMTargetMachineRef tm_cons
   if (perf && *perf && strcmp(perf, "0")) LLVMOrcLLJITBuilderSetObjectLinkingLayerCreator(builder, perf_layer, NULL);
   bool ok = !llvm_failed(LLVMOrcCreateLLJIT(&j->jit, builder), d, "JIT creation"); /* consumes builder */
   ok = ok && define_externs(j->jit, d);
-  if (ok) {
-    ok = !llvm_failed(LLVMOrcLLJITAddObjectFile(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), obj), d, "adding the object");
-    obj = NULL; /* owned by the JIT now, even on failure */
+  for (int i = 0; i < n; i++) {
+    if (ok) ok = !llvm_failed(LLVMOrcLLJITAddObjectFile(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), objs[i]), d, "adding the object");
+    else LLVMDisposeMemoryBuffer(objs[i]);
+    objs[i] = NULL; /* owned by the JIT once added, even on failure */
   }
   for (int i = 0; ok && i < n_progs; i++) {
     LLVMOrcExecutorAddress addr = 0;
     ok = !llvm_failed(LLVMOrcLLJITLookup(j->jit, &addr, progs[i].name), d, "symbol lookup");
     progs[i].fn = (gr_step_fn)(uintptr_t)addr;
   }
-  if (obj) LLVMDisposeMemoryBuffer(obj);
   if (!ok) {
     gr_jit_free(j);
     return NULL;
@@ -324,41 +324,314 @@ static gr_jit *load_object(LLVMMemoryBufferRef obj, LLVMTargetMachineRef tm_cons
   return j;
 }
 
+/* ---- compiling in parts, in parallel ----
+ *
+ * LLVM optimises and emits a module on one thread, and that is most of a cold start (ResNet-18's
+ * training and evaluation programs: 2.8 s on this machine). So a large graph is compiled as several
+ * modules, one per thread graft may use (--threads), and the JIT links their objects together.
+ * Every part is generated from the same graph (generation is deterministic and takes
+ * milliseconds), then keeps the bodies of its own functions and declares the others. A unit of the
+ * split is a step function, or a kernel with the functions only it calls (its parallel bodies);
+ * units go to parts largest first, each to the lightest part, by instructions of unoptimised IR.
+ * A function called from another part gets external linkage, so that the objects link; the others
+ * stay internal. Each part compiles the code it would in one module, except that a kernel is not
+ * inlined into a step function across parts; the results are the same bits (tests/jit_parts.sh
+ * trains with one part and with three and compares the weights). Each part is its own entry in the
+ * kernel cache. A small graph stays one module (a part per GR_JIT_PART_COST instructions at most);
+ * GRAFT_JIT_PARTS=N sets the count (1: one module, as `graft compile` makes). */
+#define GR_JIT_MAX_PARTS 16
+#define GR_JIT_PART_COST 1200 /* instructions of unoptimised IR per part, at least */
+
+typedef struct jit_split {
+  int n_fn, n_parts;
+  int *part;      /* function (in module order, definitions only) -> its part */
+  bool *exported; /* called from another part */
+} jit_split;
+
+/* The functions mod defines, in module order; their count in *n. */
+static LLVMValueRef *defined_functions(LLVMModuleRef mod, int *n) {
+  int count = 0, cap = 64;
+  LLVMValueRef *fs = malloc((size_t)cap * sizeof *fs);
+  GR_CHECK(fs != NULL, "out of memory");
+  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
+    if (LLVMIsDeclaration(f)) continue;
+    if (count == cap) {
+      fs = realloc(fs, (size_t)(cap *= 2) * sizeof *fs);
+      GR_CHECK(fs != NULL, "out of memory");
+    }
+    fs[count++] = f;
+  }
+  *n = count;
+  return fs;
+}
+
+static int function_index(LLVMValueRef *fs, int n, LLVMValueRef f) {
+  for (int i = 0; i < n; i++)
+    if (fs[i] == f) return i;
+  return -1;
+}
+
+/* Calls fn(user function's index) for every function among fs that uses v (through instructions,
+ * or constants that instructions use). */
+static void each_user_function(LLVMValueRef *fs, int n, LLVMValueRef v, void (*fn)(void *, int), void *arg, int depth) {
+  for (LLVMUseRef u = LLVMGetFirstUse(v); u; u = LLVMGetNextUse(u)) {
+    LLVMValueRef user = LLVMGetUser(u);
+    if (LLVMIsAInstruction(user)) {
+      int j = function_index(fs, n, LLVMGetBasicBlockParent(LLVMGetInstructionParent(user)));
+      if (j >= 0) fn(arg, j);
+    } else if (LLVMIsAConstant(user) && depth < 4) {
+      each_user_function(fs, n, user, fn, arg, depth + 1);
+    }
+  }
+}
+
+static int uf_find(int *up, int i) {
+  while (up[i] != i) i = up[i] = up[up[i]];
+  return i;
+}
+
+typedef struct split_walk {
+  int *up, *part, i;
+  const bool *root;
+  bool cross;
+} split_walk;
+
+static void join_user(void *arg, int j) {
+  split_walk *w = arg;
+  if (!w->root[j]) w->up[uf_find(w->up, w->i)] = uf_find(w->up, j);
+}
+static void note_cross(void *arg, int j) {
+  split_walk *w = arg;
+  if (w->part[j] != w->part[w->i]) w->cross = true;
+}
+
+static int parts_wanted(int64_t cost) {
+  const char *e = getenv("GRAFT_JIT_PARTS");
+  if (e && *e) {
+    int n = atoi(e);
+    return n < 1 ? 1 : n > GR_JIT_MAX_PARTS ? GR_JIT_MAX_PARTS : n;
+  }
+  int64_t n = cost / GR_JIT_PART_COST, threads = gr_threads();
+  if (n > threads) n = threads;
+  return n < 1 ? 1 : n > GR_JIT_MAX_PARTS ? GR_JIT_MAX_PARTS : (int)n;
+}
+
+/* How mod (generated from progs) splits into parts. */
+static void split_module(LLVMModuleRef mod, const gr_program *progs, int n_progs, jit_split *sp) {
+  int n;
+  LLVMValueRef *fs = defined_functions(mod, &n);
+  int *up = malloc((size_t)n * sizeof *up), *part = malloc((size_t)n * sizeof *part), *order = malloc((size_t)n * sizeof *order);
+  int64_t *cost = calloc((size_t)n, sizeof *cost), *unit_cost = calloc((size_t)n, sizeof *unit_cost), total = 0;
+  bool *root = calloc((size_t)n, sizeof *root), *exported = calloc((size_t)n, sizeof *exported);
+  GR_CHECK(up && part && order && cost && unit_cost && root && exported, "out of memory");
+  for (int i = 0; i < n; i++) {
+    up[i] = i;
+    for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(fs[i]); bb; bb = LLVMGetNextBasicBlock(bb))
+      for (LLVMValueRef in = LLVMGetFirstInstruction(bb); in; in = LLVMGetNextInstruction(in)) cost[i]++;
+    total += cost[i];
+    size_t len;
+    const char *name = LLVMGetValueName2(fs[i], &len);
+    for (int k = 0; k < n_progs; k++) root[i] |= !strcmp(name, progs[k].name);
+  }
+  split_walk w = {.up = up, .part = part, .root = root};
+  for (w.i = 0; w.i < n; w.i++)
+    if (!root[w.i]) each_user_function(fs, n, fs[w.i], join_user, &w, 0);
+  int parts = parts_wanted(total), n_units = 0;
+  for (int i = 0; i < n; i++) {
+    int r = uf_find(up, i);
+    if (r == i) order[n_units++] = i;
+    unit_cost[r] += cost[i];
+  }
+  for (int a = 1; a < n_units; a++) /* largest first; ties in module order (insertion sort: n is small) */
+    for (int b = a; b > 0 && unit_cost[order[b]] > unit_cost[order[b - 1]]; b--) {
+      int t = order[b];
+      order[b] = order[b - 1], order[b - 1] = t;
+    }
+  if (parts > n_units) parts = n_units > 0 ? n_units : 1;
+  int64_t load[GR_JIT_MAX_PARTS] = {0};
+  for (int u = 0; u < n_units; u++) {
+    int best = 0;
+    for (int p = 1; p < parts; p++)
+      if (load[p] < load[best]) best = p;
+    load[best] += unit_cost[order[u]];
+    part[order[u]] = best;
+  }
+  for (int i = 0; i < n; i++) part[i] = part[uf_find(up, i)];
+  for (w.i = 0; w.i < n; w.i++) {
+    w.cross = false;
+    each_user_function(fs, n, fs[w.i], note_cross, &w, 0);
+    exported[w.i] = w.cross;
+  }
+  *sp = (jit_split){.n_fn = n, .n_parts = parts, .part = part, .exported = exported};
+  free(fs), free(up), free(order), free(cost), free(unit_cost), free(root);
+}
+
+/* Keeps in mod (generated as the split's module was) the bodies of part p's functions; the others
+ * become declarations, or go when nothing calls them. */
+static void keep_part(LLVMModuleRef mod, const jit_split *sp, int p) {
+  int n;
+  LLVMValueRef *fs = defined_functions(mod, &n);
+  GR_CHECK(n == sp->n_fn, "the modules of a split differ: %d functions, %d expected", n, sp->n_fn);
+  for (int i = 0; i < n; i++) {
+    LLVMValueRef f = fs[i];
+    if (sp->part[i] == p) {
+      if (sp->exported[i]) {
+        LLVMSetLinkage(f, LLVMExternalLinkage);
+        LLVMSetVisibility(f, LLVMDefaultVisibility);
+      }
+      continue;
+    }
+    size_t len;
+    char *name = strdup(LLVMGetValueName2(f, &len));
+    GR_CHECK(name != NULL, "out of memory");
+    LLVMSetValueName2(f, "", 0);
+    LLVMValueRef decl = LLVMAddFunction(mod, name, LLVMGlobalGetValueType(f));
+    LLVMSetFunctionCallConv(decl, LLVMGetFunctionCallConv(f));
+    LLVMReplaceAllUsesWith(f, decl);
+    LLVMDeleteFunction(f);
+    fs[i] = decl;
+    free(name);
+  }
+  for (int i = 0; i < n; i++)
+    if (sp->part[i] != p && !LLVMGetFirstUse(fs[i])) LLVMDeleteFunction(fs[i]);
+  free(fs);
+}
+
+typedef struct jit_part {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMTargetMachineRef tm;
+  LLVMMemoryBufferRef obj; /* its machine code: from the cache, or compiled */
+  uint8_t key[32];
+  char path[4300];
+  bool hit;
+  char err[1024]; /* the compiling thread's error, reported by the caller */
+} jit_part;
+
+typedef struct jit_work {
+  jit_part *parts;
+  int n;
+  int next; /* the next part to take (atomic) */
+  const gr_codegen_opts *o;
+} jit_work;
+
+static void keep_error(void *user, gr_diag_kind kind, gr_loc loc, const char *msg) {
+  jit_part *pt = user;
+  if (kind == GR_DIAG_ERROR && !pt->err[0]) snprintf(pt->err, sizeof pt->err, "%s", msg);
+}
+
+/* Optimises and emits the parts that have no object yet, taking them one by one. */
+static void *compile_parts(void *arg) {
+  jit_work *w = arg;
+  for (;;) {
+    int i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED);
+    if (i >= w->n) return NULL;
+    jit_part *pt = &w->parts[i];
+    if (pt->obj) continue;
+    gr_diag d;
+    gr_diag_init(&d);
+    d.sink = keep_error;
+    d.user = pt;
+    if (gr_llvm_optimise(pt->mod, pt->tm, w->o, &d)) pt->obj = gr_llvm_emit(pt->mod, pt->tm, &d);
+    gr_diag_free(&d);
+  }
+}
+
+/* Compiles every part without an object, on up to gr_threads() threads; false after reporting. */
+static bool compile_all(jit_part *parts, int n, const gr_codegen_opts *o, int *n_threads, gr_diag *d) {
+  jit_work w = {.parts = parts, .n = n, .o = o};
+  int threads = gr_threads(), todo = 0;
+  for (int i = 0; i < n; i++) todo += !parts[i].obj;
+  if (threads > todo) threads = todo;
+  pthread_t th[GR_JIT_MAX_PARTS];
+  int started = 0;
+  for (int t = 1; t < threads && t < GR_JIT_MAX_PARTS; t++)
+    if (pthread_create(&th[started], NULL, compile_parts, &w) == 0) started++;
+  *n_threads = started + 1;
+  compile_parts(&w); /* this thread takes parts too (all of them, if no thread could start) */
+  for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
+  bool ok = true;
+  for (int i = 0; i < n; i++)
+    if (!parts[i].obj) {
+      gr_error(d, (gr_loc){0}, "%s", parts[i].err[0] ? parts[i].err : "LLVM produced no object");
+      ok = false;
+    }
+  return ok;
+}
+
 gr_jit *gr_jit_compile(gr_graph *g, gr_program *progs, int n_progs, const gr_codegen_opts *o, gr_diag *d) {
   double t0 = gr_now();
-  LLVMTargetMachineRef tm = gr_llvm_machine(NULL, NULL, d);
-  if (!tm) return NULL;
-  LLVMContextRef ctx = LLVMContextCreate();
-  LLVMModuleRef mod = gr_codegen_module(ctx, g, progs, n_progs);
-  gr_llvm_target(mod, tm);
-  char dbuf[4096], path[4300];
+  jit_part *parts = calloc(GR_JIT_MAX_PARTS, sizeof *parts);
+  GR_CHECK(parts != NULL, "out of memory");
+  parts[0].ctx = LLVMContextCreate();
+  parts[0].mod = gr_codegen_module(parts[0].ctx, g, progs, n_progs);
+  jit_split sp = {.n_parts = 1};
+  if (!(o && o->llvm_dump)) split_module(parts[0].mod, progs, n_progs, &sp);
+  int n = sp.n_parts;
+  char dbuf[4096];
   const char *dir = o && (o->no_cache || o->llvm_dump) ? NULL : cache_dir(o, dbuf, sizeof dbuf);
   if (dir && !cache_dir_private(dir, d)) dir = NULL;
-  uint8_t key[32];
-  LLVMMemoryBufferRef obj = NULL;
-  if (dir) {
-    cache_key(mod, tm, o, key);
-    entry_path(dir, key, path, sizeof path);
-    obj = cache_read(path, key, d);
+  bool ok = true, hit = dir != NULL, stored = false;
+  int threads = 0; /* that compiled the parts */
+  for (int p = 0; p < n && ok; p++) {
+    jit_part *pt = &parts[p];
+    if (p > 0) {
+      pt->ctx = LLVMContextCreate();
+      pt->mod = gr_codegen_module(pt->ctx, g, progs, n_progs);
+    }
+    if (n > 1) keep_part(pt->mod, &sp, p);
+    ok = (pt->tm = gr_llvm_machine(NULL, NULL, d)) != NULL;
+    if (!ok) break;
+    gr_llvm_target(pt->mod, pt->tm);
+    if (dir) {
+      cache_key(pt->mod, pt->tm, o, pt->key);
+      entry_path(dir, pt->key, pt->path, sizeof pt->path);
+      pt->obj = cache_read(pt->path, pt->key, d);
+      pt->hit = pt->obj != NULL;
+    }
+    hit &= pt->hit;
   }
+  free(sp.part), free(sp.exported);
   gr_jit *j = NULL;
-  if (obj) { /* a hit: no optimisation, no code generation */
+  LLVMMemoryBufferRef objs[GR_JIT_MAX_PARTS];
+  LLVMTargetMachineRef tm = ok ? gr_llvm_machine(NULL, NULL, d) : NULL;
+  if (tm && hit) { /* every part a hit: no optimisation, no code generation */
     gr_diag quiet; /* a valid-looking entry LLVM cannot use is not trusted either: compiled again */
     gr_diag_init(&quiet);
     quiet.sink = ignore_diag;
-    j = load_object(obj, gr_llvm_machine(NULL, NULL, d), progs, n_progs, &quiet);
-    if (!j) gr_warning(d, gr_loc_file(path), "kernel cache entry cannot be loaded: compiling the kernels again");
+    for (int p = 0; p < n; p++) {
+      objs[p] = parts[p].obj;
+      parts[p].obj = NULL, parts[p].hit = false; /* the JIT's now; compiled again if it cannot load them */
+    }
+    j = load_objects(objs, n, tm, progs, n_progs, &quiet);
+    tm = NULL;
+    if (!j) {
+      gr_warning(d, gr_loc_file(dir), "kernel cache entries cannot be loaded: compiling the kernels again");
+      hit = false;
+    }
     gr_diag_free(&quiet);
   }
-  bool hit = j != NULL, stored = false;
-  if (!j && gr_llvm_optimise(mod, tm, o, d) && (obj = gr_llvm_emit(mod, tm, d))) {
-    stored = dir && cache_write(dir, path, key, obj, d);
-    j = load_object(obj, gr_llvm_machine(NULL, NULL, d), progs, n_progs, d);
+  if (ok && !j && compile_all(parts, n, o, &threads, d)) {
+    for (int p = 0; p < n; p++) {
+      if (dir && !parts[p].hit) stored |= cache_write(dir, parts[p].path, parts[p].key, parts[p].obj, d);
+      objs[p] = parts[p].obj;
+      parts[p].obj = NULL;
+    }
+    if (!tm) tm = gr_llvm_machine(NULL, NULL, d);
+    if (tm) j = load_objects(objs, n, tm, progs, n_progs, d);
+    else
+      for (int p = 0; p < n; p++) LLVMDisposeMemoryBuffer(objs[p]);
+    tm = NULL;
   }
-  if (j) j->info = (gr_jit_info){.from_cache = hit, .cached = stored, .seconds = gr_now() - t0};
-  LLVMDisposeModule(mod);
-  LLVMContextDispose(ctx);
-  LLVMDisposeTargetMachine(tm);
+  if (j) j->info = (gr_jit_info){.from_cache = hit, .cached = stored, .seconds = gr_now() - t0, .parts = n, .threads = threads};
+  if (tm) LLVMDisposeTargetMachine(tm);
+  for (int p = 0; p < n; p++) {
+    if (parts[p].obj) LLVMDisposeMemoryBuffer(parts[p].obj);
+    if (parts[p].mod) LLVMDisposeModule(parts[p].mod);
+    if (parts[p].ctx) LLVMContextDispose(parts[p].ctx);
+    if (parts[p].tm) LLVMDisposeTargetMachine(parts[p].tm);
+  }
+  free(parts);
   return j;
 }
 

@@ -11,22 +11,8 @@
 # usage: fusion.sh GRAFT
 set -eu
 . "$(dirname "$0")/lib.sh"
+models=$(cd "$(dirname "$0")/models" && pwd)
 cd "$dir"
-cat > residual.yaml <<'YAML'
-name: residual
-input: {name: image, shape: [1, 28, 28]}
-layers:
-  - {name: conv1, op: conv2d, out_channels: 8, kernel_size: 3, padding: 1, bias: false}
-  - {name: bn1, op: batchnorm}
-  - {name: relu1, op: relu}
-  - {name: conv2, op: conv2d, out_channels: 8, kernel_size: 3, padding: 1, bias: false}
-  - {name: bn2, op: batchnorm}
-  - {name: sum, op: add, in: [bn2, relu1]}
-  - {name: out, op: relu}
-  - {name: pool, op: maxpool2d, kernel_size: 2}
-  - {name: flatten, op: flatten}
-  - {name: fc, op: linear, out_features: 10}
-YAML
 # multiplies and sigmoids next to adds: fused, LLVM must still round as the unfused program does
 cat > gated.yaml <<'YAML'
 name: gated
@@ -44,7 +30,8 @@ layers:
 YAML
 for m in cnn residual gated; do
   model=$examples/cnn/model.yaml
-  [ $m = cnn ] || model=$PWD/$m.yaml
+  [ $m = residual ] && model=$models/residual.yaml
+  [ $m = gated ] && model=$PWD/$m.yaml
   plan_head "$model" "per_class: 30" > $m.plan.yaml
   printf 'optimizer: {type: sgd, learning_rate: 0.05, momentum: 0.9}\nbatch_size: 50\nepochs: 2\nseed: 5\n' >> $m.plan.yaml
   "$graft" ir $m.plan.yaml --after=fuse > $m.fuse.txt 2>&1 || bad "$m: graft ir --after=fuse failed" $m.fuse.txt

@@ -530,6 +530,7 @@ int main(int argc, char **argv) {
   if (eval && metrics && strcmp(split, "test"))
     return usage_error("--metrics writes test records; it cannot be used with --split %s", split);
 
+  if (threads > 0) gr_set_threads((int)threads); /* before compiling: the kernels compile on that many threads too */
   gr_diag diag;
   gr_diag_init(&diag);
   if (dot && after) return usage_error("--dot draws the compiled training program; it takes no --after (%s)", after);
@@ -596,11 +597,15 @@ int main(int argc, char **argv) {
         ji.seconds += jk.seconds;
         ji.cached |= jk.cached;
         hits += jk.from_cache;
+        if (jk.parts > ji.parts) ji.parts = jk.parts;
+        if (jk.threads > ji.threads) ji.threads = jk.threads;
       }
+      char parts[64] = "";
+      if (ji.parts > 1) snprintf(parts, sizeof parts, " (%d parts on %d thread%s)", ji.parts, ji.threads, ji.threads == 1 ? "" : "s");
       if (hits == b.n)
         printf("kernels: from the kernel cache (%.2f s)\n", ji.seconds);
       else
-        printf("kernels: compiled in %.2f s%s\n", ji.seconds, ji.cached ? ", kept in the kernel cache for the next run" : "");
+        printf("kernels: compiled in %.2f s%s%s\n", ji.seconds, parts, ji.cached ? ", kept in the kernel cache for the next run" : "");
       if (!p->tl.n_phases) b.run.phases[0].epochs = cfg.epochs; /* --epochs */
       rc = gr_train_phases(b.run.phases, b.run.n_phases, &cfg, &diag, &res) ? 0 : 1;
     }
