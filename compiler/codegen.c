@@ -1172,6 +1172,108 @@ static void tiled_pool(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef
   par_end(c, &P);
 }
 
+/* Max pooling whose windows start 2 columns apart but do not tile x (ResNet's stem: 3 x 3, stride 2,
+ * padding 1), on vectors: for 16 windows of an output row at a time, each window offset (ki, kj) is
+ * one masked 32-lane load of x's row from column 2j - pw + kj, whose even lanes are the 16 windows'
+ * candidates (lanes over the padding, past the row or past the last window are masked off and never
+ * win). The comparisons are for_each_window's (the first maximum, or a NaN; padding never wins), so
+ * y is the same. Backward (dy given): each plane of dx is zeroed, then every offset adds dy to the
+ * lanes whose window took it, with a masked load, add and store of the even lanes. Offsets go by
+ * rows, then by columns from the right, so that every input receives its windows' shares in the
+ * order for_each_window's scatter adds them (windows by rows, then by columns): the same sums, to
+ * the bit. A fused epilogue then runs over the plane while it is in cache. */
+static bool pool_strided2(const gr_cg *c, const gr_node *nd) {
+  const gr_attrs *a = &nd->a;
+  return a->stride[1] == 2 && !gr_pool_tiles(a) && a->kernel[0] <= 16 && a->kernel[1] <= 16 && epi_vectorises(c);
+}
+
+static LLVMValueRef raw_fptr(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) { /* may point before base: no inbounds */
+  return LLVMBuildGEP2(c->b, c->ft, base, &idx, 1, "");
+}
+
+static void strided_pool(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef out, LLVMValueRef n) {
+  const gr_shape *xs = &nd->in[0]->shape;
+  const gr_attrs *at = &nd->a;
+  int64_t C = xs->dim[1], H = xs->dim[2], W = xs->dim[3], kh = at->kernel[0], kw = at->kernel[1], sh = at->stride[0];
+  int64_t ph = at->pad[0], pw = at->pad[1], Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / 2 + 1;
+  int even[16], inter[32];
+  for (int i = 0; i < 16; i++) even[i] = 2 * i, inter[2 * i] = i, inter[2 * i + 1] = 16 + i;
+  LLVMTypeRef i1 = LLVMInt1TypeInContext(c->ctx), vt = LLVMVectorType(c->ft, 32), iv = LLVMVectorType(c->i32, 16);
+  LLVMValueRef f16 = LLVMConstNull(LLVMVectorType(i1, 16)), f32 = LLVMConstNull(LLVMVectorType(i1, 32));
+  LLVMValueRef align = LLVMConstInt(c->i32, elem_align(c), 0), zero16 = splat(c, LLVMConstReal(c->ft, 0), 16);
+  LLVMValueRef *vals[4] = {&x, &out, &n, &dy};
+  cg_par P; /* planes (sample x channel) in parallel */
+  par_begin(c, &P, imul(c, n, iconst(c, C)), vals, dy ? 4 : 3, H * W * 2, 0);
+  LLVMValueRef xb = imul(c, P.i, iconst(c, H * W)), ob = imul(c, P.i, iconst(c, Ho * Wo)), ch = LLVMBuildSRem(c->b, P.i, iconst(c, C), "");
+  cg_loop OH, L;
+  if (dy) {
+    loop_begin(c, &L, iconst(c, H * W));
+    storef(c, fconst(c, 0), out, iadd(c, xb, L.i));
+    loop_end(c, &L);
+  }
+  loop_begin(c, &OH, iconst(c, Ho));
+  LLVMValueRef orow = iadd(c, ob, imul(c, OH.i, iconst(c, Wo))), row[16], row_ok[16];
+  for (int64_t ki = 0; ki < kh; ki++) { /* a row over the padding: its lanes are all masked off */
+    LLVMValueRef ih = iadd(c, imul(c, OH.i, iconst(c, sh)), iconst(c, ki - ph));
+    row_ok[ki] = in_range(c, ih, H);
+    row[ki] = iadd(c, xb, imul(c, LLVMBuildSelect(c->b, row_ok[ki], ih, iconst(c, 0), ""), iconst(c, W)));
+  }
+  for (int64_t j = 0; j < Wo; j += 16) {
+    int64_t cnt = Wo - j < 16 ? Wo - j : 16;
+    /* m32[kj]: the lanes of the load at offset kj that are candidates (even, inside the row, a window's) */
+    LLVMValueRef m32[16], m16[16];
+    bool any[16];
+    for (int64_t kj = 0; kj < kw; kj++) {
+      LLVMValueRef b32[32], b16[16];
+      any[kj] = false;
+      for (int64_t t = 0; t < 32; t++) {
+        int64_t iw = 2 * j - pw + kj + t;
+        bool on = t % 2 == 0 && t / 2 < cnt && iw >= 0 && iw < W;
+        b32[t] = LLVMConstInt(i1, on, 0);
+        if (t % 2 == 0) b16[t / 2] = b32[t];
+        any[kj] |= on;
+      }
+      m32[kj] = LLVMConstVector(b32, 32);
+      m16[kj] = LLVMConstVector(b16, 16);
+    }
+    LLVMValueRef best = splat(c, LLVMConstReal(c->ft, -INFINITY), 16), arg = LLVMConstNull(iv), have = f16;
+    for (int64_t ki = 0; ki < kh; ki++)
+      for (int64_t kj = 0; kj < kw; kj++) {
+        if (!any[kj]) continue;
+        LLVMValueRef mask = LLVMBuildSelect(c->b, row_ok[ki], m32[kj], f32, ""), ok = LLVMBuildSelect(c->b, row_ok[ki], m16[kj], f16, "");
+        LLVMValueRef args[4] = {raw_fptr(c, x, iadd(c, row[ki], iconst(c, 2 * j - pw + kj))), align, mask, LLVMGetUndef(vt)};
+        LLVMValueRef cand = shuffle(c, masked_op(c, "llvm.masked.load", vt, args, 4), LLVMGetUndef(vt), 16, even);
+        LLVMValueRef take = LLVMBuildAnd(c->b, ok, LLVMBuildOr(c->b, max_takes(c, cand, best), LLVMBuildNot(c->b, have, ""), ""), "");
+        best = LLVMBuildSelect(c->b, take, cand, best, "");
+        arg = LLVMBuildSelect(c->b, take, isplat(c, ki * kw + kj), arg, "");
+        have = LLVMBuildOr(c->b, have, ok, "");
+      }
+    if (!dy) {
+      vstore(c, best, out, iadd(c, orow, iconst(c, j)), 16, cnt);
+      continue;
+    }
+    LLVMValueRef g = shuffle(c, vload(c, dy, iadd(c, orow, iconst(c, j)), 16, cnt), zero16, 32, inter);
+    for (int64_t ki = 0; ki < kh; ki++)
+      for (int64_t kj = kw - 1; kj >= 0; kj--) {
+        if (!any[kj]) continue;
+        LLVMValueRef hit = LLVMBuildAnd(c->b, have, LLVMBuildICmp(c->b, LLVMIntEQ, arg, isplat(c, ki * kw + kj), ""), "");
+        hit = shuffle(c, hit, f16, 32, inter);
+        LLVMValueRef p = raw_fptr(c, out, iadd(c, row[ki], iconst(c, 2 * j - pw + kj)));
+        LLVMValueRef largs[4] = {p, align, hit, LLVMGetUndef(vt)};
+        LLVMValueRef sargs[4] = {fadd(c, masked_op(c, "llvm.masked.load", vt, largs, 4), g), p, align, hit};
+        masked_op(c, "llvm.masked.store", vt, sargs, 4);
+      }
+  }
+  loop_end(c, &OH);
+  if (dy && c->epi) { /* the fused epilogue, in place over the finished plane */
+    loop_begin(c, &L, iconst(c, H * W));
+    LLVMValueRef i = iadd(c, xb, L.i);
+    out_store(c, loadf(c, out, i), out, i, ch);
+    loop_end(c, &L);
+  }
+  par_end(c, &P);
+}
+
 /* Average pooling over x [N, C, H, W], divisor kh*kw (count_include_pad): forward y = window sums
  * / area; backward (dy given) dx[i] += dy[window] / area for every window containing i. */
 static void avg_windows(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef out, LLVMValueRef n) {
@@ -1229,6 +1331,7 @@ static LLVMValueRef emit_avgpool2d_grad(gr_cg *c, const gr_node *nd, LLVMValueRe
 /* y = max over each window (padding never wins) */
 static LLVMValueRef emit_maxpool2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   if (gr_pool_tiles(&nd->a)) return tiled_pool(c, nd, a[0], NULL, a[1], a[2]), NULL;
+  if (pool_strided2(c, nd)) return strided_pool(c, nd, a[0], NULL, a[1], a[2]), NULL;
   LLVMValueRef extra[2] = {a[1], NULL};
   for_each_window(c, nd, a[0], a[2], pool_store_max, extra);
   return NULL;
@@ -1238,6 +1341,7 @@ static LLVMValueRef emit_maxpool2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
 static LLVMValueRef emit_maxpool2d_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], dy = a[1], dx = a[2], n = a[3];
   if (gr_pool_tiles(&nd->a)) return tiled_pool(c, nd, x, dy, dx, n), NULL;
+  if (pool_strided2(c, nd)) return strided_pool(c, nd, x, dy, dx, n), NULL;
   cg_loop Z;
   loop_begin(c, &Z, imul(c, n, iconst(c, gr_shape_inner(&nd->in[0]->shape))));
   storef(c, fconst(c, 0), dx, Z.i);

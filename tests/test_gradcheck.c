@@ -665,10 +665,12 @@ static void check_composite(void **state) {
  * of r's two gradients + relu_grad, and batchnorm's weight gradient computed beside its input gradient. */
 static void check_fused(void **state) {
   (void)state;
-  /* kernel, stride, padding, height, width: windows that tile, that do not, and 2-wide ones in odd
-   * rows of more than 16 windows (the vector kernel's masked second block and the column left over) */
-  static const int64_t pools[3][5] = {{2, 2, 0, 6, 6}, {3, 2, 1, 6, 6}, {2, 2, 0, 3, 35}};
-  for (int pi = 0; pi < 3; pi++) {
+  /* kernel, stride, padding, height, width: windows that tile, that do not, 2-wide ones in odd rows of
+   * more than 16 windows (the vector kernel's masked second block and the column left over), and
+   * overlapping padded ones in rows of 19 windows (the strided vector kernel's second block, and a
+   * last window over the padding) */
+  static const int64_t pools[4][5] = {{2, 2, 0, 6, 6}, {3, 2, 1, 6, 6}, {2, 2, 0, 3, 35}, {3, 2, 1, 4, 37}};
+  for (int pi = 0; pi < 4; pi++) {
     gc c;
     gc_init(&c);
     c.away_from_zero = 0.05;
