@@ -573,49 +573,110 @@ static LLVMValueRef emit_bias_add(gr_cg *c, const gr_node *nd, LLVMValueRef *a) 
   return NULL;
 }
 
-/* db[c] = sum over n, s of dy[n, c, s] */
-static LLVMValueRef chan_sum(gr_cg *c, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef shift, bool sq, LLVMValueRef ch, int64_t C,
-                             int64_t S, LLVMValueRef n);
-static LLVMValueRef emit_bias_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
-  LLVMValueRef dy = a[0], out = a[1], n = a[2];
-  int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
-  LLVMValueRef *vals[3] = {&dy, &out, &n};
-  cg_par K; /* channels in parallel; the same sum as batchnorm's gradient takes (fused or not) */
-  par_begin(c, &K, iconst(c, C), vals, 3, S * 64, 0);
-  storef(c, chan_sum(c, NULL, dy, NULL, false, K.i, C, S, n), out, K.i);
-  par_end(c, &K);
-  return NULL;
+/* ---- per-channel kernels: batchnorm and bias_grad ----
+ *
+ * They run over channels in parallel. A channel of x [N, C, S] is N rows of S floats, C*S floats
+ * apart. Walked one channel at a time, a small S (the deep layers of small images: S = 4 or 16;
+ * batchnorm over [N, C]: S = 1) reads a few floats per cache line, from lines a multiple of 4 KiB
+ * apart, and ran 20-30 times slower per element than the large S of the first layers. So channels go
+ * in blocks of B = ceil(64 / S) (B = 1 when S >= 64): sample by sample, a block's B*S floats are
+ * contiguous. Per-channel values (mean, variance, scale) live in arrays of B. Every channel's sums
+ * are taken in one order (samples, then positions), whatever the thread count, and fused kernels
+ * (batchnorm's gradient with its siblings) take them as the lone kernels do. */
+typedef struct chan_blk {
+  int64_t C, S, B;
+  LLVMValueRef c0, nb; /* the block's first channel and its number of channels */
+} chan_blk;
+
+static int64_t chan_block(int64_t C, int64_t S) {
+  int64_t b = S >= 256 ? 1 : (256 + S - 1) / S;
+  return b < C ? b : C;
 }
 
-/* Iterates over one channel ch of x [N, C, S...]: it.idx is the element index. */
-typedef struct chan_iter {
-  cg_loop R, L;
+/* Opens the parallel loop over the blocks of the channels of shape s (cost: passes over the data). */
+static void blk_begin(gr_cg *c, cg_par *P, chan_blk *k, const gr_shape *s, LLVMValueRef **vals, int nv, int64_t passes) {
+  k->C = s->dim[1], k->S = spatial(s), k->B = chan_block(k->C, k->S);
+  par_begin(c, P, iconst(c, (k->C + k->B - 1) / k->B), vals, nv, passes * k->S * k->B * 64, 0);
+  k->c0 = imul(c, P->i, iconst(c, k->B));
+  LLVMValueRef left = LLVMBuildNSWSub(c->b, iconst(c, k->C), k->c0, "");
+  k->nb = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, left, iconst(c, k->B), ""), left, iconst(c, k->B), "");
+}
+
+/* An array of one value per channel of the block. */
+static LLVMValueRef blk_arr(gr_cg *c, const chan_blk *k) { return entry_alloca(c, LLVMArrayType(c->ft, (unsigned)k->B)); }
+
+/* for (cc = 0; cc < nb; cc++): the block's channels, ch = c0 + cc */
+typedef struct blk_chans {
+  cg_loop L;
+  LLVMValueRef cc, ch;
+} blk_chans;
+static void chans_begin(gr_cg *c, blk_chans *q, const chan_blk *k) {
+  loop_begin(c, &q->L, k->nb);
+  q->cc = q->L.i;
+  q->ch = iadd(c, k->c0, q->cc);
+}
+
+/* The block's elements, sample by sample: idx of x, its channel ch and cc. */
+typedef struct blk_iter {
+  cg_loop R;
+  blk_chans q;
+  cg_loop L;
   LLVMValueRef idx;
-} chan_iter;
-static void chan_begin(gr_cg *c, chan_iter *it, LLVMValueRef ch, int64_t C, int64_t S, LLVMValueRef n) {
+} blk_iter;
+static void iter_begin(gr_cg *c, blk_iter *it, const chan_blk *k, LLVMValueRef n) {
   loop_begin(c, &it->R, n);
-  LLVMValueRef base = imul(c, iadd(c, imul(c, it->R.i, iconst(c, C)), ch), iconst(c, S));
-  loop_begin(c, &it->L, iconst(c, S));
+  chans_begin(c, &it->q, k);
+  LLVMValueRef base = imul(c, iadd(c, imul(c, it->R.i, iconst(c, k->C)), it->q.ch), iconst(c, k->S));
+  loop_begin(c, &it->L, iconst(c, k->S));
   it->idx = iadd(c, base, it->L.i);
 }
-static void chan_end(gr_cg *c, chan_iter *it) {
+static void iter_end(gr_cg *c, blk_iter *it) {
   loop_end(c, &it->L);
+  loop_end(c, &it->q.L);
   loop_end(c, &it->R);
 }
 
-/* sum over channel ch of f(x[idx]) where f is x - shift (times dy[idx] if dy) (squared if sq) */
-static LLVMValueRef chan_sum(gr_cg *c, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef shift, bool sq, LLVMValueRef ch, int64_t C,
-                             int64_t S, LLVMValueRef n) {
-  LLVMValueRef acc = cg_var(c, c->ft, fconst(c, 0));
-  chan_iter it;
-  chan_begin(c, &it, ch, C, S, n);
-  LLVMValueRef v = x ? loadf(c, x, it.idx) : fconst(c, 1);
-  if (shift) v = fsub(c, v, shift);
+/* out[cc] = sum over channel c0 + cc of f(x[idx]), f = x - shift[cc] (squared if sq) (times dy[idx]
+ * if dy); without x, of dy. Each sample's S terms are summed, then added to the channel's total. */
+static void blk_sum(gr_cg *c, const chan_blk *k, LLVMValueRef n, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef shift, bool sq,
+                    LLVMValueRef out) {
+  blk_chans z;
+  chans_begin(c, &z, k);
+  storef(c, fconst(c, 0), out, z.cc);
+  loop_end(c, &z.L);
+  blk_iter it;
+  loop_begin(c, &it.R, n);
+  chans_begin(c, &it.q, k);
+  LLVMValueRef base = imul(c, iadd(c, imul(c, it.R.i, iconst(c, k->C)), it.q.ch), iconst(c, k->S));
+  LLVMValueRef sh = shift ? loadf(c, shift, it.q.cc) : NULL;
+  loop_begin(c, &it.L, iconst(c, k->S));
+  LLVMValueRef t = loop_phi(c, &it.L, c->ft, fconst(c, 0)), idx = iadd(c, base, it.L.i);
+  LLVMValueRef v = x ? loadf(c, x, idx) : NULL;
+  if (sh) v = fsub(c, v, sh);
   if (sq) v = fmul(c, v, v);
-  if (dy) v = x ? fmul(c, v, loadf(c, dy, it.idx)) : loadf(c, dy, it.idx);
-  LLVMBuildStore(c->b, fadd(c, LLVMBuildLoad2(c->b, c->ft, acc, ""), v), acc);
-  chan_end(c, &it);
-  return LLVMBuildLoad2(c->b, c->ft, acc, "");
+  if (dy) v = x ? fmul(c, v, loadf(c, dy, idx)) : loadf(c, dy, idx);
+  loop_carry(&it.L, t, fadd(c, t, v));
+  loop_end(c, &it.L);
+  storef(c, fadd(c, loadf(c, out, it.q.cc), t), out, it.q.cc);
+  loop_end(c, &it.q.L);
+  loop_end(c, &it.R);
+}
+
+/* db[c] = sum over n, s of dy[n, c, s] */
+static LLVMValueRef emit_bias_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
+  LLVMValueRef dy = a[0], out = a[1], n = a[2];
+  LLVMValueRef *vals[3] = {&dy, &out, &n};
+  cg_par P;
+  chan_blk k;
+  blk_begin(c, &P, &k, &nd->in[0]->shape, vals, 3, 1);
+  LLVMValueRef sum = blk_arr(c, &k);
+  blk_sum(c, &k, n, NULL, dy, NULL, false, sum);
+  blk_chans q;
+  chans_begin(c, &q, &k);
+  storef(c, loadf(c, sum, q.cc), out, q.ch);
+  loop_end(c, &q.L);
+  par_end(c, &P);
+  return NULL;
 }
 
 static LLVMValueRef rsqrt_eps(gr_cg *c, LLVMValueRef var, double eps) {
@@ -631,46 +692,65 @@ static LLVMValueRef gamma_grad(gr_cg *c, LLVMValueRef sum, LLVMValueRef var, dou
   return fdiv(c, sum, intrinsic(c, "llvm.sqrt", &v, 1));
 }
 
-/* Mean and variance (biased) of channel ch: the batch's (two passes), or the running ones. */
-static void bn_stats(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef rm, LLVMValueRef rv, LLVMValueRef ch, LLVMValueRef n,
-                     LLVMValueRef *mean, LLVMValueRef *var) {
-  int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
+/* The count of a channel's elements, n S, as a float. */
+static LLVMValueRef chan_count(gr_cg *c, const chan_blk *k, LLVMValueRef n) {
+  return LLVMBuildSIToFP(c->b, imul(c, n, iconst(c, k->S)), c->ft, "");
+}
+
+/* mean[cc] and var[cc] (biased) of the block's channels: the batch's (two passes), or the running
+ * ones (rm, rv; a mean of 0 without rm). */
+static void blk_stats(gr_cg *c, const gr_node *nd, const chan_blk *k, LLVMValueRef x, LLVMValueRef rm, LLVMValueRef rv, LLVMValueRef n,
+                      LLVMValueRef mean, LLVMValueRef var) {
+  blk_chans q;
   if (!nd->a.training) {
-    *mean = loadf(c, rm, ch);
-    *var = loadf(c, rv, ch);
+    chans_begin(c, &q, k);
+    storef(c, rm ? loadf(c, rm, q.ch) : fconst(c, 0), mean, q.cc);
+    storef(c, loadf(c, rv, q.ch), var, q.cc);
+    loop_end(c, &q.L);
     return;
   }
-  LLVMValueRef M = LLVMBuildSIToFP(c->b, imul(c, n, iconst(c, S)), c->ft, "");
-  *mean = fdiv(c, chan_sum(c, x, NULL, NULL, false, ch, C, S, n), M);
-  *var = fdiv(c, chan_sum(c, x, NULL, *mean, true, ch, C, S, n), M);
+  LLVMValueRef M = chan_count(c, k, n);
+  blk_sum(c, k, n, x, NULL, NULL, false, mean);
+  chans_begin(c, &q, k);
+  storef(c, fdiv(c, loadf(c, mean, q.cc), M), mean, q.cc);
+  loop_end(c, &q.L);
+  blk_sum(c, k, n, x, NULL, mean, true, var);
+  chans_begin(c, &q, k);
+  storef(c, fdiv(c, loadf(c, var, q.cc), M), var, q.cc);
+  loop_end(c, &q.L);
 }
 
 /* y = x * a + b with a = gamma invstd, b = beta - mean a (PyTorch's CPU form); in training the
  * running statistics move: r = (1 - momentum) r + momentum * stat (the variance unbiased) */
 static LLVMValueRef emit_batchnorm(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], gamma = a[1], beta = a[2], rm = a[3], rv = a[4], nbt = a[5], y = a[6], n = a[7];
-  int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
   double mom = nd->a.bn_momentum;
   if (nd->a.training) storef(c, fadd(c, loadf(c, nbt, iconst(c, 0)), fconst(c, 1)), nbt, iconst(c, 0));
   LLVMValueRef *vals[7] = {&x, &gamma, &beta, &rm, &rv, &y, &n};
-  cg_par K; /* channels in parallel */
-  par_begin(c, &K, iconst(c, C), vals, 7, 3 * S * 64, 0);
-  LLVMValueRef mean, var;
-  bn_stats(c, nd, x, rm, rv, K.i, n, &mean, &var);
+  cg_par P;
+  chan_blk k;
+  blk_begin(c, &P, &k, &nd->in[0]->shape, vals, 7, 3);
+  LLVMValueRef mean = blk_arr(c, &k), var = blk_arr(c, &k), alpha = blk_arr(c, &k), shift = blk_arr(c, &k);
+  blk_stats(c, nd, &k, x, rm, rv, n, mean, var);
+  blk_chans q;
+  chans_begin(c, &q, &k);
+  LLVMValueRef m = loadf(c, mean, q.cc), v = loadf(c, var, q.cc);
   if (nd->a.training) {
-    LLVMValueRef M = LLVMBuildSIToFP(c->b, imul(c, n, iconst(c, S)), c->ft, "");
+    LLVMValueRef M = chan_count(c, &k, n);
     LLVMValueRef big = LLVMBuildFCmp(c->b, LLVMRealOGT, M, fconst(c, 1), "");
-    LLVMValueRef unbiased = LLVMBuildSelect(c->b, big, fdiv(c, fmul(c, var, M), fsub(c, M, fconst(c, 1))), var, "");
-    storef(c, fadd(c, fmul(c, fconst(c, 1 - mom), loadf(c, rm, K.i)), fmul(c, fconst(c, mom), mean)), rm, K.i);
-    storef(c, fadd(c, fmul(c, fconst(c, 1 - mom), loadf(c, rv, K.i)), fmul(c, fconst(c, mom), unbiased)), rv, K.i);
+    LLVMValueRef unbiased = LLVMBuildSelect(c->b, big, fdiv(c, fmul(c, v, M), fsub(c, M, fconst(c, 1))), v, "");
+    storef(c, fadd(c, fmul(c, fconst(c, 1 - mom), loadf(c, rm, q.ch)), fmul(c, fconst(c, mom), m)), rm, q.ch);
+    storef(c, fadd(c, fmul(c, fconst(c, 1 - mom), loadf(c, rv, q.ch)), fmul(c, fconst(c, mom), unbiased)), rv, q.ch);
   }
-  LLVMValueRef alpha = fmul(c, loadf(c, gamma, K.i), rsqrt_eps(c, var, nd->a.bn_eps));
-  LLVMValueRef shift = fsub(c, loadf(c, beta, K.i), fmul(c, mean, alpha));
-  chan_iter it;
-  chan_begin(c, &it, K.i, C, S, n);
-  out_store(c, fadd(c, fmul(c, loadf(c, x, it.idx), alpha), shift), y, it.idx, K.i);
-  chan_end(c, &it);
-  par_end(c, &K);
+  LLVMValueRef al = fmul(c, loadf(c, gamma, q.ch), rsqrt_eps(c, v, nd->a.bn_eps));
+  storef(c, al, alpha, q.cc);
+  storef(c, fsub(c, loadf(c, beta, q.ch), fmul(c, m, al)), shift, q.cc);
+  loop_end(c, &q.L);
+  blk_iter it;
+  iter_begin(c, &it, &k, n);
+  out_store(c, fadd(c, fmul(c, loadf(c, x, it.idx), loadf(c, alpha, it.q.cc)), loadf(c, shift, it.q.cc)), y, it.idx, it.q.ch);
+  iter_end(c, &it);
+  par_end(c, &P);
   return NULL;
 }
 
@@ -678,49 +758,58 @@ static LLVMValueRef emit_batchnorm(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
  * running:  dx = dy invstd gamma */
 static LLVMValueRef emit_batchnorm_grad_input(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], gamma = a[1], rv = a[2], dy = a[3], dx = a[4], n = a[5];
-  int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
+  bool train = nd->a.training;
   LLVMValueRef *vals[6] = {&x, &gamma, &rv, &dy, &dx, &n};
-  cg_par K; /* channels in parallel */
-  par_begin(c, &K, iconst(c, C), vals, 6, 5 * S * 64, 0);
-  LLVMValueRef mean = fconst(c, 0), var;
-  if (nd->a.training)
-    bn_stats(c, nd, x, NULL, NULL, K.i, n, &mean, &var);
-  else
-    var = loadf(c, rv, K.i);
-  LLVMValueRef invstd = rsqrt_eps(c, var, nd->a.bn_eps), g = loadf(c, gamma, K.i);
-  LLVMValueRef k = fconst(c, 0), gmean = fconst(c, 0);
-  if (nd->a.training) {
-    LLVMValueRef M = LLVMBuildSIToFP(c->b, imul(c, n, iconst(c, S)), c->ft, "");
-    LLVMValueRef sxdy = chan_sum(c, x, dy, mean, false, K.i, C, S, n), sdy = chan_sum(c, NULL, dy, NULL, false, K.i, C, S, n);
-    k = fdiv(c, fmul(c, sxdy, fmul(c, invstd, invstd)), M);
-    gmean = fdiv(c, sdy, M);
+  cg_par P;
+  chan_blk k;
+  blk_begin(c, &P, &k, &nd->in[0]->shape, vals, 6, 5);
+  LLVMValueRef mean = blk_arr(c, &k), var = blk_arr(c, &k), sxdy = blk_arr(c, &k), sdy = blk_arr(c, &k);
+  LLVMValueRef kk = blk_arr(c, &k), gmean = blk_arr(c, &k), scale = blk_arr(c, &k);
+  blk_stats(c, nd, &k, x, NULL, rv, n, mean, var);
+  LLVMValueRef dgamma = NULL, dbeta = NULL;
+  if (train) {
+    blk_sum(c, &k, n, x, dy, mean, false, sxdy);
+    blk_sum(c, &k, n, NULL, dy, NULL, false, sdy);
     /* fused siblings: the weight's gradient (as batchnorm_grad_gamma computes it) and the bias's */
-    LLVMValueRef dgamma = sib_out(c, GR_OP_BATCHNORM_GRAD_GAMMA), dbeta = sib_out(c, GR_OP_BIAS_GRAD);
-    if (dgamma) storef(c, gamma_grad(c, sxdy, var, nd->a.bn_eps), dgamma, K.i);
-    if (dbeta) storef(c, sdy, dbeta, K.i);
+    dgamma = sib_out(c, GR_OP_BATCHNORM_GRAD_GAMMA), dbeta = sib_out(c, GR_OP_BIAS_GRAD);
   }
-  LLVMValueRef scale = fmul(c, invstd, g);
-  chan_iter it;
-  chan_begin(c, &it, K.i, C, S, n);
-  LLVMValueRef d = loadf(c, dy, it.idx);
-  if (nd->a.training) d = fsub(c, fsub(c, d, fmul(c, fsub(c, loadf(c, x, it.idx), mean), k)), gmean);
-  storef(c, fmul(c, d, scale), dx, it.idx);
-  chan_end(c, &it);
-  par_end(c, &K);
+  blk_chans q;
+  chans_begin(c, &q, &k);
+  LLVMValueRef v = loadf(c, var, q.cc), invstd = rsqrt_eps(c, v, nd->a.bn_eps);
+  if (train) {
+    LLVMValueRef M = chan_count(c, &k, n), sxy = loadf(c, sxdy, q.cc), sd = loadf(c, sdy, q.cc);
+    storef(c, fdiv(c, fmul(c, sxy, fmul(c, invstd, invstd)), M), kk, q.cc);
+    storef(c, fdiv(c, sd, M), gmean, q.cc);
+    if (dgamma) storef(c, gamma_grad(c, sxy, v, nd->a.bn_eps), dgamma, q.ch);
+    if (dbeta) storef(c, sd, dbeta, q.ch);
+  }
+  storef(c, fmul(c, invstd, loadf(c, gamma, q.ch)), scale, q.cc);
+  loop_end(c, &q.L);
+  blk_iter it;
+  iter_begin(c, &it, &k, n);
+  LLVMValueRef d = loadf(c, dy, it.idx), cc = it.q.cc;
+  if (train) d = fsub(c, fsub(c, d, fmul(c, fsub(c, loadf(c, x, it.idx), loadf(c, mean, cc)), loadf(c, kk, cc))), loadf(c, gmean, cc));
+  storef(c, fmul(c, d, loadf(c, scale, cc)), dx, it.idx);
+  iter_end(c, &it);
+  par_end(c, &P);
   return NULL;
 }
 
 /* dgamma = sum dy (x - mean) invstd */
 static LLVMValueRef emit_batchnorm_grad_gamma(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], dy = a[1], rm = a[2], rv = a[3], dg = a[4], n = a[5];
-  int64_t C = nd->in[0]->shape.dim[1], S = spatial(&nd->in[0]->shape);
   LLVMValueRef *vals[6] = {&x, &dy, &rm, &rv, &dg, &n};
-  cg_par K; /* channels in parallel */
-  par_begin(c, &K, iconst(c, C), vals, 6, 3 * S * 64, 0);
-  LLVMValueRef mean, var;
-  bn_stats(c, nd, x, rm, rv, K.i, n, &mean, &var);
-  storef(c, gamma_grad(c, chan_sum(c, x, dy, mean, false, K.i, C, S, n), var, nd->a.bn_eps), dg, K.i);
-  par_end(c, &K);
+  cg_par P;
+  chan_blk k;
+  blk_begin(c, &P, &k, &nd->in[0]->shape, vals, 6, 3);
+  LLVMValueRef mean = blk_arr(c, &k), var = blk_arr(c, &k), sum = blk_arr(c, &k);
+  blk_stats(c, nd, &k, x, rm, rv, n, mean, var);
+  blk_sum(c, &k, n, x, dy, mean, false, sum);
+  blk_chans q;
+  chans_begin(c, &q, &k);
+  storef(c, gamma_grad(c, loadf(c, sum, q.cc), loadf(c, var, q.cc), nd->a.bn_eps), dg, q.ch);
+  loop_end(c, &q.L);
+  par_end(c, &P);
   return NULL;
 }
 

@@ -385,14 +385,18 @@ static const int64_t avgpool_cases[][6] = {{2, 2, 2, 2, 0, 0}, {3, 3, 2, 2, 1, 1
 
 /* batchnorm in training (batch statistics) and with running statistics, on [N, C, H, W] and [N, C] */
 static void check_batchnorm(void) {
+  /* channels, and the spatial shape (none: [N, C]); channels go in blocks of ceil(64 / S) (codegen.c):
+   * one block, a block of 4 and one of 1, and blocks of 1 */
+  static const int64_t shapes[][3] = {{3, 0, 0}, {3, 2, 3}, {5, 4, 4}, {2, 8, 9}};
   for (int training = 0; training < 2; training++)
-    for (int rank = 2; rank <= 4; rank += 2) {
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
       gc c;
       gc_init(&c);
       gr_attrs a = {.training = training, .bn_eps = 1e-5, .bn_momentum = 0.1};
-      gr_value *x = leaf(&c, rank == 4 ? S(4, N, D(3), D(2), D(3)) : S(2, N, D(3)));
-      gr_value *gamma = leaf(&c, S(1, D(3))), *beta = leaf(&c, S(1, D(3)));
-      gr_value *rm = gr_buffer(c.g, "rm", S(1, D(3)), 0, (gr_loc){0}), *rv = gr_buffer(c.g, "rv", S(1, D(3)), 1, (gr_loc){0});
+      int64_t ch = shapes[i][0];
+      gr_value *x = leaf(&c, shapes[i][1] ? S(4, N, ch, shapes[i][1], shapes[i][2]) : S(2, N, ch));
+      gr_value *gamma = leaf(&c, S(1, ch)), *beta = leaf(&c, S(1, ch));
+      gr_value *rm = gr_buffer(c.g, "rm", S(1, ch), 0, (gr_loc){0}), *rv = gr_buffer(c.g, "rv", S(1, ch), 1, (gr_loc){0});
       c.fixed[c.n_fixed] = rm;
       c.fixed_lo[c.n_fixed++] = -0.5;
       c.fixed[c.n_fixed] = rv;
