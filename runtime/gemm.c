@@ -6,8 +6,9 @@
  * twelve broadcasts of packed A per k, so the FMA units, not the loads, set the pace. Panels are
  * packed with zeros past the edges, so the micro-kernel always computes whole tiles; edge tiles are
  * stored through a small buffer. The work is split across graft's thread pool (pool.c) by output
- * columns (or rows, when there are few columns), so every element of C is computed by one thread in
- * one order: results do not depend on the thread count. Elsewhere (no AVX-512, or GRAFT_GEMM=blas in
+ * columns, or by rows when A is the larger operand (each thread then packs only its share of it),
+ * so every element of C is computed by one thread in one order: results do not depend on the thread
+ * count. Elsewhere (no AVX-512, or GRAFT_GEMM=blas in
  * the environment) it calls OpenBLAS, which stays the reference the tests compare against.
  *
  * OpenBLAS 0.3.21 as configured here uses AVX2 kernels, under half of the machine's FMA peak;
