@@ -579,7 +579,7 @@ static LLVMValueRef emit_bias_add(gr_cg *c, const gr_node *nd, LLVMValueRef *a) 
  * apart. Walked one channel at a time, a small S (the deep layers of small images: S = 4 or 16;
  * batchnorm over [N, C]: S = 1) reads a few floats per cache line, from lines a multiple of 4 KiB
  * apart, and ran 20-30 times slower per element than the large S of the first layers. So channels go
- * in blocks of B = ceil(64 / S) (B = 1 when S >= 64): sample by sample, a block's B*S floats are
+ * in blocks of B = ceil(256 / S) (B = 1 when S >= 256): sample by sample, a block's B*S floats are
  * contiguous. Per-channel values (mean, variance, scale) live in arrays of B. Every channel's sums
  * are taken in one order (samples, then positions), whatever the thread count, and fused kernels
  * (batchnorm's gradient with its siblings) take them as the lone kernels do. */
@@ -1270,10 +1270,11 @@ static void tiled_pool(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef
  * lanes whose window took it, with a masked load, add and store of the even lanes. Offsets go by
  * rows, then by columns from the right, so that every input receives its windows' shares in the
  * order for_each_window's scatter adds them (windows by rows, then by columns): the same sums, to
- * the bit. A fused epilogue then runs over the plane while it is in cache. */
-static bool pool_strided2(const gr_cg *c, const gr_node *nd) {
+ * the bit. A fused epilogue then runs over the plane while it is in cache (scalar code: any epilogue).
+ * The blocks of 16 windows are unrolled as the code is generated (Wo / 16 of them per row). */
+static bool pool_strided2(const gr_node *nd) {
   const gr_attrs *a = &nd->a;
-  return a->stride[1] == 2 && !gr_pool_tiles(a) && a->kernel[0] <= 16 && a->kernel[1] <= 16 && epi_vectorises(c);
+  return a->stride[1] == 2 && !gr_pool_tiles(a) && a->kernel[0] <= 16 && a->kernel[1] <= 16;
 }
 
 static LLVMValueRef raw_fptr(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) { /* may point before base: no inbounds */
@@ -1330,14 +1331,15 @@ static void strided_pool(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueR
       for (int64_t kj = 0; kj < kw; kj++) {
         if (!any[kj]) continue;
         LLVMValueRef mask = LLVMBuildSelect(c->b, row_ok[ki], m32[kj], f32, ""), ok = LLVMBuildSelect(c->b, row_ok[ki], m16[kj], f16, "");
-        LLVMValueRef args[4] = {raw_fptr(c, x, iadd(c, row[ki], iconst(c, 2 * j - pw + kj))), align, mask, LLVMGetUndef(vt)};
+        LLVMValueRef args[4] = {raw_fptr(c, x, iadd(c, row[ki], iconst(c, 2 * j - pw + kj))), align, mask, LLVMConstNull(vt)};
         LLVMValueRef cand = shuffle(c, masked_op(c, "llvm.masked.load", vt, args, 4), LLVMGetUndef(vt), 16, even);
         LLVMValueRef take = LLVMBuildAnd(c->b, ok, LLVMBuildOr(c->b, max_takes(c, cand, best), LLVMBuildNot(c->b, have, ""), ""), "");
         best = LLVMBuildSelect(c->b, take, cand, best, "");
         arg = LLVMBuildSelect(c->b, take, isplat(c, ki * kw + kj), arg, "");
         have = LLVMBuildOr(c->b, have, ok, "");
       }
-    if (!dy) {
+    if (!dy) { /* no forward epilogue: max pooling is not an anchor (gr_fuse_anchor) */
+      GR_ASSERT(!c->epi);
       vstore(c, best, out, iadd(c, orow, iconst(c, j)), 16, cnt);
       continue;
     }
@@ -1348,7 +1350,7 @@ static void strided_pool(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueR
         LLVMValueRef hit = LLVMBuildAnd(c->b, have, LLVMBuildICmp(c->b, LLVMIntEQ, arg, isplat(c, ki * kw + kj), ""), "");
         hit = shuffle(c, hit, f16, 32, inter);
         LLVMValueRef p = raw_fptr(c, out, iadd(c, row[ki], iconst(c, 2 * j - pw + kj)));
-        LLVMValueRef largs[4] = {p, align, hit, LLVMGetUndef(vt)};
+        LLVMValueRef largs[4] = {p, align, hit, LLVMConstNull(vt)};
         LLVMValueRef sargs[4] = {fadd(c, masked_op(c, "llvm.masked.load", vt, largs, 4), g), p, align, hit};
         masked_op(c, "llvm.masked.store", vt, sargs, 4);
       }
@@ -1420,7 +1422,7 @@ static LLVMValueRef emit_avgpool2d_grad(gr_cg *c, const gr_node *nd, LLVMValueRe
 /* y = max over each window (padding never wins) */
 static LLVMValueRef emit_maxpool2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   if (gr_pool_tiles(&nd->a)) return tiled_pool(c, nd, a[0], NULL, a[1], a[2]), NULL;
-  if (pool_strided2(c, nd)) return strided_pool(c, nd, a[0], NULL, a[1], a[2]), NULL;
+  if (pool_strided2(nd)) return strided_pool(c, nd, a[0], NULL, a[1], a[2]), NULL;
   LLVMValueRef extra[2] = {a[1], NULL};
   for_each_window(c, nd, a[0], a[2], pool_store_max, extra);
   return NULL;
@@ -1430,7 +1432,7 @@ static LLVMValueRef emit_maxpool2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a)
 static LLVMValueRef emit_maxpool2d_grad(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], dy = a[1], dx = a[2], n = a[3];
   if (gr_pool_tiles(&nd->a)) return tiled_pool(c, nd, x, dy, dx, n), NULL;
-  if (pool_strided2(c, nd)) return strided_pool(c, nd, x, dy, dx, n), NULL;
+  if (pool_strided2(nd)) return strided_pool(c, nd, x, dy, dx, n), NULL;
   cg_loop Z;
   loop_begin(c, &Z, imul(c, n, iconst(c, gr_shape_inner(&nd->in[0]->shape))));
   storef(c, fconst(c, 0), dx, Z.i);

@@ -346,7 +346,13 @@ typedef struct jit_split {
   int n_fn, n_parts;
   int *part;      /* function (in module order, definitions only) -> its part */
   bool *exported; /* called from another part */
+  char **names;   /* its name: every part's module must define the same functions in the same order */
 } jit_split;
+
+static void split_free(jit_split *sp) {
+  for (int i = 0; sp->names && i < sp->n_fn; i++) free(sp->names[i]);
+  free(sp->part), free(sp->exported), free(sp->names);
+}
 
 /* The functions mod defines, in module order; their count in *n. */
 static LLVMValueRef *defined_functions(LLVMModuleRef mod, int *n) {
@@ -462,7 +468,16 @@ static void split_module(LLVMModuleRef mod, const gr_program *progs, int n_progs
     each_user_function(fs, n, fs[w.i], note_cross, &w, 0);
     exported[w.i] = w.cross;
   }
-  *sp = (jit_split){.n_fn = n, .n_parts = parts, .part = part, .exported = exported};
+  char **names = calloc((size_t)n, sizeof *names);
+  GR_CHECK(names != NULL, "out of memory");
+  for (int i = 0; i < n; i++) {
+    size_t len;
+    names[i] = strdup(LLVMGetValueName2(fs[i], &len));
+    GR_CHECK(names[i] != NULL, "out of memory");
+  }
+  /* a global would be defined in every part: a constant could be, a variable could not */
+  GR_CHECK(parts == 1 || !LLVMGetFirstGlobal(mod), "the generated module has globals: it cannot be compiled in parts");
+  *sp = (jit_split){.n_fn = n, .n_parts = parts, .part = part, .exported = exported, .names = names};
   free(fs), free(up), free(order), free(cost), free(unit_cost), free(root);
 }
 
@@ -474,6 +489,9 @@ static void keep_part(LLVMModuleRef mod, const jit_split *sp, int p) {
   GR_CHECK(n == sp->n_fn, "the modules of a split differ: %d functions, %d expected", n, sp->n_fn);
   for (int i = 0; i < n; i++) {
     LLVMValueRef f = fs[i];
+    size_t len;
+    GR_CHECK(!strcmp(LLVMGetValueName2(f, &len), sp->names[i]), "the modules of a split differ: %s where %s was", LLVMGetValueName2(f, &len),
+             sp->names[i]);
     if (sp->part[i] == p) {
       if (sp->exported[i]) {
         LLVMSetLinkage(f, LLVMExternalLinkage);
@@ -481,7 +499,6 @@ static void keep_part(LLVMModuleRef mod, const jit_split *sp, int p) {
       }
       continue;
     }
-    size_t len;
     char *name = strdup(LLVMGetValueName2(f, &len));
     GR_CHECK(name != NULL, "out of memory");
     LLVMSetValueName2(f, "", 0);
@@ -545,8 +562,12 @@ static bool compile_all(jit_part *parts, int n, const gr_codegen_opts *o, int *n
   if (threads > todo) threads = todo;
   pthread_t th[GR_JIT_MAX_PARTS];
   int started = 0;
+  pthread_attr_t at; /* LLVM's code generation recurses: the main thread's stack size, not a smaller default */
+  pthread_attr_init(&at);
+  pthread_attr_setstacksize(&at, (size_t)16 << 20);
   for (int t = 1; t < threads && t < GR_JIT_MAX_PARTS; t++)
-    if (pthread_create(&th[started], NULL, compile_parts, &w) == 0) started++;
+    if (pthread_create(&th[started], &at, compile_parts, &w) == 0) started++;
+  pthread_attr_destroy(&at);
   *n_threads = started + 1;
   compile_parts(&w); /* this thread takes parts too (all of them, if no thread could start) */
   for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
@@ -557,6 +578,16 @@ static bool compile_all(jit_part *parts, int n, const gr_codegen_opts *o, int *n
       ok = false;
     }
   return ok;
+}
+
+/* An LLJIT linking copies of the parts' objects (kept for a second attempt); NULL after reporting. */
+static gr_jit *link_parts(const jit_part *parts, int n, gr_program *progs, int n_progs, gr_diag *d) {
+  LLVMTargetMachineRef tm = gr_llvm_machine(NULL, NULL, d);
+  if (!tm) return NULL;
+  LLVMMemoryBufferRef objs[GR_JIT_MAX_PARTS];
+  for (int p = 0; p < n; p++)
+    objs[p] = LLVMCreateMemoryBufferWithMemoryRangeCopy(LLVMGetBufferStart(parts[p].obj), LLVMGetBufferSize(parts[p].obj), "graft part");
+  return load_objects(objs, n, tm, progs, n_progs, d);
 }
 
 gr_jit *gr_jit_compile(gr_graph *g, gr_program *progs, int n_progs, const gr_codegen_opts *o, gr_diag *d) {
@@ -591,40 +622,30 @@ gr_jit *gr_jit_compile(gr_graph *g, gr_program *progs, int n_progs, const gr_cod
     }
     hit &= pt->hit;
   }
-  free(sp.part), free(sp.exported);
+  split_free(&sp);
   gr_jit *j = NULL;
-  LLVMMemoryBufferRef objs[GR_JIT_MAX_PARTS];
-  LLVMTargetMachineRef tm = ok ? gr_llvm_machine(NULL, NULL, d) : NULL;
-  if (tm && hit) { /* every part a hit: no optimisation, no code generation */
-    gr_diag quiet; /* a valid-looking entry LLVM cannot use is not trusted either: compiled again */
+  bool any_hit = false;
+  for (int p = 0; p < n; p++) any_hit |= parts[p].hit;
+  if (ok && any_hit) { /* the misses compiled, then everything linked; a valid-looking entry LLVM cannot link is not trusted */
+    gr_diag quiet;
     gr_diag_init(&quiet);
     quiet.sink = ignore_diag;
-    for (int p = 0; p < n; p++) {
-      objs[p] = parts[p].obj;
-      parts[p].obj = NULL, parts[p].hit = false; /* the JIT's now; compiled again if it cannot load them */
-    }
-    j = load_objects(objs, n, tm, progs, n_progs, &quiet);
-    tm = NULL;
-    if (!j) {
+    ok = hit || compile_all(parts, n, o, &threads, d);
+    if (ok && !(j = link_parts(parts, n, progs, n_progs, &quiet))) {
       gr_warning(d, gr_loc_file(dir), "kernel cache entries cannot be loaded: compiling the kernels again");
+      for (int p = 0; p < n; p++)
+        if (parts[p].hit) {
+          LLVMDisposeMemoryBuffer(parts[p].obj);
+          parts[p].obj = NULL, parts[p].hit = false;
+        }
       hit = false;
     }
     gr_diag_free(&quiet);
   }
-  if (ok && !j && compile_all(parts, n, o, &threads, d)) {
-    for (int p = 0; p < n; p++) {
-      if (dir && !parts[p].hit) stored |= cache_write(dir, parts[p].path, parts[p].key, parts[p].obj, d);
-      objs[p] = parts[p].obj;
-      parts[p].obj = NULL;
-    }
-    if (!tm) tm = gr_llvm_machine(NULL, NULL, d);
-    if (tm) j = load_objects(objs, n, tm, progs, n_progs, d);
-    else
-      for (int p = 0; p < n; p++) LLVMDisposeMemoryBuffer(objs[p]);
-    tm = NULL;
-  }
+  if (ok && !j && compile_all(parts, n, o, &threads, d)) j = link_parts(parts, n, progs, n_progs, d);
+  for (int p = 0; j && dir && p < n; p++)
+    if (!parts[p].hit) stored |= cache_write(dir, parts[p].path, parts[p].key, parts[p].obj, d);
   if (j) j->info = (gr_jit_info){.from_cache = hit, .cached = stored, .seconds = gr_now() - t0, .parts = n, .threads = threads};
-  if (tm) LLVMDisposeTargetMachine(tm);
   for (int p = 0; p < n; p++) {
     if (parts[p].obj) LLVMDisposeMemoryBuffer(parts[p].obj);
     if (parts[p].mod) LLVMDisposeModule(parts[p].mod);

@@ -288,10 +288,10 @@ void gr_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, cons
     return;
   }
   /* Split by columns, every thread packs all of op(A) and its share of op(B); by rows, all of op(B)
-   * and its share of op(A). So rows when A is the larger (M > N: a deep layer's small images), or when
-   * there are too few column panels to go round; columns otherwise. */
+   * and its share of op(A). So rows when A is the larger (M > N: a deep layer's small images) and
+   * its row panels go round, or when there are too few column panels to go round; columns otherwise. */
   int64_t row_panels = (M + MR - 1) / MR, col_panels = (N + NR - 1) / NR;
-  gemm_split s = {.j = &j, .by_rows = row_panels >= parts && (M > N || (col_panels < 2 * parts && row_panels > col_panels))};
+  gemm_split s = {.j = &j, .by_rows = (M > N && row_panels >= parts) || (col_panels < 2 * parts && row_panels > col_panels)};
   int64_t units = s.by_rows ? (M + MR - 1) / MR : (N + NR - 1) / NR;
   if (parts > units) parts = units;
   gr_parallel(gemm_part, &s, parts);

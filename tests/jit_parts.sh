@@ -7,7 +7,8 @@
 #  - `graft train` says how many parts it compiled on how many threads, and --threads 1 compiles
 #    one module;
 #  - each part is an entry of the kernel cache: a second run takes all of them and trains to the same
-#    weights; one damaged entry is reported, and the run still trains to the same weights.
+#    weights; one damaged entry is reported, and the run still trains to the same weights; so is one
+#    that passes the cache's checks but is no object LLVM can link.
 # usage: jit_parts.sh GRAFT
 set -eu
 . "$(dirname "$0")/lib.sh"
@@ -55,4 +56,22 @@ grep -q "warning: kernel cache entry is damaged (not a graft kernel cache entry)
 run again
 grep -q "^kernels: from the kernel cache" again.log && ! grep -q warning again.log && [ "$(ls cache | wc -l)" -eq 3 ] &&
   ok "  ... and rewritten: the next run takes all three" || bad "the damaged part was not rewritten" again.log
+# one entry missing and another whose header and checksum are right but whose payload is no object:
+# the missing part is compiled, the link fails, and the run compiles the rest again and trains to the
+# same weights
+/usr/bin/python3 - "$(ls cache/*.o | sed -n 3p)" <<'PY'
+import hashlib, sys
+path = sys.argv[1]
+head = open(path, "rb").read()[:40]
+payload = b"not an object file" * 64
+open(path, "wb").write(head + len(payload).to_bytes(8, "little") + hashlib.sha256(payload).digest() + payload)
+PY
+rm "$(ls cache/*.o | sed -n 1p)"
+run unlinkable
+grep -q "warning: kernel cache entries cannot be loaded: compiling the kernels again" unlinkable.log &&
+  cmp -s cnn.1.safetensors unlinkable.safetensors && ok "an entry that passes its checks but cannot be linked is compiled again" ||
+  bad "an unlinkable cache entry was not handled" unlinkable.log
+run final
+grep -q "^kernels: from the kernel cache" final.log && ! grep -q warning final.log &&
+  ok "  ... and rewritten: the next run takes all three" || bad "the unlinkable entry was not rewritten" final.log
 exit $fail
