@@ -66,19 +66,20 @@ typedef struct shape {
   int ta, tb, M, N, K;
 } shape;
 
-/* ResNet-18, 3x64x64, batch 64; N or K is (samples per chunk) x Ho x Wo, with the chunks
- * gr_conv_chunk gives (16, 22, 32, 64 and 64 samples for conv1 and layers 1-4). */
+/* ResNet-18, 3x64x64, batch 64; N or K is (samples per chunk) x Ho x Wo, with the chunks the
+ * kernels take for GR_CONV_STAGING = 2 Mi floats (8, 11, 22, 32 and 64 samples for conv1 and layers
+ * 1-4: gr_conv_chunk's bound, then the batch cut into equal chunks). */
 static const shape shapes[] = {
-    {"conv1 7x7 forward", 0, 0, 64, 16 * 1024, 147},
-    {"conv1 7x7 weight grad", 0, 1, 64, 147, 16 * 1024},
-    {"layer1 3x3 forward", 0, 0, 64, 22 * 256, 576},
-    {"layer1 3x3 input grad", 1, 0, 576, 22 * 256, 64},
-    {"layer1 3x3 weight grad", 0, 1, 64, 576, 22 * 256},
-    {"layer2 3x3 forward", 0, 0, 128, 32 * 64, 1152},
-    {"layer2 3x3 input grad", 1, 0, 1152, 32 * 64, 128},
-    {"layer2 3x3 weight grad", 0, 1, 128, 1152, 32 * 64},
-    {"layer3 3x3 forward", 0, 0, 256, 64 * 16, 2304},
-    {"layer3 3x3 weight grad", 0, 1, 256, 2304, 64 * 16},
+    {"conv1 7x7 forward", 0, 0, 64, 8 * 1024, 147},
+    {"conv1 7x7 weight grad", 0, 1, 64, 147, 8 * 1024},
+    {"layer1 3x3 forward", 0, 0, 64, 11 * 256, 576},
+    {"layer1 3x3 input grad", 1, 0, 576, 11 * 256, 64},
+    {"layer1 3x3 weight grad", 0, 1, 64, 576, 11 * 256},
+    {"layer2 3x3 forward", 0, 0, 128, 22 * 64, 1152},
+    {"layer2 3x3 input grad", 1, 0, 1152, 22 * 64, 128},
+    {"layer2 3x3 weight grad", 0, 1, 128, 1152, 22 * 64},
+    {"layer3 3x3 forward", 0, 0, 256, 32 * 16, 2304},
+    {"layer3 3x3 weight grad", 0, 1, 256, 2304, 32 * 16},
     {"layer4 3x3 forward", 0, 0, 512, 64 * 4, 4608},
     {"layer4 3x3 input grad", 1, 0, 4608, 64 * 4, 512},
     {"layer4 3x3 weight grad", 0, 1, 512, 4608, 64 * 4},

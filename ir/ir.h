@@ -167,8 +167,10 @@ typedef struct gr_conv_geom {
 gr_conv_geom gr_conv_geometry(const gr_shape *x, const gr_shape *w, const gr_attrs *a);
 /* Samples a convolution kernel stages at a time: as many as fit GR_CONV_STAGING floats of im2col
  * columns and output staging (at least one). Bounds the scratch memory whatever the batch, and keeps
- * the columns a GEMM reads nearer the caches. */
-#define GR_CONV_STAGING (4 * 1024 * 1024)
+ * the columns a GEMM reads nearer the caches: 2 Mi floats (8 MiB) rather than 4 Mi made ResNet-18's
+ * steps 10-14% faster (docs/benchmarks.md), the GEMM's packing reading the columns from the cache
+ * rather than from memory; 1 Mi was no faster, 512 Ki slower. */
+#define GR_CONV_STAGING (2048 * 1024)
 int64_t gr_conv_chunk(const gr_conv_geom *g);
 /* Whether max-pooling windows tile the input (stride = kernel, no padding, at most 16 elements): each
  * input is in at most one window, so the gradient writes dx whole. */
