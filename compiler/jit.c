@@ -439,10 +439,15 @@ static void split_module(LLVMModuleRef mod, const gr_program *progs, int n_progs
     const char *name = LLVMGetValueName2(fs[i], &len);
     for (int k = 0; k < n_progs; k++) root[i] |= !strcmp(name, progs[k].name);
   }
+  int parts = parts_wanted(total), n_units = 0;
+  if (parts == 1) { /* one module: nothing to split */
+    *sp = (jit_split){.n_parts = 1};
+    free(fs), free(up), free(part), free(order), free(cost), free(unit_cost), free(root), free(exported);
+    return;
+  }
   split_walk w = {.up = up, .part = part, .root = root};
   for (w.i = 0; w.i < n; w.i++)
     if (!root[w.i]) each_user_function(fs, n, fs[w.i], join_user, &w, 0);
-  int parts = parts_wanted(total), n_units = 0;
   for (int i = 0; i < n; i++) {
     int r = uf_find(up, i);
     if (r == i) order[n_units++] = i;
@@ -476,7 +481,7 @@ static void split_module(LLVMModuleRef mod, const gr_program *progs, int n_progs
     GR_CHECK(names[i] != NULL, "out of memory");
   }
   /* a global would be defined in every part: a constant could be, a variable could not */
-  GR_CHECK(parts == 1 || !LLVMGetFirstGlobal(mod), "the generated module has globals: it cannot be compiled in parts");
+  GR_CHECK(!LLVMGetFirstGlobal(mod), "the generated module has globals: it cannot be compiled in parts");
   *sp = (jit_split){.n_fn = n, .n_parts = parts, .part = part, .exported = exported, .names = names};
   free(fs), free(up), free(order), free(cost), free(unit_cost), free(root);
 }
@@ -499,15 +504,12 @@ static void keep_part(LLVMModuleRef mod, const jit_split *sp, int p) {
       }
       continue;
     }
-    char *name = strdup(LLVMGetValueName2(f, &len));
-    GR_CHECK(name != NULL, "out of memory");
-    LLVMSetValueName2(f, "", 0);
-    LLVMValueRef decl = LLVMAddFunction(mod, name, LLVMGlobalGetValueType(f));
+    LLVMSetValueName2(f, "", 0); /* the name goes to its declaration (kept in the split) */
+    LLVMValueRef decl = LLVMAddFunction(mod, sp->names[i], LLVMGlobalGetValueType(f));
     LLVMSetFunctionCallConv(decl, LLVMGetFunctionCallConv(f));
     LLVMReplaceAllUsesWith(f, decl);
     LLVMDeleteFunction(f);
     fs[i] = decl;
-    free(name);
   }
   for (int i = 0; i < n; i++)
     if (sp->part[i] != p && !LLVMGetFirstUse(fs[i])) LLVMDeleteFunction(fs[i]);
