@@ -328,7 +328,8 @@ static gr_jit *load_objects(LLVMMemoryBufferRef *objs, int n, LLVMTargetMachineR
  *
  * LLVM optimises and emits a module on one thread, and that is most of a cold start (ResNet-18's
  * training and evaluation programs: 2.8 s on this machine). So a large graph is compiled as several
- * modules, one per thread graft may use (--threads), and the JIT links their objects together.
+ * modules, one per thread graft may use (--threads), compiled on its thread pool, and the JIT links
+ * their objects together.
  * Every part is generated from the same graph (generation is deterministic and takes
  * milliseconds), then keeps the bodies of its own functions and declares the others. A unit of the
  * split is a step function, or a kernel with the functions only it calls (its parallel bodies);
@@ -529,8 +530,6 @@ typedef struct jit_part {
 
 typedef struct jit_work {
   jit_part *parts;
-  int n;
-  int next; /* the next part to take (atomic) */
   const gr_codegen_opts *o;
 } jit_work;
 
@@ -539,40 +538,29 @@ static void keep_error(void *user, gr_diag_kind kind, gr_loc loc, const char *ms
   if (kind == GR_DIAG_ERROR && !pt->err[0]) snprintf(pt->err, sizeof pt->err, "%s", msg);
 }
 
-/* Optimises and emits the parts that have no object yet, taking them one by one. */
-static void *compile_parts(void *arg) {
+/* Optimises and emits part i, unless it has an object already (a gr_parallel task). */
+static void compile_part(void *arg, int64_t i, int64_t n) {
+  (void)n;
   jit_work *w = arg;
-  for (;;) {
-    int i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED);
-    if (i >= w->n) return NULL;
-    jit_part *pt = &w->parts[i];
-    if (pt->obj) continue;
-    gr_diag d;
-    gr_diag_init(&d);
-    d.sink = keep_error;
-    d.user = pt;
-    if (gr_llvm_optimise(pt->mod, pt->tm, w->o, &d)) pt->obj = gr_llvm_emit(pt->mod, pt->tm, &d);
-    gr_diag_free(&d);
-  }
+  jit_part *pt = &w->parts[i];
+  if (pt->obj) return;
+  gr_diag d;
+  gr_diag_init(&d);
+  d.sink = keep_error;
+  d.user = pt;
+  if (gr_llvm_optimise(pt->mod, pt->tm, w->o, &d)) pt->obj = gr_llvm_emit(pt->mod, pt->tm, &d);
+  gr_diag_free(&d);
 }
 
-/* Compiles every part without an object, on up to gr_threads() threads; false after reporting. */
+/* Compiles every part without an object on the thread pool (runtime/pool.c: a part per task, taken
+ * by whichever thread is free, the calling one too); *n_threads: how many threads that can be.
+ * False after reporting. */
 static bool compile_all(jit_part *parts, int n, const gr_codegen_opts *o, int *n_threads, gr_diag *d) {
-  jit_work w = {.parts = parts, .n = n, .o = o};
-  int threads = gr_threads(), todo = 0;
+  jit_work w = {.parts = parts, .o = o};
+  int todo = 0;
   for (int i = 0; i < n; i++) todo += !parts[i].obj;
-  if (threads > todo) threads = todo;
-  pthread_t th[GR_JIT_MAX_PARTS];
-  int started = 0;
-  pthread_attr_t at; /* LLVM's code generation recurses: the main thread's stack size, not a smaller default */
-  pthread_attr_init(&at);
-  pthread_attr_setstacksize(&at, (size_t)16 << 20);
-  for (int t = 1; t < threads && t < GR_JIT_MAX_PARTS; t++)
-    if (pthread_create(&th[started], &at, compile_parts, &w) == 0) started++;
-  pthread_attr_destroy(&at);
-  *n_threads = started + 1;
-  compile_parts(&w); /* this thread takes parts too (all of them, if no thread could start) */
-  for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
+  *n_threads = todo < gr_threads() ? todo : gr_threads();
+  gr_parallel(compile_part, &w, n);
   bool ok = true;
   for (int i = 0; i < n; i++)
     if (!parts[i].obj) {
