@@ -95,6 +95,9 @@ static void storef(gr_cg *c, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx
   LLVMBuildStore(c->b, v, elem_ptr(c, c->ft, base, idx));
 }
 static LLVMValueRef fptr(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) { return elem_ptr(c, c->ft, base, idx); }
+static LLVMValueRef raw_fptr(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) { /* may point before base: no inbounds */
+  return LLVMBuildGEP2(c->b, c->ft, base, &idx, 1, "");
+}
 
 static LLVMValueRef intrinsic(gr_cg *c, const char *name, LLVMValueRef *args, int n) {
   unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
@@ -955,6 +958,280 @@ static void im2col_rows(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMVal
   if (!ki) loop_end(c, &KI);
 }
 
+/* ---- packing B for the GEMM ------------------------------------------------------------------- */
+
+/* A function the GEMM calls to pack blocks of its B operand (runtime/gemm.c, gr_pack_fn):
+ *   void <kernel>.pack(ptr ctx, i64 k0, i64 kc, i64 n0, i64 nc, ptr bp)
+ * writes op(B)[k0 .. k0+kc, n0 .. n0+nc] as GR_PANEL-column micro-panels, element (k, j) at
+ * bp[(j - n0) / 32 * 32 kc + (k - k0) 32 + j % 32], zeros past the product's last column. So a
+ * convolution's B is packed straight from its NCHW tensor, as the GEMM needs each block, while the
+ * block stays in the cache: no columns matrix is written and read back. Like a parallel body, the
+ * function may use only the values pack_begin was given (passed in ctx, one i64 slot each). */
+typedef struct cg_pack {
+  LLVMBasicBlockRef resume;
+  LLVMValueRef fn, outer[4], *vals[4], k0, kc, n0, nc, bp;
+  int nv;
+} cg_pack;
+static void pack_begin(gr_cg *c, cg_pack *P, LLVMValueRef **vals, int nv) {
+  GR_ASSERT(nv <= 4);
+  memset(P, 0, sizeof *P);
+  P->resume = LLVMGetInsertBlock(c->b);
+  P->nv = nv;
+  LLVMTypeRef pt[6] = {c->ptr, c->i64, c->i64, c->i64, c->i64, c->ptr};
+  P->fn = named_fn(c, "pack", LLVMFunctionType(c->voidt, pt, 6, 0));
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, P->fn, "entry"));
+  LLVMValueRef ctx = LLVMGetParam(P->fn, 0);
+  for (int k = 0; k < nv; k++) {
+    P->vals[k] = vals[k];
+    P->outer[k] = *vals[k];
+    LLVMValueRef v = LLVMBuildLoad2(c->b, c->i64, elem_ptr(c, c->i64, ctx, iconst(c, k)), "");
+    *vals[k] = LLVMTypeOf(P->outer[k]) == c->ptr ? LLVMBuildIntToPtr(c->b, v, c->ptr, "") : v;
+  }
+  P->k0 = LLVMGetParam(P->fn, 1), P->kc = LLVMGetParam(P->fn, 2), P->n0 = LLVMGetParam(P->fn, 3), P->nc = LLVMGetParam(P->fn, 4);
+  P->bp = LLVMGetParam(P->fn, 5);
+}
+/* Back in the kernel: returns ctx, the slots holding the values, and the function in *fn. */
+static LLVMValueRef pack_end(gr_cg *c, cg_pack *P, LLVMValueRef *fn) {
+  *fn = P->fn;
+  LLVMBuildRetVoid(c->b);
+  LLVMPositionBuilderAtEnd(c->b, P->resume);
+  LLVMValueRef slots = entry_alloca(c, LLVMArrayType(c->i64, (unsigned)P->nv));
+  for (int k = 0; k < P->nv; k++) {
+    LLVMValueRef v = *P->vals[k] = P->outer[k];
+    if (LLVMTypeOf(v) == c->ptr) v = LLVMBuildPtrToInt(c->b, v, c->i64, "");
+    LLVMBuildStore(c->b, v, elem_ptr(c, c->i64, slots, iconst(c, k)));
+  }
+  return slots;
+}
+
+/* The pack function's walk over its micro-panels: panel q holds columns [j0, j1) of a product of N
+ * columns (j1 - j0 < 32 in a last panel, whose other columns must be zeros) at bp + q 32 kc. Leaves
+ * the builder in the panel loop (w->Q). */
+typedef struct pack_walk {
+  cg_loop Q;
+  LLVMValueRef j0, j1, base;
+} pack_walk;
+static void pack_panels_begin(gr_cg *c, cg_pack *P, pack_walk *w, LLVMValueRef N) {
+  loop_begin(c, &w->Q, LLVMBuildLShr(c->b, iadd(c, P->nc, iconst(c, GR_PANEL - 1)), iconst(c, 5), ""));
+  w->j0 = iadd(c, P->n0, imul(c, w->Q.i, iconst(c, GR_PANEL)));
+  w->j1 = imin(c, iadd(c, w->j0, iconst(c, GR_PANEL)), N);
+  w->base = imul(c, imul(c, w->Q.i, iconst(c, GR_PANEL)), P->kc);
+}
+/* A prefetch of base[idx] into every cache level, for reading (the pack functions read a panel's rows
+ * where the next panel will read them again, further along). */
+static void prefetch(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) {
+  unsigned id = LLVMLookupIntrinsicID("llvm.prefetch", 13);
+  LLVMTypeRef ov[1] = {c->ptr};
+  LLVMValueRef args[4] = {raw_fptr(c, base, idx), LLVMConstInt(c->i32, 0, 0), LLVMConstInt(c->i32, 3, 0), LLVMConstInt(c->i32, 1, 0)};
+  LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, ov, 1), LLVMGetIntrinsicDeclaration(c->mod, id, ov, 1), args, 4, "");
+}
+
+/* Lane vectors for the pack functions: 16 lanes of i32 (indices of a chunk's elements, which stay
+ * below 2^31: asserted by the callers). */
+static LLVMValueRef lane_iota(gr_cg *c, int64_t first) {
+  LLVMValueRef v[16];
+  for (int i = 0; i < 16; i++) v[i] = LLVMConstInt(c->i32, (unsigned long long)(first + i), 0);
+  return LLVMConstVector(v, 16);
+}
+static LLVMValueRef lanes32(gr_cg *c, LLVMValueRef v64, int lanes) { return splat(c, LLVMBuildTrunc(c->b, v64, c->i32, ""), lanes); }
+static LLVMValueRef vsplat32(gr_cg *c, LLVMValueRef v64) { return lanes32(c, v64, 16); }
+
+/* Half panels cut into runs: the 16 positions from jh on are pieces of runs of `len` consecutive
+ * positions (an output row, or a sample's plane), at most half_pieces(len) of them. Piece q is part of
+ * run r = jh / len + q, whose first position is at `first` (relative to jh, maybe negative): the lanes
+ * of the piece's positions, among L lanes of `sw` each (sw 2: even lanes only), and before `on` (past
+ * it, columns past the product). */
+static int half_pieces(int64_t len) { return len % 16 == 0 ? 1 : (int)(15 / len + 2); }
+static LLVMValueRef half_piece(gr_cg *c, LLVMValueRef jh, LLVMValueRef on, int64_t len, int q, int sw, LLVMValueRef *r, LLVMValueRef *first) {
+  int L = 16 * sw;
+  LLVMValueRef pos[32], want[32];
+  for (int t = 0; t < L; t++) {
+    pos[t] = LLVMConstInt(c->i32, (unsigned long long)(t / sw), 0);
+    want[t] = LLVMConstInt(LLVMInt1TypeInContext(c->ctx), t % sw == 0, 0);
+  }
+  *r = iadd(c, LLVMBuildSDiv(c->b, jh, iconst(c, len), ""), iconst(c, q));
+  *first = LLVMBuildNSWSub(c->b, imul(c, *r, iconst(c, len)), jh, "");
+  LLVMValueRef pv = LLVMConstVector(pos, (unsigned)L);
+  LLVMValueRef lo = lanes32(c, imax(c, *first, iconst(c, 0)), L), hi = lanes32(c, imin(c, iadd(c, *first, iconst(c, len)), on), L);
+  LLVMValueRef in = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, pv, lo, ""), LLVMBuildICmp(c->b, LLVMIntSLT, pv, hi, ""), "");
+  return LLVMBuildAnd(c->b, in, LLVMConstVector(want, (unsigned)L), "");
+}
+
+/* Row k of a convolution's im2col: its input channel ci and the offsets ki dh, kj dw of its kernel
+ * element. */
+static void kernel_row(gr_cg *c, const gr_conv_geom *g, LLVMValueRef k, LLVMValueRef *ci, LLVMValueRef *dh, LLVMValueRef *dw) {
+  LLVMValueRef kk = iconst(c, g->kh * g->kw), kr = LLVMBuildSRem(c->b, k, kk, "");
+  *ci = LLVMBuildSDiv(c->b, k, kk, "");
+  *dh = imul(c, LLVMBuildSDiv(c->b, kr, iconst(c, g->kw), ""), iconst(c, g->dh));
+  *dw = imul(c, LLVMBuildSRem(c->b, kr, iconst(c, g->kw), ""), iconst(c, g->dw));
+}
+/* 16 elements of src at the lanes' indices idx, zeros in the lanes off in mask; stored whole at dst[d]. */
+static void gather16(gr_cg *c, LLVMValueRef src, LLVMValueRef idx, LLVMValueRef mask, LLVMValueRef dst, LLVMValueRef d) {
+  LLVMTypeRef vt = LLVMVectorType(c->ft, 16), pv = LLVMVectorType(c->ptr, 16);
+  LLVMValueRef ptrs = LLVMBuildGEP2(c->b, c->ft, src, &idx, 1, ""); /* no inbounds: off lanes may point anywhere */
+  unsigned id = LLVMLookupIntrinsicID("llvm.masked.gather", 18);
+  LLVMTypeRef ov[2] = {vt, pv};
+  LLVMValueRef args[4] = {ptrs, LLVMConstInt(c->i32, elem_align(c), 0), mask, LLVMConstNull(vt)};
+  LLVMValueRef v = LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, ov, 2), LLVMGetIntrinsicDeclaration(c->mod, id, ov, 2), args, 4, "");
+  LLVMSetAlignment(LLVMBuildStore(c->b, v, fptr(c, dst, d)), elem_align(c));
+}
+
+/* The pack function of a convolution's forward GEMM: B = im2col(x) [Cin/G kh kw, nc HoWo] of one
+ * group (x: the chunk's first sample, at the group's first channel). A panel's 32 columns are 32
+ * output positions (sample, oh, ow), worked out once per panel as lane vectors; each row k =
+ * (channel, ki, kj) of the block is then two masked gathers of x, the lanes whose window element
+ * falls on the padding (or past the last column) zeros. */
+static LLVMValueRef im2col_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef nc, LLVMValueRef *fn) {
+  LLVMValueRef *vals[2] = {&x, &nc};
+  cg_pack P;
+  pack_begin(c, &P, vals, 2);
+  pack_walk w;
+  pack_panels_begin(c, &P, &w, imul(c, nc, iconst(c, g->ho * g->wo)));
+  cg_loop K;
+  /* Rows that are contiguous runs of x (stride 1 or 2): the 16 positions of a half panel are pieces
+   * of at most S output rows, and each piece's row k is one masked load of x (with stride 2, of 32
+   * floats whose even lanes are wanted), the pieces merged lane by lane. */
+  int S = half_pieces(g->wo);
+  if (g->sw <= 2 && S <= 4) {
+    int sw = (int)g->sw, L = 16 * sw;
+    LLVMTypeRef vt = LLVMVectorType(c->ft, (unsigned)L);
+    LLVMValueRef seg[2][4], xs[2][4], ihb[2][4], iwb[2][4], lane_iw[32];
+    for (int t = 0; t < L; t++) lane_iw[t] = LLVMConstInt(c->i32, (unsigned long long)(t / sw * sw), 0);
+    for (int h = 0; h < 2; h++) {
+      LLVMValueRef jh = iadd(c, w.j0, iconst(c, 16 * h)), on = LLVMBuildNSWSub(c->b, w.j1, jh, "");
+      for (int q = 0; q < S; q++) {
+        LLVMValueRef r, first;
+        seg[h][q] = half_piece(c, jh, on, g->wo, q, sw, &r, &first);
+        LLVMValueRef n = LLVMBuildSDiv(c->b, r, iconst(c, g->ho), ""), oh = LLVMBuildSRem(c->b, r, iconst(c, g->ho), "");
+        xs[h][q] = imul(c, n, iconst(c, g->cin * g->h * g->w));
+        ihb[h][q] = iadd(c, imul(c, oh, iconst(c, g->sh)), iconst(c, -g->ph));
+        iwb[h][q] = iadd(c, imul(c, LLVMBuildNSWSub(c->b, iconst(c, 0), first, ""), iconst(c, sw)), iconst(c, -g->pw)); /* iw of position 0 */
+      }
+    }
+    loop_begin(c, &K, P.kc);
+    LLVMValueRef ci, dh, dw;
+    kernel_row(c, g, iadd(c, P.k0, K.i), &ci, &dh, &dw);
+    LLVMValueRef cplane = imul(c, ci, iconst(c, g->h * g->w));
+    for (int h = 0; h < 2; h++) {
+      LLVMValueRef v = LLVMConstNull(vt);
+      for (int q = 0; q < S; q++) {
+        LLVMValueRef ih = iadd(c, ihb[h][q], dh), iw0 = iadd(c, iwb[h][q], dw);
+        /* lane of position t: x[xs + ci HW + ih W + iw0 + sw t], inside the row for 0 <= iw0 + sw t < W */
+        LLVMValueRef iw = LLVMBuildAdd(c->b, lanes32(c, iw0, L), LLVMConstVector(lane_iw, (unsigned)L), "");
+        LLVMValueRef m = LLVMBuildAnd(c->b, seg[h][q], LLVMBuildICmp(c->b, LLVMIntULT, iw, lanes32(c, iconst(c, g->w), L), ""), "");
+        m = LLVMBuildAnd(c->b, m, splat(c, in_range(c, ih, g->h), L), "");
+        LLVMValueRef at = iadd(c, iadd(c, xs[h][q], cplane), iadd(c, imul(c, ih, iconst(c, g->w)), iw0));
+        LLVMValueRef args[4] = {raw_fptr(c, x, at), LLVMConstInt(c->i32, elem_align(c), 0), m, v};
+        v = masked_op(c, "llvm.masked.load", vt, args, 4);
+        if (q == 0) prefetch(c, x, iadd(c, at, iconst(c, GR_PANEL * sw))); /* the next panel: panels walk along the rows */
+      }
+      if (sw == 2) {
+        int even[16];
+        for (int i = 0; i < 16; i++) even[i] = 2 * i;
+        v = shuffle(c, v, LLVMGetUndef(vt), 16, even);
+      }
+      vstore(c, v, P.bp, iadd(c, w.base, iadd(c, imul(c, K.i, iconst(c, GR_PANEL)), iconst(c, 16 * h))), 16, 16);
+    }
+    loop_end(c, &K);
+    loop_end(c, &w.Q);
+    return pack_end(c, &P, fn);
+  }
+  /* otherwise each row k of a half panel is a masked gather of its 16 positions' elements */
+  LLVMValueRef ihb[2], iwb[2], base[2], ok[2];
+  for (int h = 0; h < 2; h++) {
+    LLVMValueRef j = LLVMBuildAdd(c->b, vsplat32(c, w.j0), lane_iota(c, 16 * h), "");
+    ok[h] = LLVMBuildICmp(c->b, LLVMIntSLT, j, vsplat32(c, w.j1), "");
+    LLVMValueRef n = LLVMBuildUDiv(c->b, j, isplat(c, g->ho * g->wo), ""), sp = LLVMBuildURem(c->b, j, isplat(c, g->ho * g->wo), "");
+    LLVMValueRef oh = LLVMBuildUDiv(c->b, sp, isplat(c, g->wo), ""), ow = LLVMBuildURem(c->b, sp, isplat(c, g->wo), "");
+    ihb[h] = LLVMBuildSub(c->b, LLVMBuildMul(c->b, oh, isplat(c, g->sh), ""), isplat(c, g->ph), "");
+    iwb[h] = LLVMBuildSub(c->b, LLVMBuildMul(c->b, ow, isplat(c, g->sw), ""), isplat(c, g->pw), "");
+    base[h] = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, n, isplat(c, g->cin * g->h * g->w), ""),
+                           LLVMBuildAdd(c->b, LLVMBuildMul(c->b, ihb[h], isplat(c, g->w), ""), iwb[h], ""), "");
+  }
+  loop_begin(c, &K, P.kc);
+  LLVMValueRef ci, dh, dw;
+  kernel_row(c, g, iadd(c, P.k0, K.i), &ci, &dh, &dw);
+  LLVMValueRef koff = vsplat32(c, iadd(c, imul(c, ci, iconst(c, g->h * g->w)), iadd(c, imul(c, dh, iconst(c, g->w)), dw)));
+  for (int h = 0; h < 2; h++) {
+    LLVMValueRef ih = LLVMBuildAdd(c->b, ihb[h], vsplat32(c, dh), ""), iw = LLVMBuildAdd(c->b, iwb[h], vsplat32(c, dw), "");
+    LLVMValueRef in = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntULT, ih, isplat(c, g->h), ""), LLVMBuildICmp(c->b, LLVMIntULT, iw, isplat(c, g->w), ""), "");
+    gather16(c, x, LLVMBuildAdd(c->b, base[h], koff, ""), LLVMBuildAnd(c->b, in, ok[h], ""), P.bp,
+             iadd(c, w.base, iadd(c, imul(c, K.i, iconst(c, GR_PANEL)), iconst(c, 16 * h))));
+  }
+  loop_end(c, &K);
+  loop_end(c, &w.Q); /* every lane written: no tail to zero */
+  return pack_end(c, &P, fn);
+}
+
+/* The pack function of a convolution's input-gradient GEMM: B = dy as [Cout/G, nc HoWo] of one group
+ * (dy: the chunk's first sample, at the group's first channel). A half panel's row k is pieced
+ * together from masked loads of the planes it covers, or, for planes of a few positions, gathered as
+ * im2col_pack does. */
+static LLVMValueRef chw_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef dy, LLVMValueRef nc, LLVMValueRef *fn) {
+  int64_t HW = g->ho * g->wo;
+  LLVMValueRef *vals[2] = {&dy, &nc};
+  cg_pack P;
+  pack_begin(c, &P, vals, 2);
+  pack_walk w;
+  pack_panels_begin(c, &P, &w, imul(c, nc, iconst(c, HW)));
+  cg_loop K;
+  /* the 16 positions of a half panel are pieces of at most S samples' planes, each piece's row k one
+   * masked load (whole planes of 16: plain loads) */
+  int S = half_pieces(HW);
+  if (S <= 4) {
+    LLVMValueRef seg[2][4], src[2][4];
+    for (int h = 0; h < 2; h++) {
+      LLVMValueRef jh = iadd(c, w.j0, iconst(c, 16 * h)), on = LLVMBuildNSWSub(c->b, w.j1, jh, "");
+      for (int q = 0; q < S; q++) {
+        LLVMValueRef n, first;
+        seg[h][q] = half_piece(c, jh, on, HW, q, 1, &n, &first);
+        src[h][q] = LLVMBuildNSWSub(c->b, imul(c, n, iconst(c, g->cout * HW)), first, ""); /* dy index of position 0, channel 0 */
+      }
+    }
+    loop_begin(c, &K, P.kc);
+    LLVMValueRef koff = imul(c, iadd(c, P.k0, K.i), iconst(c, HW));
+    LLVMTypeRef vt = LLVMVectorType(c->ft, 16);
+    for (int h = 0; h < 2; h++) {
+      LLVMValueRef v = LLVMConstNull(vt);
+      for (int q = 0; q < S; q++) {
+        LLVMValueRef args[4] = {raw_fptr(c, dy, iadd(c, src[h][q], koff)), LLVMConstInt(c->i32, elem_align(c), 0), seg[h][q], v};
+        v = masked_op(c, "llvm.masked.load", vt, args, 4);
+        if (q == 0) prefetch(c, dy, iadd(c, iadd(c, src[h][q], koff), iconst(c, GR_PANEL)));
+      }
+      vstore(c, v, P.bp, iadd(c, w.base, iadd(c, imul(c, K.i, iconst(c, GR_PANEL)), iconst(c, 16 * h))), 16, 16);
+    }
+    loop_end(c, &K);
+    loop_end(c, &w.Q);
+  } else {
+    LLVMValueRef base[2], ok[2];
+    for (int h = 0; h < 2; h++) {
+      LLVMValueRef j = LLVMBuildAdd(c->b, vsplat32(c, w.j0), lane_iota(c, 16 * h), "");
+      ok[h] = LLVMBuildICmp(c->b, LLVMIntSLT, j, vsplat32(c, w.j1), "");
+      LLVMValueRef n = LLVMBuildUDiv(c->b, j, isplat(c, HW), ""), sp = LLVMBuildURem(c->b, j, isplat(c, HW), "");
+      base[h] = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, n, isplat(c, g->cout * HW), ""), sp, "");
+    }
+    loop_begin(c, &K, P.kc);
+    LLVMValueRef koff = vsplat32(c, imul(c, iadd(c, P.k0, K.i), iconst(c, HW)));
+    for (int h = 0; h < 2; h++)
+      gather16(c, dy, LLVMBuildAdd(c->b, base[h], koff, ""), ok[h], P.bp, iadd(c, w.base, iadd(c, imul(c, K.i, iconst(c, GR_PANEL)), iconst(c, 16 * h))));
+    loop_end(c, &K);
+    loop_end(c, &w.Q);
+  }
+  return pack_end(c, &P, fn);
+}
+
+/* C = op(A) B + beta C, B packed by a pack function (gr_sgemm_cb / gr_dgemm_cb, runtime/gemm.c). */
+static void call_gemm_cb(gr_cg *c, bool ta, LLVMValueRef M, LLVMValueRef N, LLVMValueRef K, LLVMValueRef A, LLVMValueRef lda,
+                         LLVMValueRef pack, LLVMValueRef ctx, LLVMValueRef beta, LLVMValueRef C, LLVMValueRef ldc) {
+  LLVMTypeRef pt[11] = {c->i32, c->i32, c->i32, c->i32, c->ptr, c->i32, c->ptr, c->ptr, c->ft, c->ptr, c->i32};
+  LLVMValueRef args[11] = {LLVMConstInt(c->i32, ta, 0), M, N, K, A, lda, pack, ctx, beta, C, ldc};
+  LLVMTypeRef fty = LLVMFunctionType(c->voidt, pt, 11, 0);
+  const char *name = c->ft != c->f32 ? "gr_dgemm_cb" : "gr_sgemm_cb";
+  LLVMValueRef fn = LLVMGetNamedFunction(c->mod, name);
+  if (!fn) fn = LLVMAddFunction(c->mod, name, fty);
+  LLVMBuildCall2(c->b, fty, fn, args, 11, "");
+}
+
 /* Between NCHW y [nc, C, HW] and channel-major t [C, nc*HW]: t[c, n*HW + s] = y[n, c, s] (or back),
  * channels in parallel. With bn (gamma, beta, running_mean, running_var: a frozen batchnorm folded
  * into a convolution), on the way to NCHW y = t alpha + shift, alpha = gamma / sqrt(var + eps),
@@ -1027,29 +1304,34 @@ static void chunks_begin(gr_cg *c, conv_chunks *k, const gr_conv_geom *g, LLVMVa
   k->first = LLVMBuildICmp(c->b, LLVMIntEQ, k->L.i, iconst(c, 0), "");
 }
 
-/* Scratch layout of every conv kernel, for a chunk of nc samples: cols [Cin*kh*kw, nc*HoWo], then
- * t [Cout, nc*HoWo]. nc never exceeds the chunk size or the batch, which size the scratch (ir/shape.c). */
+/* Scratch of the weight gradient, for a chunk of nc samples: cols [Cin*kh*kw, nc*HoWo], then t [Cout,
+ * nc*HoWo]; the forward kernel has only t, the input gradient only cols. nc never exceeds the chunk
+ * size or the batch, which size the scratch (ir/shape.c, gr_scratch_elems). */
 static LLVMValueRef staging(gr_cg *c, const gr_conv_geom *g, LLVMValueRef scratch, LLVMValueRef nc) {
   return fptr(c, scratch, imul(c, nc, iconst(c, g->cin * g->kh * g->kw * g->ho * g->wo)));
 }
 
 /* Per chunk of samples, per group g (K = Cin/G kh kw rows of cols, Co/G rows of t):
- *   forward       t[g] = w[g] (Co/G x K) @ cols[g] (K x nc*HoWo);  y = NCHW(t)
- *   grad_input    t = CHW(dy);  cols[g] = w[g]^T @ t[g];  dx = col2im(cols)
- *   grad_weight   cols = im2col(x);  t = CHW(dy);  dw[g] (+)= t[g] @ cols[g]^T  (summed over chunks) */
+ *   forward       t[g] = w[g] (Co/G x K) @ im2col(x)[g] (K x nc*HoWo);  y = NCHW(t)
+ *   grad_input    cols[g] = w[g]^T @ CHW(dy)[g];  dx = col2im(cols)
+ *   grad_weight   cols = im2col(x);  t = CHW(dy);  dw[g] (+)= t[g] @ cols[g]^T  (summed over chunks)
+ * The first two pack their B straight from x and dy as the GEMM takes its blocks (im2col_pack,
+ * chw_pack): neither im2col(x) nor CHW(dy) is ever stored whole. */
 static LLVMValueRef emit_conv2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef x = a[0], w = a[1], y = a[nd->n_in], n = a[nd->n_in + 1], cols = a[nd->n_in + 3]; /* conv2d_bn: a[2..5] its batchnorm */
   gr_conv_geom g = gr_conv_geometry(&nd->in[0]->shape, &nd->in[1]->shape, &nd->a);
   int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
   conv_chunks k;
   chunks_begin(c, &k, &g, n);
-  LLVMValueRef t = staging(c, &g, cols, k.nc);
+  LLVMValueRef t = cols; /* B is packed from x (im2col_pack): no columns */
   LLVMValueRef ldn = imul(c, k.nc, iconst(c, HW)), ld = LLVMBuildTrunc(c->b, ldn, c->i32, "");
-  batch_im2col(c, &g, fptr(c, x, imul(c, k.s0, iconst(c, g.cin * g.h * g.w))), cols, k.nc, false);
+  LLVMValueRef xc = fptr(c, x, imul(c, k.s0, iconst(c, g.cin * g.h * g.w)));
   cg_loop G;
   loop_begin(c, &G, iconst(c, g.groups));
-  call_gemm(c, false, false, i32c(c, cog), ld, i32c(c, K), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
-            fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), ldn)), ld, fconst(c, 0), fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), ldn)), ld);
+  GR_CHECK(gr_conv_chunk(&g) * g.cin * g.h * g.w < INT32_MAX, "a convolution chunk of more than 2^31 elements");
+  LLVMValueRef pack, ctx = im2col_pack(c, &g, fptr(c, xc, imul(c, G.i, iconst(c, g.cin / g.groups * g.h * g.w))), k.nc, &pack);
+  call_gemm_cb(c, false, i32c(c, cog), ld, i32c(c, K), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K), pack, ctx, fconst(c, 0),
+               fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), ldn)), ld);
   loop_end(c, &G);
   LLVMValueRef off = imul(c, k.s0, iconst(c, g.cout * HW)), saved[GR_FUSE_MAX_OPERANDS];
   epi_shift(c, off, saved);
@@ -1065,13 +1347,14 @@ static LLVMValueRef emit_conv2d_grad_input(gr_cg *c, const gr_node *nd, LLVMValu
   int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
   conv_chunks k;
   chunks_begin(c, &k, &g, n);
-  LLVMValueRef t = staging(c, &g, cols, k.nc);
   LLVMValueRef ldn = imul(c, k.nc, iconst(c, HW)), ld = LLVMBuildTrunc(c->b, ldn, c->i32, "");
-  nchw_transpose(c, fptr(c, dy, imul(c, k.s0, iconst(c, g.cout * HW))), t, g.cout, HW, k.nc, false, NULL, 0);
+  LLVMValueRef dyc = fptr(c, dy, imul(c, k.s0, iconst(c, g.cout * HW)));
   cg_loop G;
   loop_begin(c, &G, iconst(c, g.groups));
-  call_gemm(c, true, false, i32c(c, K), ld, i32c(c, cog), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K),
-            fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), ldn)), ld, fconst(c, 0), fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), ldn)), ld);
+  GR_CHECK(gr_conv_chunk(&g) * g.cout * HW < INT32_MAX, "a convolution chunk of more than 2^31 elements");
+  LLVMValueRef pack, ctx = chw_pack(c, &g, fptr(c, dyc, imul(c, G.i, iconst(c, cog * HW))), k.nc, &pack);
+  call_gemm_cb(c, true, i32c(c, K), ld, i32c(c, cog), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K), pack, ctx, fconst(c, 0),
+               fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), ldn)), ld);
   loop_end(c, &G);
   batch_im2col(c, &g, fptr(c, dx, imul(c, k.s0, iconst(c, g.cin * g.h * g.w))), cols, k.nc, true);
   loop_end(c, &k.L);
@@ -1273,9 +1556,6 @@ static bool pool_strided2(const gr_node *nd) {
   return a->stride[1] == 2 && !gr_pool_tiles(a) && a->kernel[0] <= 16 && a->kernel[1] <= 16;
 }
 
-static LLVMValueRef raw_fptr(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) { /* may point before base: no inbounds */
-  return LLVMBuildGEP2(c->b, c->ft, base, &idx, 1, "");
-}
 
 static void strided_pool(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef out, LLVMValueRef n) {
   const gr_shape *xs = &nd->in[0]->shape;
@@ -2167,7 +2447,8 @@ LLVMModuleRef gr_codegen_module(LLVMContextRef ctx, const gr_graph *g, const gr_
 }
 
 const gr_extern_sym gr_codegen_externs[] = {
-    {"gr_sgemm", (void *)gr_sgemm}, {"gr_parallel_for", (void *)gr_parallel_for}, {"cblas_dgemm", (void *)cblas_dgemm},
+    {"gr_sgemm", (void *)gr_sgemm}, {"gr_sgemm_cb", (void *)gr_sgemm_cb}, {"gr_dgemm_cb", (void *)gr_dgemm_cb},
+    {"gr_parallel_for", (void *)gr_parallel_for}, {"cblas_dgemm", (void *)cblas_dgemm},
     {"expf", (void *)expf},   {"exp", (void *)exp},   {"logf", (void *)logf},     {"log", (void *)log},
     {"expm1f", (void *)expm1f}, {"expm1", (void *)expm1}, {"pow", (void *)pow}, {"sqrt", (void *)sqrt},
     {"sqrtf", (void *)sqrtf}, {"erff", (void *)erff}, {"erf", (void *)erf}, {"log1pf", (void *)log1pf}, {"log1p", (void *)log1p},

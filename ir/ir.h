@@ -172,6 +172,9 @@ gr_conv_geom gr_conv_geometry(const gr_shape *x, const gr_shape *w, const gr_att
  * rather than from memory; 1 Mi was no faster, 512 Ki slower. */
 #define GR_CONV_STAGING (2048 * 1024)
 int64_t gr_conv_chunk(const gr_conv_geom *g);
+/* Columns of a GEMM micro-panel (runtime/gemm.c's micro-kernel width): how a GEMM's B is packed,
+ * also by the generated functions that pack a convolution's B (gr_sgemm_cb). */
+#define GR_PANEL 32
 /* Whether max-pooling windows tile the input (stride = kernel, no padding, at most 16 elements): each
  * input is in at most one window, so the gradient writes dx whole. */
 bool gr_pool_tiles(const gr_attrs *a);

@@ -428,8 +428,11 @@ int64_t gr_scratch_elems(const gr_node *n, int64_t max_batch) {
   case GR_OP_CONV2D_GRAD_WEIGHT: g = gr_conv_geometry(&n->in[0]->shape, &n->a.shape, &n->a); break;
   default: return 0;
   }
-  int64_t ch = gr_conv_chunk(&g);
-  return (g.cin * g.kh * g.kw + g.cout) * g.ho * g.wo * (ch < max_batch ? ch : max_batch);
+  /* forward: the output staging t [Cout, chunk*HoWo] (B is packed from x); input gradient: the
+   * columns [Cin*kh*kw, chunk*HoWo] (B is packed from dy); weight gradient: both */
+  int64_t ch = gr_conv_chunk(&g), cols = g.ho * g.wo * (ch < max_batch ? ch : max_batch), K = g.cin * g.kh * g.kw;
+  if (n->op == GR_OP_CONV2D || n->op == GR_OP_CONV2D_BN) return g.cout * cols;
+  return (n->op == GR_OP_CONV2D_GRAD_INPUT ? K : K + g.cout) * cols;
 }
 
 int64_t gr_conv_chunk(const gr_conv_geom *g) {

@@ -18,10 +18,11 @@
 #include <string.h>
 #include <cblas.h>
 #include <immintrin.h>
+#include "ir/ir.h"
 #include "runtime/runtime.h"
 
 #define MR 12
-#define NR 32
+#define NR GR_PANEL /* 32 */
 #define KC 256  /* a packed B micro-panel (KC x NR floats, 32 KiB) stays in L1 */
 #define MC 120  /* a packed A block (MC x KC, 120 KiB) stays in L2 */
 #define NC 1536 /* a packed B block (KC x NC, 1.5 MiB) */
@@ -42,11 +43,14 @@ static bool own_gemm(void) {
 
 const char *gr_gemm_kind(void) { return own_gemm() ? "graft avx512 12x32" : "openblas"; }
 
-/* One product, as gr_sgemm was called. */
+/* One product, as gr_sgemm was called; or with pack, as gr_sgemm_cb was (B packed by the caller's
+ * function, block by block). */
 typedef struct gemm_job {
   bool ta, tb;
   int64_t M, N, K, lda, ldb, ldc;
   const float *A, *B;
+  gr_pack_fn pack;
+  void *pack_ctx;
   float beta;
   float *C;
 } gemm_job;
@@ -165,7 +169,8 @@ AVX512 static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t
       /* the first depth block applies beta (0: C is not read, as BLAS); later ones add */
       bool load = pc > 0 || j->beta != 0;
       float cb = pc > 0 ? 1.0f : j->beta;
-      pack_b(j, pc, kc, jc, nc, bp);
+      if (j->pack) j->pack(j->pack_ctx, pc, kc, jc, nc, bp);
+      else pack_b(j, pc, kc, jc, nc, bp);
       for (int64_t ic = m0; ic < m1; ic += MC) {
         int64_t mc = m1 - ic < MC ? m1 - ic : MC;
         pack_a(j, ic, mc, pc, kc, ap);
@@ -272,6 +277,20 @@ static void gemm_part(void *arg, int64_t p, int64_t parts) {
   else gemm_block(j, 0, j->M, lo, hi, ap, bp);
 }
 
+/* Runs a job on the pool. Split by columns, every thread packs all of op(A) and its share of op(B);
+ * by rows, all of op(B) and its share of op(A). So rows when A is the larger (M > N: a deep layer's
+ * small images) and its row panels go round, or when there are too few column panels to go round;
+ * columns otherwise. */
+static void gemm_run(const gemm_job *j) {
+  /* small products are not worth waking the pool (a wake-up costs microseconds) */
+  int64_t parts = j->M * j->N * (j->K > 0 ? j->K : 1) < (int64_t)1 << 20 ? 1 : gr_threads();
+  int64_t row_panels = (j->M + MR - 1) / MR, col_panels = (j->N + NR - 1) / NR;
+  gemm_split s = {.j = j, .by_rows = (j->M > j->N && row_panels >= parts) || (col_panels < 2 * parts && row_panels > col_panels)};
+  int64_t units = s.by_rows ? row_panels : col_panels;
+  if (parts > units) parts = units;
+  gr_parallel(gemm_part, &s, parts);
+}
+
 void gr_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
   if (M <= 0 || N <= 0) return;
   if (!own_gemm()) {
@@ -280,19 +299,49 @@ void gr_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, cons
     return;
   }
   gemm_job j = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .A = A, .B = B, .beta = beta, .C = C};
-  /* small products are not worth waking the pool (a wake-up costs microseconds) */
-  int64_t parts = (int64_t)M * N * (K > 0 ? K : 1) < (int64_t)1 << 20 ? 1 : gr_threads();
   if (!ta && tb && (int64_t)M * N <= 1024 && K >= 1024) {
-    int64_t blocks = (M + 3) / 4;
+    int64_t parts = (int64_t)M * N * K < (int64_t)1 << 20 ? 1 : gr_threads(), blocks = (M + 3) / 4;
     gr_parallel(dot_part, &j, parts < blocks ? parts : blocks);
     return;
   }
-  /* Split by columns, every thread packs all of op(A) and its share of op(B); by rows, all of op(B)
-   * and its share of op(A). So rows when A is the larger (M > N: a deep layer's small images) and
-   * its row panels go round, or when there are too few column panels to go round; columns otherwise. */
-  int64_t row_panels = (M + MR - 1) / MR, col_panels = (N + NR - 1) / NR;
-  gemm_split s = {.j = &j, .by_rows = (M > N && row_panels >= parts) || (col_panels < 2 * parts && row_panels > col_panels)};
-  int64_t units = s.by_rows ? (M + MR - 1) / MR : (N + NR - 1) / NR;
-  if (parts > units) parts = units;
-  gr_parallel(gemm_part, &s, parts);
+  gemm_run(&j);
+}
+
+/* A thread's buffer for one K x 32 panel of B, for OpenBLAS and f64 (grown as needed, kept). */
+static void *panel_buffer(size_t bytes) {
+  static _Thread_local void *buf;
+  static _Thread_local size_t have;
+  if (bytes > have) {
+    free(buf);
+    if (!(buf = aligned_alloc(64, (bytes + 63) / 64 * 64))) abort(); /* K x 32 elements */
+    have = (bytes + 63) / 64 * 64;
+  }
+  return buf;
+}
+
+/* Without our kernel, and for f64, the panels are packed one at a time (K x 32 row-major, leading
+ * dimension 32) and multiplied by OpenBLAS. */
+void gr_sgemm_cb(int ta, int M, int N, int K, const float *A, int lda, gr_pack_fn pack, void *ctx, float beta, float *C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (!own_gemm()) {
+    float *bp = panel_buffer((size_t)(K > 0 ? K : 1) * GR_PANEL * sizeof(float));
+    for (int n0 = 0; n0 < N; n0 += GR_PANEL) {
+      int nc = N - n0 < GR_PANEL ? N - n0 : GR_PANEL;
+      pack(ctx, 0, K, n0, nc, bp);
+      cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, CblasNoTrans, M, nc, K, 1.0f, A, lda, bp, GR_PANEL, beta, C + n0, ldc);
+    }
+    return;
+  }
+  gemm_job j = {.ta = ta, .M = M, .N = N, .K = K, .lda = lda, .ldc = ldc, .A = A, .pack = pack, .pack_ctx = ctx, .beta = beta, .C = C};
+  gemm_run(&j);
+}
+
+void gr_dgemm_cb(int ta, int M, int N, int K, const double *A, int lda, gr_pack_fn pack, void *ctx, double beta, double *C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  double *bp = panel_buffer((size_t)(K > 0 ? K : 1) * GR_PANEL * sizeof(double));
+  for (int n0 = 0; n0 < N; n0 += GR_PANEL) {
+    int nc = N - n0 < GR_PANEL ? N - n0 : GR_PANEL;
+    pack(ctx, 0, K, n0, nc, bp);
+    cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, CblasNoTrans, M, nc, K, 1.0, A, lda, bp, GR_PANEL, beta, C + n0, ldc);
+  }
 }

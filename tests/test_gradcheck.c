@@ -345,13 +345,17 @@ static void check_maxpool2d_forward(int64_t k, int64_t s, int64_t pd) {
   gc_free(&c);
 }
 
-/* conv2d over several geometries: plain, strided + padded, dilated, grouped, depthwise, non-square */
+/* conv2d over several geometries: plain, strided + padded, dilated, grouped, depthwise, non-square, and
+ * those of the pack functions' paths */
 static void check_conv2d(void) {
   static const struct {
     int64_t cin, h, w, cout, kh, kw, s, p, d, groups;
   } cases[] = {
       {2, 5, 5, 3, 3, 3, 1, 0, 1, 1}, {2, 6, 5, 4, 3, 3, 2, 1, 1, 1}, {3, 7, 7, 2, 3, 2, 1, 2, 2, 1},
       {4, 5, 4, 6, 3, 3, 1, 1, 1, 2}, {3, 5, 5, 3, 3, 3, 2, 1, 1, 3}, {1, 4, 4, 2, 1, 1, 1, 0, 1, 1},
+      /* output planes of 32 (the input gradient's B packed by plain loads), 7-wide stride-2 rows (in
+       * pieces), 2 x 2 planes (gathered) */
+      {2, 4, 8, 3, 3, 3, 1, 1, 1, 1}, {2, 4, 14, 2, 3, 3, 2, 1, 1, 1}, {2, 3, 3, 2, 3, 3, 2, 1, 1, 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     gc c;
@@ -797,6 +801,16 @@ static void test_op(void **state) {
     check_conv2d_forward(4, 7, 7, 6, 3, 2, 1, 1, 2);
     check_conv2d_forward(2, 8, 8, 3, 3, 1, 2, 2, 1);
     check_conv2d_forward(3, 5, 5, 3, 3, 1, 1, 1, 3);
+    /* the forward GEMM packs im2col(x) itself (codegen.c, im2col_pack): rows of 16 positions (one
+     * masked load per half panel), rows cut by half panels into 2, 3 or 4 pieces, at strides 1 and 2
+     * (even lanes of 32-lane loads), dilated and grouped; stride 3 and short rows gather */
+    check_conv2d_forward(2, 5, 16, 3, 3, 1, 1, 1, 1);
+    check_conv2d_forward(2, 4, 32, 2, 3, 2, 1, 1, 1);
+    check_conv2d_forward(2, 5, 33, 3, 3, 2, 1, 1, 1);
+    check_conv2d_forward(3, 6, 15, 4, 3, 2, 1, 1, 1);
+    check_conv2d_forward(2, 4, 14, 2, 3, 2, 1, 1, 1);
+    check_conv2d_forward(4, 5, 9, 4, 3, 1, 1, 2, 2);
+    check_conv2d_forward(2, 7, 10, 3, 3, 3, 1, 1, 1);
     check_conv2d();
     return;
   case GR_OP_MAXPOOL2D:
