@@ -2,9 +2,11 @@
  *
  * Requires: programs whose memory is planned (every value has a slab or arena offset).
  * Guarantees: one module with, per program, `void NAME(ptr slab, ptr arena, i64 n, ptr scalars)`,
- * which runs the program's nodes in order on a batch of n rows. GEMMs call gr_sgemm (f64: cblas_dgemm); every other
- * kernel is generated here: elementwise ops as a rows x inner loop nest around the op's scalar
- * emitter, and CUSTOM ops (reductions, softmax/cross-entropy, optimizer updates) by their emitter.
+ * which runs the program's nodes in order on a batch of n rows. GEMMs call gr_sgemm (f64: cblas_dgemm),
+ * a convolution's forward and input-gradient GEMMs gr_sgemm_cb (f64: gr_dgemm_cb) with a generated
+ * function that packs their B from the NCHW tensor (`im2col_pack`, `chw_pack`); every other kernel
+ * is generated here: elementwise ops as a rows x inner loop nest around the op's scalar emitter,
+ * and CUSTOM ops (reductions, softmax/cross-entropy, optimizer updates) by their emitter.
  * Kernels are internal functions with noalias pointers, so LLVM (O2) inlines and vectorises them; nodes
  * with the same op, shapes and attributes share one kernel (fewer functions to optimise).
  * Floating-point arithmetic carries `reassoc contract` (sums vectorise; NaN and Inf still propagate),
@@ -1026,8 +1028,8 @@ static void prefetch(gr_cg *c, LLVMValueRef base, LLVMValueRef idx) {
   LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, ov, 1), LLVMGetIntrinsicDeclaration(c->mod, id, ov, 1), args, 4, "");
 }
 
-/* Lane vectors for the pack functions: 16 lanes of i32 (indices of a chunk's elements, which stay
- * below 2^31: asserted by the callers). */
+/* Lane vectors for the pack functions: 16 lanes of i32 (positions; in the gather paths, indices of a
+ * chunk's elements, which stay below 2^31: checked there). */
 static LLVMValueRef lane_iota(gr_cg *c, int64_t first) {
   LLVMValueRef v[16];
   for (int i = 0; i < 16; i++) v[i] = LLVMConstInt(c->i32, (unsigned long long)(first + i), 0);
@@ -1136,7 +1138,8 @@ static LLVMValueRef im2col_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x,
     loop_end(c, &w.Q);
     return pack_end(c, &P, fn);
   }
-  /* otherwise each row k of a half panel is a masked gather of its 16 positions' elements */
+  /* otherwise each row k of a half panel is a masked gather of its 16 positions' elements (i32 lanes) */
+  GR_CHECK(gr_conv_chunk(g) * g->cin * g->h * g->w < INT32_MAX, "a convolution chunk of more than 2^31 elements");
   LLVMValueRef ihb[2], iwb[2], base[2], ok[2];
   for (int h = 0; h < 2; h++) {
     LLVMValueRef j = LLVMBuildAdd(c->b, vsplat32(c, w.j0), lane_iota(c, 16 * h), "");
@@ -1202,7 +1205,8 @@ static LLVMValueRef chw_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef dy, L
     }
     loop_end(c, &K);
     loop_end(c, &w.Q);
-  } else {
+  } else { /* gathers, with i32 lanes */
+    GR_CHECK(gr_conv_chunk(g) * g->cout * HW < INT32_MAX, "a convolution chunk of more than 2^31 elements");
     LLVMValueRef base[2], ok[2];
     for (int h = 0; h < 2; h++) {
       LLVMValueRef j = LLVMBuildAdd(c->b, vsplat32(c, w.j0), lane_iota(c, 16 * h), "");
@@ -1328,7 +1332,6 @@ static LLVMValueRef emit_conv2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
   LLVMValueRef xc = fptr(c, x, imul(c, k.s0, iconst(c, g.cin * g.h * g.w)));
   cg_loop G;
   loop_begin(c, &G, iconst(c, g.groups));
-  GR_CHECK(gr_conv_chunk(&g) * g.cin * g.h * g.w < INT32_MAX, "a convolution chunk of more than 2^31 elements");
   LLVMValueRef pack, ctx = im2col_pack(c, &g, fptr(c, xc, imul(c, G.i, iconst(c, g.cin / g.groups * g.h * g.w))), k.nc, &pack);
   call_gemm_cb(c, false, i32c(c, cog), ld, i32c(c, K), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K), pack, ctx, fconst(c, 0),
                fptr(c, t, imul(c, imul(c, G.i, iconst(c, cog)), ldn)), ld);
@@ -1351,7 +1354,6 @@ static LLVMValueRef emit_conv2d_grad_input(gr_cg *c, const gr_node *nd, LLVMValu
   LLVMValueRef dyc = fptr(c, dy, imul(c, k.s0, iconst(c, g.cout * HW)));
   cg_loop G;
   loop_begin(c, &G, iconst(c, g.groups));
-  GR_CHECK(gr_conv_chunk(&g) * g.cout * HW < INT32_MAX, "a convolution chunk of more than 2^31 elements");
   LLVMValueRef pack, ctx = chw_pack(c, &g, fptr(c, dyc, imul(c, G.i, iconst(c, cog * HW))), k.nc, &pack);
   call_gemm_cb(c, true, i32c(c, K), ld, i32c(c, cog), fptr(c, w, imul(c, G.i, iconst(c, cog * K))), i32c(c, K), pack, ctx, fconst(c, 0),
                fptr(c, cols, imul(c, imul(c, G.i, iconst(c, K)), ldn)), ld);

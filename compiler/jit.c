@@ -332,8 +332,9 @@ static gr_jit *load_objects(LLVMMemoryBufferRef *objs, int n, LLVMTargetMachineR
  * their objects together.
  * Every part is generated from the same graph (generation is deterministic and takes
  * milliseconds), then keeps the bodies of its own functions and declares the others. A unit of the
- * split is a step function, or a kernel with the functions only it calls (its parallel bodies);
- * units go to parts largest first, each to the lightest part, by instructions of unoptimised IR.
+ * split is a step function, or a kernel with the functions only it uses (its parallel bodies and
+ * pack functions, called or passed by pointer); units go to parts largest first, each to the
+ * lightest part, by instructions of unoptimised IR.
  * A function called from another part gets external linkage, so that the objects link; the others
  * stay internal. Each part compiles the code it would in one module, except that a kernel is not
  * inlined into a step function across parts; the results are the same bits (tests/jit_parts.sh

@@ -156,8 +156,9 @@ char *gr_shape_str(const gr_shape *s, char *buf, size_t n);
 /* Runs the shape rule of a node; false with a message in err. */
 bool gr_infer_shape(const gr_node *n, gr_shape *out, gr_dtype *dt, char *err, size_t errlen);
 /* Elements of scratch memory a node's kernel needs while it runs with up to max_batch samples (0 for
- * most ops): a convolution's im2col buffer and its [channels, chunk*Ho*Wo] staging buffer, for one
- * chunk of samples (gr_conv_chunk). */
+ * most ops): a convolution's staging for one chunk of samples (gr_conv_chunk): its output [Cout,
+ * chunk*Ho*Wo] forward, im2col's columns for the input gradient (col2im's input), both for the weight
+ * gradient. */
 int64_t gr_scratch_elems(const gr_node *n, int64_t max_batch);
 
 /* Convolution geometry, from the input and weight shapes and the attributes. */
@@ -166,10 +167,11 @@ typedef struct gr_conv_geom {
 } gr_conv_geom;
 gr_conv_geom gr_conv_geometry(const gr_shape *x, const gr_shape *w, const gr_attrs *a);
 /* Samples a convolution kernel stages at a time: as many as fit GR_CONV_STAGING floats of im2col
- * columns and output staging (at least one). Bounds the scratch memory whatever the batch, and keeps
- * the columns a GEMM reads nearer the caches: 2 Mi floats (8 MiB) rather than 4 Mi made ResNet-18's
- * steps 10-14% faster (docs/benchmarks.md), the GEMM's packing reading the columns from the cache
- * rather than from memory; 1 Mi was no faster, 512 Ki slower. */
+ * columns and output staging (at least one), whether or not the kernel stores the columns (the
+ * forward and input-gradient kernels pack them block by block, codegen.c). Bounds the scratch memory
+ * whatever the batch, and keeps the weight gradient's columns nearer the caches: 2 Mi floats (8 MiB)
+ * rather than 4 Mi made ResNet-18's steps 10-14% faster (docs/benchmarks.md), the GEMM's packing
+ * reading the columns from the cache rather than from memory; 1 Mi was no faster, 512 Ki slower. */
 #define GR_CONV_STAGING (2048 * 1024)
 int64_t gr_conv_chunk(const gr_conv_geom *g);
 /* Columns of a GEMM micro-panel (runtime/gemm.c's micro-kernel width): how a GEMM's B is packed,

@@ -307,41 +307,75 @@ void gr_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, cons
   gemm_run(&j);
 }
 
-/* A thread's buffer for one K x 32 panel of B, for OpenBLAS and f64 (grown as needed, kept). */
-static void *panel_buffer(size_t bytes) {
-  static _Thread_local void *buf;
-  static _Thread_local size_t have;
-  if (bytes > have) {
-    free(buf);
-    if (!(buf = aligned_alloc(64, (bytes + 63) / 64 * 64))) abort(); /* K x 32 elements */
-    have = (bytes + 63) / 64 * 64;
+/* A growable buffer kept between calls (one per thread that asks). */
+static void *grow(void **buf, size_t *have, size_t bytes) {
+  bytes = (bytes + 63) / 64 * 64;
+  if (bytes > *have) {
+    free(*buf);
+    if (!(*buf = aligned_alloc(64, bytes))) abort();
+    *have = bytes;
   }
-  return buf;
+  return *buf;
 }
 
-/* Without our kernel, and for f64, the panels are packed one at a time (K x 32 row-major, leading
- * dimension 32) and multiplied by OpenBLAS. */
+/* B unpacked from a pack function into a row-major K x N matrix (leading dimension N), for OpenBLAS:
+ * blocks of kb rows and nb columns (nb a multiple of 32), column blocks in parallel on the pool, each
+ * packed into the thread's buffer and copied out row by row. */
+typedef struct unpack_job {
+  gr_pack_fn pack;
+  void *ctx;
+  int64_t K, N, kb, nb;
+  size_t elem;
+  char *B;
+} unpack_job;
+
+static void unpack_part(void *arg, int64_t p, int64_t parts) {
+  const unpack_job *u = arg;
+  static _Thread_local void *buf;
+  static _Thread_local size_t have;
+  int64_t lo, hi, kb = u->kb < u->K ? u->kb : (u->K > 0 ? u->K : 1);
+  part_range(u->N, u->nb, p, parts, &lo, &hi);
+  char *bp = grow(&buf, &have, (size_t)(kb * u->nb) * u->elem);
+  for (int64_t n0 = lo; n0 < hi; n0 += u->nb) {
+    int64_t nc = hi - n0 < u->nb ? hi - n0 : u->nb;
+    for (int64_t k0 = 0; k0 < u->K; k0 += kb) {
+      int64_t kc = u->K - k0 < kb ? u->K - k0 : kb;
+      u->pack(u->ctx, k0, kc, n0, nc, bp);
+      for (int64_t q = 0; q < nc; q += GR_PANEL) /* panel q: kc rows of 32 at bp + q kc */
+        for (int64_t k = 0; k < kc; k++)
+          memcpy(u->B + ((k0 + k) * u->N + n0 + q) * u->elem, bp + (q * kc + k * GR_PANEL) * u->elem,
+                 (size_t)(nc - q < GR_PANEL ? nc - q : GR_PANEL) * u->elem);
+    }
+  }
+}
+
+static void *unpack_b(gr_pack_fn pack, void *ctx, int64_t K, int64_t N, size_t elem, int64_t kb, int64_t nb) {
+  static _Thread_local void *buf;
+  static _Thread_local size_t have;
+  unpack_job u = {.pack = pack, .ctx = ctx, .K = K, .N = N, .kb = kb, .nb = nb, .elem = elem};
+  u.B = grow(&buf, &have, (size_t)((K > 0 ? K : 1) * N) * elem);
+  int64_t blocks = (N + nb - 1) / nb, threads = gr_threads();
+  gr_parallel(unpack_part, &u, K * N < (int64_t)1 << 16 ? 1 : threads < blocks ? threads : blocks);
+  return u.B;
+}
+
+/* Without our kernel, B is unpacked into an ordinary matrix (on the pool) for one OpenBLAS product:
+ * the same product, and the same bits, as gr_sgemm on stored columns. */
 void gr_sgemm_cb(int ta, int M, int N, int K, const float *A, int lda, gr_pack_fn pack, void *ctx, float beta, float *C, int ldc) {
   if (M <= 0 || N <= 0) return;
   if (!own_gemm()) {
-    float *bp = panel_buffer((size_t)(K > 0 ? K : 1) * GR_PANEL * sizeof(float));
-    for (int n0 = 0; n0 < N; n0 += GR_PANEL) {
-      int nc = N - n0 < GR_PANEL ? N - n0 : GR_PANEL;
-      pack(ctx, 0, K, n0, nc, bp);
-      cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, CblasNoTrans, M, nc, K, 1.0f, A, lda, bp, GR_PANEL, beta, C + n0, ldc);
-    }
+    const float *B = unpack_b(pack, ctx, K, N, sizeof(float), K, 8 * GR_PANEL);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, N, beta, C, ldc);
     return;
   }
   gemm_job j = {.ta = ta, .M = M, .N = N, .K = K, .lda = lda, .ldc = ldc, .A = A, .pack = pack, .pack_ctx = ctx, .beta = beta, .C = C};
   gemm_run(&j);
 }
 
+/* f64 (the gradient checks) asks for blocks of 16 rows and 64 columns, so that the pack functions'
+ * depth offsets and later panels, which graft's own f32 GEMM asks for, are checked in f64 too. */
 void gr_dgemm_cb(int ta, int M, int N, int K, const double *A, int lda, gr_pack_fn pack, void *ctx, double beta, double *C, int ldc) {
   if (M <= 0 || N <= 0) return;
-  double *bp = panel_buffer((size_t)(K > 0 ? K : 1) * GR_PANEL * sizeof(double));
-  for (int n0 = 0; n0 < N; n0 += GR_PANEL) {
-    int nc = N - n0 < GR_PANEL ? N - n0 : GR_PANEL;
-    pack(ctx, 0, K, n0, nc, bp);
-    cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, CblasNoTrans, M, nc, K, 1.0, A, lda, bp, GR_PANEL, beta, C + n0, ldc);
-  }
+  const double *B = unpack_b(pack, ctx, K, N, sizeof(double), 16, 2 * GR_PANEL);
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, CblasNoTrans, M, N, K, 1.0, A, lda, B, N, beta, C, ldc);
 }

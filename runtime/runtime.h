@@ -287,8 +287,9 @@ const char *gr_gemm_kind(void);
 /* The same with B packed by the caller, block by block as the GEMM needs it: pack(ctx, k0, kc, n0, nc,
  * bp) writes B[k0 .. k0+kc, n0 .. n0+nc] into bp as GR_PANEL-column micro-panels (ir/ir.h), element
  * (k, j) at bp[(j - n0) / 32 * 32 kc + (k - k0) * 32 + j % 32], zeros in a last panel's columns past
- * N. It is called from the pool's threads, for disjoint blocks. A convolution packs its B straight
- * from NCHW this way (compiler/codegen.c). f64 takes the same function (through OpenBLAS). */
+ * N; n0 is always a multiple of 32. It is called from the pool's threads, for disjoint blocks. A
+ * convolution packs its B straight from NCHW this way (compiler/codegen.c). f64, and f32 through
+ * OpenBLAS, unpack B into an ordinary matrix with the same function. */
 typedef void (*gr_pack_fn)(void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, void *bp);
 void gr_sgemm_cb(int ta, int M, int N, int K, const float *A, int lda, gr_pack_fn pack, void *ctx, float beta, float *C, int ldc);
 void gr_dgemm_cb(int ta, int M, int N, int K, const double *A, int lda, gr_pack_fn pack, void *ctx, double beta, double *C, int ldc);

@@ -4,7 +4,8 @@
  * matrix, sizes around the micro-kernel's 12 x 32 tile and the 256-deep, 120-row and 1536-column
  * blocks, few outputs over a long K (the dot-product kernel), K = 0; C filled with NaN where beta is 0 must not leak NaN (BLAS does not read C then).
  * Results agree with cblas_sgemm within float rounding of the dot products, and are bit-identical
- * at 1, 2 and 3 threads. The pool: every part runs once, nested calls run inline, and thousands of
+ * at 1, 2 and 3 threads; with B packed by a caller's function (gr_sgemm_cb), the same bits as on the
+ * stored B. The pool: every part runs once, nested calls run inline, and thousands of
  * back-to-back jobs (the pattern of a training step) all complete. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -94,6 +95,51 @@ static void test_thread_count_invariant(void **state) {
   }
 }
 
+/* A pack function over a stored row-major B (K x N, leading dimension N), as gr_sgemm_cb asks: the
+ * block [k0, k0 + kc) x [n0, n0 + nc) in 32-column panels, zeros past N. It checks the contract's
+ * promises on the way (n0 a multiple of 32, the block inside B) and counts the elements it packs. */
+typedef struct {
+  const float *B;
+  int64_t K, N;
+  _Atomic long packed;
+} stored_b;
+
+static void pack_stored(void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, void *bp) {
+  stored_b *sb = ctx;
+  float *out = bp;
+  assert_true(n0 % 32 == 0 && n0 >= 0 && nc > 0 && n0 + nc <= sb->N && k0 >= 0 && kc >= 0 && k0 + kc <= sb->K);
+  for (int64_t q = 0; q < nc; q += 32)
+    for (int64_t k = 0; k < kc; k++)
+      for (int64_t j = 0; j < 32; j++) out[q * kc + k * 32 + j] = q + j < nc ? sb->B[(k0 + k) * sb->N + n0 + q + j] : 0;
+  atomic_fetch_add(&sb->packed, (long)(kc * nc));
+}
+
+/* gr_sgemm_cb with B packed by a function gives gr_sgemm's bits on the stored B: wide and tall products
+ * (split by columns and by rows), several depth and column blocks, N not a multiple of 32, at 1 and 2
+ * threads; every element of B is packed exactly once per use (each part its own blocks). */
+static void test_packed_b(void **state) {
+  (void)state;
+  static const int dims[][3] = {{64, 2000, 600}, {700, 100, 300}, {13, 45, 7}, {24, 33, 0}};
+  for (int d = 0; d < 4; d++)
+    for (int t = 1; t <= 2; t++) {
+      int M = dims[d][0], N = dims[d][1], K = dims[d][2];
+      float *A = malloc(sizeof(float) * (M * K + 1)), *B = malloc(sizeof(float) * (K * N + 1));
+      float *C = malloc(sizeof(float) * M * N), *R = malloc(sizeof(float) * M * N);
+      uint64_t seed = 11;
+      for (int i = 0; i < M * K; i++) A[i] = urand(&seed);
+      for (int i = 0; i < K * N; i++) B[i] = urand(&seed);
+      for (int i = 0; i < M * N; i++) C[i] = R[i] = urand(&seed);
+      gr_set_threads(t);
+      gr_sgemm(0, 0, M, N, K, A, K, B, N, 0.5f, R, N);
+      stored_b sb = {.B = B, .K = K, .N = N};
+      gr_sgemm_cb(0, M, N, K, A, K, pack_stored, &sb, 0.5f, C, N);
+      assert_memory_equal(C, R, sizeof(float) * M * N);
+      assert_true(atomic_load(&sb.packed) >= (long)K * N);
+      free(A), free(B), free(C), free(R);
+    }
+  gr_set_threads(0);
+}
+
 typedef struct {
   _Atomic int runs[64];
   _Atomic long total;
@@ -154,6 +200,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_against_openblas),
       cmocka_unit_test(test_thread_count_invariant),
+      cmocka_unit_test(test_packed_b),
       cmocka_unit_test(test_pool),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -356,6 +356,9 @@ static void check_conv2d(void) {
       /* output planes of 32 (the input gradient's B packed by plain loads), 7-wide stride-2 rows (in
        * pieces), 2 x 2 planes (gathered) */
       {2, 4, 8, 3, 3, 3, 1, 1, 1, 1}, {2, 4, 14, 2, 3, 3, 2, 1, 1, 1}, {2, 3, 3, 2, 3, 3, 2, 1, 1, 1},
+      /* more than 16 output channels: the input gradient's B in two depth blocks (f64 packs 16 rows
+       * and 64 columns at a time, runtime/gemm.c) */
+      {2, 5, 7, 20, 3, 3, 1, 1, 1, 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     gc c;
