@@ -218,7 +218,7 @@ typedef struct cg_par {
   cg_loop L;
   LLVMValueRef i; /* the iteration index, in the body */
   LLVMBasicBlockRef resume;
-  LLVMValueRef body, count, outer[PAR_MAX], *vals[PAR_MAX];
+  LLVMValueRef body, count, outer[PAR_MAX + 1], *vals[PAR_MAX];
   int nv;
   int64_t cost;
 } cg_par;
@@ -277,6 +277,22 @@ static void par_begin(gr_cg *c, cg_par *P, LLVMValueRef count, LLVMValueRef **va
   par_loop(c, P);
 }
 
+/* Values handed to an outlined function (a parallel body's trampoline, a pack function) through a
+ * ctx pointer: one i64 slot each, pointers as integers. slots_store fills them in the caller (an
+ * entry-block array); slot_load reads slot k back as type t in the outlined function. */
+static LLVMValueRef slots_store(gr_cg *c, const LLVMValueRef *v, int n) {
+  LLVMValueRef slots = entry_alloca(c, LLVMArrayType(c->i64, (unsigned)n));
+  for (int k = 0; k < n; k++) {
+    LLVMValueRef x = LLVMTypeOf(v[k]) == c->ptr ? LLVMBuildPtrToInt(c->b, v[k], c->i64, "") : v[k];
+    LLVMBuildStore(c->b, x, elem_ptr(c, c->i64, slots, iconst(c, k)));
+  }
+  return slots;
+}
+static LLVMValueRef slot_load(gr_cg *c, LLVMValueRef ctx, int k, LLVMTypeRef t) {
+  LLVMValueRef v = LLVMBuildLoad2(c->b, c->i64, elem_ptr(c, c->i64, ctx, iconst(c, k)), "");
+  return t == c->ptr ? LLVMBuildIntToPtr(c->b, v, c->ptr, "") : v;
+}
+
 static void par_end(gr_cg *c, cg_par *P) {
   loop_end(c, &P->L);
   LLVMBuildRetVoid(c->b);
@@ -288,11 +304,7 @@ static void par_end(gr_cg *c, cg_par *P) {
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, tramp, "entry"));
   LLVMValueRef ctx = LLVMGetParam(tramp, 0), part = LLVMGetParam(tramp, 1), parts = LLVMGetParam(tramp, 2);
   LLVMValueRef args[PAR_MAX + 2];
-  for (int k = 0; k <= P->nv; k++) {
-    LLVMValueRef v = LLVMBuildLoad2(c->b, c->i64, elem_ptr(c, c->i64, ctx, iconst(c, k)), "");
-    if (k < P->nv && LLVMTypeOf(P->outer[k]) == c->ptr) v = LLVMBuildIntToPtr(c->b, v, c->ptr, "");
-    args[k] = v;
-  }
+  for (int k = 0; k <= P->nv; k++) args[k] = slot_load(c, ctx, k, k < P->nv ? LLVMTypeOf(P->outer[k]) : c->i64);
   LLVMValueRef count = args[P->nv];
   args[P->nv] = LLVMBuildSDiv(c->b, imul(c, count, part), parts, "lo");
   args[P->nv + 1] = LLVMBuildSDiv(c->b, imul(c, count, iadd(c, part, iconst(c, 1))), parts, "hi");
@@ -301,12 +313,8 @@ static void par_end(gr_cg *c, cg_par *P) {
   /* back in the caller: pack ctx and run the parts */
   LLVMPositionBuilderAtEnd(c->b, P->resume);
   for (int k = 0; k < P->nv; k++) *P->vals[k] = P->outer[k];
-  LLVMValueRef slots = entry_alloca(c, LLVMArrayType(c->i64, (unsigned)P->nv + 1));
-  for (int k = 0; k <= P->nv; k++) {
-    LLVMValueRef v = k < P->nv ? P->outer[k] : P->count;
-    if (LLVMTypeOf(v) == c->ptr) v = LLVMBuildPtrToInt(c->b, v, c->i64, "");
-    LLVMBuildStore(c->b, v, elem_ptr(c, c->i64, slots, iconst(c, k)));
-  }
+  P->outer[P->nv] = P->count; /* the last slot */
+  LLVMValueRef slots = slots_store(c, P->outer, P->nv + 1);
   LLVMTypeRef rp[4] = {c->ptr, c->ptr, c->i64, c->i64};
   LLVMTypeRef rfty = LLVMFunctionType(c->voidt, rp, 4, 0);
   LLVMValueRef run = LLVMGetNamedFunction(c->mod, "gr_parallel_for");
@@ -968,7 +976,7 @@ static void im2col_rows(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMVal
  * bp[(j - n0) / 32 * 32 kc + (k - k0) 32 + j % 32], zeros past the product's last column. So a
  * convolution's B is packed straight from its NCHW tensor, as the GEMM needs each block, while the
  * block stays in the cache: no columns matrix is written and read back. Like a parallel body, the
- * function may use only the values pack_begin was given (passed in ctx, one i64 slot each). */
+ * function may use only the values pack_begin was given (passed in ctx: slots_store, slot_load). */
 typedef struct cg_pack {
   LLVMBasicBlockRef resume;
   LLVMValueRef fn, outer[4], *vals[4], k0, kc, n0, nc, bp;
@@ -986,8 +994,7 @@ static void pack_begin(gr_cg *c, cg_pack *P, LLVMValueRef **vals, int nv) {
   for (int k = 0; k < nv; k++) {
     P->vals[k] = vals[k];
     P->outer[k] = *vals[k];
-    LLVMValueRef v = LLVMBuildLoad2(c->b, c->i64, elem_ptr(c, c->i64, ctx, iconst(c, k)), "");
-    *vals[k] = LLVMTypeOf(P->outer[k]) == c->ptr ? LLVMBuildIntToPtr(c->b, v, c->ptr, "") : v;
+    *vals[k] = slot_load(c, ctx, k, LLVMTypeOf(P->outer[k]));
   }
   P->k0 = LLVMGetParam(P->fn, 1), P->kc = LLVMGetParam(P->fn, 2), P->n0 = LLVMGetParam(P->fn, 3), P->nc = LLVMGetParam(P->fn, 4);
   P->bp = LLVMGetParam(P->fn, 5);
@@ -997,13 +1004,8 @@ static LLVMValueRef pack_end(gr_cg *c, cg_pack *P, LLVMValueRef *fn) {
   *fn = P->fn;
   LLVMBuildRetVoid(c->b);
   LLVMPositionBuilderAtEnd(c->b, P->resume);
-  LLVMValueRef slots = entry_alloca(c, LLVMArrayType(c->i64, (unsigned)P->nv));
-  for (int k = 0; k < P->nv; k++) {
-    LLVMValueRef v = *P->vals[k] = P->outer[k];
-    if (LLVMTypeOf(v) == c->ptr) v = LLVMBuildPtrToInt(c->b, v, c->i64, "");
-    LLVMBuildStore(c->b, v, elem_ptr(c, c->i64, slots, iconst(c, k)));
-  }
-  return slots;
+  for (int k = 0; k < P->nv; k++) *P->vals[k] = P->outer[k];
+  return slots_store(c, P->outer, P->nv);
 }
 
 /* The pack function's walk over its micro-panels: panel q holds columns [j0, j1) of a product of N
@@ -1322,12 +1324,12 @@ static LLVMValueRef staging(gr_cg *c, const gr_conv_geom *g, LLVMValueRef scratc
  * The first two pack their B straight from x and dy as the GEMM takes its blocks (im2col_pack,
  * chw_pack): neither im2col(x) nor CHW(dy) is ever stored whole. */
 static LLVMValueRef emit_conv2d(gr_cg *c, const gr_node *nd, LLVMValueRef *a) {
-  LLVMValueRef x = a[0], w = a[1], y = a[nd->n_in], n = a[nd->n_in + 1], cols = a[nd->n_in + 3]; /* conv2d_bn: a[2..5] its batchnorm */
+  /* conv2d_bn: a[2..5] its batchnorm; the scratch is only the output staging t (B is packed from x) */
+  LLVMValueRef x = a[0], w = a[1], y = a[nd->n_in], n = a[nd->n_in + 1], t = a[nd->n_in + 3];
   gr_conv_geom g = gr_conv_geometry(&nd->in[0]->shape, &nd->in[1]->shape, &nd->a);
   int64_t HW = g.ho * g.wo, K = g.cin / g.groups * g.kh * g.kw, cog = g.cout / g.groups;
   conv_chunks k;
   chunks_begin(c, &k, &g, n);
-  LLVMValueRef t = cols; /* B is packed from x (im2col_pack): no columns */
   LLVMValueRef ldn = imul(c, k.nc, iconst(c, HW)), ld = LLVMBuildTrunc(c->b, ldn, c->i32, "");
   LLVMValueRef xc = fptr(c, x, imul(c, k.s0, iconst(c, g.cin * g.h * g.w)));
   cg_loop G;

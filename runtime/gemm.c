@@ -277,13 +277,16 @@ static void gemm_part(void *arg, int64_t p, int64_t parts) {
   else gemm_block(j, 0, j->M, lo, hi, ap, bp);
 }
 
+/* The threads a job goes to: one for a small product, which is not worth waking the pool for (a
+ * wake-up costs microseconds). */
+static int64_t pool_parts(const gemm_job *j) { return j->M * j->N * (j->K > 0 ? j->K : 1) < (int64_t)1 << 20 ? 1 : gr_threads(); }
+
 /* Runs a job on the pool. Split by columns, every thread packs all of op(A) and its share of op(B);
  * by rows, all of op(B) and its share of op(A). So rows when A is the larger (M > N: a deep layer's
  * small images) and its row panels go round, or when there are too few column panels to go round;
  * columns otherwise. */
 static void gemm_run(const gemm_job *j) {
-  /* small products are not worth waking the pool (a wake-up costs microseconds) */
-  int64_t parts = j->M * j->N * (j->K > 0 ? j->K : 1) < (int64_t)1 << 20 ? 1 : gr_threads();
+  int64_t parts = pool_parts(j);
   int64_t row_panels = (j->M + MR - 1) / MR, col_panels = (j->N + NR - 1) / NR;
   gemm_split s = {.j = j, .by_rows = (j->M > j->N && row_panels >= parts) || (col_panels < 2 * parts && row_panels > col_panels)};
   int64_t units = s.by_rows ? row_panels : col_panels;
@@ -300,7 +303,7 @@ void gr_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, cons
   }
   gemm_job j = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .A = A, .B = B, .beta = beta, .C = C};
   if (!ta && tb && (int64_t)M * N <= 1024 && K >= 1024) {
-    int64_t parts = (int64_t)M * N * K < (int64_t)1 << 20 ? 1 : gr_threads(), blocks = (M + 3) / 4;
+    int64_t parts = pool_parts(&j), blocks = (M + 3) / 4;
     gr_parallel(dot_part, &j, parts < blocks ? parts : blocks);
     return;
   }
