@@ -1,18 +1,23 @@
 /* gemm.c — graft's single-precision GEMM: C = op(A) op(B) + beta C, row-major, for every f32
  * matrix product of a generated step (dense layers and convolutions).
  *
- * On a CPU with AVX-512 it is our own: the classic blocked algorithm (Goto; BLIS's five loops) with
- * a 12 x 32 register-blocked micro-kernel: 24 zmm accumulators, two vector loads of packed B and
- * twelve broadcasts of packed A per k, so the FMA units, not the loads, set the pace. Panels are
- * packed with zeros past the edges, so the micro-kernel always computes whole tiles; edge tiles are
- * stored through a small buffer. The work is split across graft's thread pool (pool.c) by output
- * columns, or by rows when A is the larger operand (each thread then packs only its share of it),
- * so every element of C is computed by one thread in one order: results do not depend on the thread
- * count. Elsewhere (no AVX-512, or GRAFT_GEMM=blas in
- * the environment) it calls OpenBLAS, which stays the reference the tests compare against.
+ * It is our own on any x86-64 CPU with AVX2 and FMA: the classic blocked algorithm (Goto; BLIS's five
+ * loops) over 12 x 32 tiles. With AVX-512 one micro-kernel computes a whole tile: 24 zmm
+ * accumulators, two vector loads of packed B and twelve broadcasts of packed A per k, so the FMA
+ * units, not the loads, set the pace. With AVX2 only (16 ymm registers) the tile is four 6 x 16
+ * sub-tiles (12 accumulators, two loads of B and six broadcasts per k, the shape of OpenBLAS's and
+ * BLIS's Haswell kernels), over the same packed panels. Both add each output's products in the same
+ * order, so the two kernels give the same bits. Panels are packed with zeros past the edges, so the
+ * micro-kernels always compute whole tiles; edge tiles are stored through a small buffer. The work is
+ * split across graft's thread pool (pool.c) by output columns, or by rows when A is the larger
+ * operand (each thread then packs only its share of it), so every element of C is computed by one
+ * thread in one order: results do not depend on the thread count. Elsewhere (no AVX2, or
+ * GRAFT_GEMM=blas in the environment) it calls OpenBLAS, which stays the reference the tests compare
+ * against; GRAFT_GEMM=avx2 picks the AVX2 kernels on an AVX-512 CPU.
  *
- * OpenBLAS 0.3.21 as configured here uses AVX2 kernels, under half of the machine's FMA peak;
- * that is why this file exists (issue 5, docs/benchmarks.md). */
+ * OpenBLAS 0.3.21 as configured on the AVX-512 machines uses AVX2 kernels, under half of their FMA
+ * peak, and it packs a convolution's columns only from a stored matrix; that is why this file exists
+ * (issue 5, docs/benchmarks.md). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,20 +33,45 @@
 #define NC 1536 /* a packed B block (KC x NC, 1.5 MiB) */
 #define DOT_KC 2048 /* the dot-product kernel's depth block */
 
-/* Which kernel serves f32 GEMMs: decided once from the CPU (and GRAFT_GEMM=blas|own). */
+/* Which kernels serve f32 GEMMs: decided once from the CPU and GRAFT_GEMM (blas | avx2), or set by
+ * gr_gemm_use (the tests and the GEMM benchmark). */
+enum { USE_BLAS, USE_AVX2, USE_AVX512 };
 static int use_own = -1;
 
-static bool own_gemm(void) {
+static bool cpu_can(int use) {
+  __builtin_cpu_init();
+  if (use == USE_AVX512) return __builtin_cpu_supports("avx512f");
+  if (use == USE_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return true;
+}
+
+static int gemm_use(void) {
   if (use_own < 0) {
     const char *e = getenv("GRAFT_GEMM");
-    __builtin_cpu_init();
-    bool avx512 = __builtin_cpu_supports("avx512f");
-    use_own = e && !strcmp(e, "blas") ? 0 : avx512;
+    int use = cpu_can(USE_AVX512) ? USE_AVX512 : cpu_can(USE_AVX2) ? USE_AVX2 : USE_BLAS;
+    if (e && !strcmp(e, "blas")) use = USE_BLAS;
+    else if (e && !strcmp(e, "avx2") && use == USE_AVX512) use = USE_AVX2;
+    use_own = use;
   }
   return use_own;
 }
 
-const char *gr_gemm_kind(void) { return own_gemm() ? "graft avx512 12x32" : "openblas"; }
+static bool own_gemm(void) { return gemm_use() != USE_BLAS; }
+
+static const char *const use_names[] = {"openblas", "graft avx2 12x32 (6x16 sub-tiles)", "graft avx512 12x32"};
+
+const char *gr_gemm_kind(void) { return use_names[gemm_use()]; }
+
+bool gr_gemm_use(const char *kind) {
+  static const char *const keys[] = {"blas", "avx2", "avx512"};
+  for (int u = 0; u < 3; u++)
+    if (!strcmp(kind, keys[u])) {
+      if (!cpu_can(u)) return false;
+      use_own = u;
+      return true;
+    }
+  return false;
+}
 
 /* One product, as gr_sgemm was called; or with pack, as gr_sgemm_cb was (B packed by the caller's
  * function, block by block). */
@@ -56,10 +86,11 @@ typedef struct gemm_job {
 } gemm_job;
 
 #define AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define AVX2 __attribute__((target("avx2,fma")))
 
 /* dst[i * ldd + r] = src[r * lds + i] for r < rows (8 when rows is 8, else zero rows past it) and
  * i < 8, storing `width` (8 or 4) floats of each dst row: an 8 x 8 transpose in AVX registers. */
-AVX512 static void transpose8(const float *src, int64_t lds, int rows, float *dst, int64_t ldd, int width) {
+AVX2 static void transpose8(const float *src, int64_t lds, int rows, float *dst, int64_t ldd, int width) {
   __m256 r[8];
   for (int i = 0; i < 8; i++) r[i] = i < rows ? _mm256_loadu_ps(src + i * lds) : _mm256_setzero_ps();
   __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -82,7 +113,7 @@ AVX512 static void transpose8(const float *src, int64_t lds, int rows, float *ds
 
 /* dst[k * w + r] = src[r * lds + k] for r < rows, zero for rows <= r < w, k < kc: `rows` rows of a
  * row-major matrix read along k into a k-major panel w wide (w a multiple of 4). */
-AVX512 static void pack_rows(const float *src, int64_t lds, int64_t rows, int64_t kc, float *dst, int64_t w) {
+AVX2 static void pack_rows(const float *src, int64_t lds, int64_t rows, int64_t kc, float *dst, int64_t w) {
   int64_t k = 0;
   for (; k + 8 <= kc; k += 8)
     for (int64_t r = 0; r < w; r += 8) {
@@ -93,15 +124,23 @@ AVX512 static void pack_rows(const float *src, int64_t lds, int64_t rows, int64_
     for (int64_t r = 0; r < w; r++) dst[k * w + r] = r < rows ? src[r * lds + k] : 0;
 }
 
+/* The lanes i < n of a vector of 8 (a mask for _mm256_maskload_ps, which reads nothing elsewhere). */
+AVX2 static __m256i lanes_below(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 0 ? 0 : n > 8 ? 8 : n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 /* Packs rows i0..i0+mc of op(A), depths k0..k0+kc, as MR-row micro-panels: ap[panel][k][MR]. */
-AVX512 static void pack_a(const gemm_job *j, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float *ap) {
+AVX2 static void pack_a(const gemm_job *j, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float *ap) {
   for (int64_t ip = 0; ip < mc; ip += MR) {
     int64_t rows = mc - ip < MR ? mc - ip : MR;
     float *dst = ap + ip * kc;
     if (j->ta) { /* op(A)[i, k] = A[k, i]: MR consecutive floats per k, zeros past the edge */
-      __mmask16 m = (__mmask16)((1u << rows) - 1);
-      for (int64_t k = 0; k < kc; k++)
-        _mm512_mask_storeu_ps(dst + k * MR, 0xfff, _mm512_maskz_loadu_ps(m, j->A + (k0 + k) * j->lda + i0 + ip));
+      __m256i m0 = lanes_below(rows), m1 = lanes_below(rows - 8);
+      for (int64_t k = 0; k < kc; k++) {
+        const float *src = j->A + (k0 + k) * j->lda + i0 + ip;
+        _mm256_storeu_ps(dst + k * MR, _mm256_maskload_ps(src, m0));
+        _mm_storeu_ps(dst + k * MR + 8, _mm_maskload_ps(src + 8, _mm256_castsi256_si128(m1)));
+      }
     } else {
       pack_rows(j->A + (i0 + ip) * j->lda + k0, j->lda, rows, kc, dst, MR);
     }
@@ -109,16 +148,22 @@ AVX512 static void pack_a(const gemm_job *j, int64_t i0, int64_t mc, int64_t k0,
 }
 
 /* Packs depths k0..k0+kc of op(B), columns n0..n0+nc, as NR-column micro-panels: bp[panel][k][NR]. */
-AVX512 static void pack_b(const gemm_job *j, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float *bp) {
+AVX2 static void pack_b(const gemm_job *j, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float *bp) {
   for (int64_t jp = 0; jp < nc; jp += NR) {
     int64_t cols = nc - jp < NR ? nc - jp : NR;
     float *dst = bp + jp * kc;
     if (!j->tb) { /* NR consecutive floats per k, zeros past the edge */
-      __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1), m1 = (__mmask16)(cols >= 32 ? 0xffff : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
-      for (int64_t k = 0; k < kc; k++) {
-        const float *src = j->B + (k0 + k) * j->ldb + n0 + jp;
-        _mm512_store_ps(dst + k * NR, _mm512_maskz_loadu_ps(m0, src));
-        _mm512_store_ps(dst + k * NR + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+      const float *src = j->B + k0 * j->ldb + n0 + jp;
+      if (cols == NR) {
+        for (int64_t k = 0; k < kc; k++, src += j->ldb)
+#pragma GCC unroll 4
+          for (int q = 0; q < 4; q++) _mm256_store_ps(dst + k * NR + 8 * q, _mm256_loadu_ps(src + 8 * q));
+      } else {
+        __m256i m[4];
+        for (int q = 0; q < 4; q++) m[q] = lanes_below(cols - 8 * q);
+        for (int64_t k = 0; k < kc; k++, src += j->ldb)
+#pragma GCC unroll 4
+          for (int q = 0; q < 4; q++) _mm256_store_ps(dst + k * NR + 8 * q, _mm256_maskload_ps(src + 8 * q, m[q]));
       }
     } else { /* op(B)[k, c] = B[c, k] */
       pack_rows(j->B + (n0 + jp) * j->ldb + k0, j->ldb, cols, kc, dst, NR);
@@ -160,8 +205,55 @@ AVX512 static void micro_12x32(int64_t kc, const float *a, const float *b, float
   }
 }
 
+/* The AVX2 micro-kernel: c[6 x 16] (row stride ldc) = (load ? c : 0) * cb + a b over kc, where a is
+ * six rows of a 12-row packed A panel and b sixteen columns of a 32-column packed B panel. */
+AVX2 static void micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float cb, bool load) {
+  __m256 acc[6][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0), _mm_prefetch((const char *)(c + r * ldc + 15), _MM_HINT_T0);
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; k++) {
+    __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; r++) {
+      __m256 av = _mm256_broadcast_ss(a + r);
+      acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+    }
+    a += MR;
+    b += NR;
+  }
+  if (load) {
+    __m256 vb = _mm256_set1_ps(cb);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; r++) {
+      float *cr = c + r * ldc;
+      _mm256_storeu_ps(cr, _mm256_fmadd_ps(_mm256_loadu_ps(cr), vb, acc[r][0]));
+      _mm256_storeu_ps(cr + 8, _mm256_fmadd_ps(_mm256_loadu_ps(cr + 8), vb, acc[r][1]));
+    }
+  } else {
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; r++) {
+      _mm256_storeu_ps(c + r * ldc, acc[r][0]);
+      _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
+    }
+  }
+}
+
+typedef void micro_fn(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float cb, bool load);
+
+/* The micro-kernel in use and its tile: 12 x 32 (a whole packed panel of each) with AVX-512, 6 x 16
+ * with AVX2. */
+typedef struct tile_kernel {
+  micro_fn *micro;
+  int tm, tn;
+} tile_kernel;
+
 /* C[m0..m1, n0..n1] of the job, blocked (jc, pc, ic, jr, ir), with this thread's packing buffers. */
-AVX512 static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *ap, float *bp) {
+static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *ap, float *bp) {
+  tile_kernel tk = gemm_use() == USE_AVX512 ? (tile_kernel){micro_12x32, MR, NR} : (tile_kernel){micro_6x16, 6, 16};
   for (int64_t jc = n0; jc < n1; jc += NC) {
     int64_t nc = n1 - jc < NC ? n1 - jc : NC;
     for (int64_t pc = 0; pc < j->K || pc == 0; pc += KC) {
@@ -174,19 +266,23 @@ AVX512 static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t
       for (int64_t ic = m0; ic < m1; ic += MC) {
         int64_t mc = m1 - ic < MC ? m1 - ic : MC;
         pack_a(j, ic, mc, pc, kc, ap);
-        for (int64_t jr = 0; jr < nc; jr += NR) {
-          for (int64_t ir = 0; ir < mc; ir += MR) {
+        /* tn columns of a B panel (all of it with AVX-512, a half with AVX2) stay in L1 while the
+         * tiles of every row panel of A pass over them */
+        for (int64_t jr = 0; jr < nc; jr += tk.tn) {
+          const float *b = bp + jr / NR * NR * kc + jr % NR;
+          for (int64_t ir = 0; ir < mc; ir += tk.tm) {
+            const float *a = ap + ir / MR * MR * kc + ir % MR;
             float *c = j->C + (ic + ir) * j->ldc + jc + jr;
-            if (mc - ir >= MR && nc - jr >= NR) {
-              micro_12x32(kc, ap + ir * kc, bp + jr * kc, c, j->ldc, cb, load);
+            int64_t rows = mc - ir < tk.tm ? mc - ir : tk.tm, cols = nc - jr < tk.tn ? nc - jr : tk.tn;
+            if (rows == tk.tm && cols == tk.tn) {
+              tk.micro(kc, a, b, c, j->ldc, cb, load);
             } else { /* an edge tile: through a whole-tile buffer */
               float t[MR * NR] __attribute__((aligned(64)));
-              int64_t rows = mc - ir < MR ? mc - ir : MR, cols = nc - jr < NR ? nc - jr : NR;
               for (int64_t r = 0; r < rows; r++)
-                for (int64_t q = 0; q < cols; q++) t[r * NR + q] = load ? c[r * j->ldc + q] : 0;
-              micro_12x32(kc, ap + ir * kc, bp + jr * kc, t, NR, cb, load);
+                for (int64_t q = 0; q < cols; q++) t[r * tk.tn + q] = load ? c[r * j->ldc + q] : 0;
+              tk.micro(kc, a, b, t, tk.tn, cb, load);
               for (int64_t r = 0; r < rows; r++)
-                for (int64_t q = 0; q < cols; q++) c[r * j->ldc + q] = t[r * NR + q];
+                for (int64_t q = 0; q < cols; q++) c[r * j->ldc + q] = t[r * tk.tn + q];
             }
           }
         }
@@ -196,10 +292,28 @@ AVX512 static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t
   }
 }
 
+/* The sum of a 16-lane accumulator held as its lanes 0-7 and 8-15, in the order GCC's
+ * _mm512_reduce_add_ps adds them (halves, then quarters, then pairs), written out so that the AVX2
+ * and AVX-512 dot-product kernels give the same bits whatever the compiler. */
+AVX2 static inline float sum16(__m256 lo, __m256 hi) {
+  __m256 t = _mm256_add_ps(hi, lo);
+  __m128 u = _mm_add_ps(_mm256_extractf128_ps(t, 1), _mm256_castps256_ps128(t));
+  u = _mm_add_ps(u, _mm_shuffle_ps(u, u, _MM_SHUFFLE(1, 0, 3, 2)));
+  return _mm_cvtss_f32(u) + _mm_cvtss_f32(_mm_shuffle_ps(u, u, 1));
+}
+
+/* c (an output of dot_rows) from the dot product v of its rows over depths k0.. of one block. */
+static inline void dot_store(const gemm_job *j, float *c, int64_t k0, float v) {
+  if (k0 > 0) *c += v;
+  else *c = j->beta != 0 ? v + j->beta * *c : v;
+}
+
 /* C = A B^T + beta C for few outputs and a long K (a convolution's weight gradient over a batch of
  * small images: 32 x 9 outputs, K = 43264): every output is a dot product of two contiguous rows,
- * which the packed kernel would spend its time packing for. 4 x 4 outputs at a time, 16 vector
- * accumulators, each reduced at the end. One part computes rows [i0, i1) of C. */
+ * which the packed kernel would spend its time packing for. Each output accumulates 16 lanes over
+ * k (lane l takes k = l mod 16), summed at the end of each DOT_KC block; the AVX-512 kernel does 4 x 4
+ * outputs at a time in 16 zmm accumulators, the AVX2 one 2 x 2 in 8 pairs of ymm. One part computes
+ * rows [i0, i1) of C. */
 AVX512 static void dot_rows(const gemm_job *j, int64_t i0, int64_t i1) {
   /* K in chunks that keep the rows' slices in L2 while every block of outputs passes over them */
   for (int64_t k0 = 0; k0 < j->K; k0 += DOT_KC) {
@@ -231,10 +345,48 @@ AVX512 static void dot_rows(const gemm_job *j, int64_t i0, int64_t i1) {
         }
         for (int r = 0; r < mi; r++)
           for (int s = 0; s < nq; s++) {
-            float *c = j->C + (i + r) * j->ldc + q + s, v = _mm512_reduce_add_ps(acc[r][s]);
-            if (k0 > 0) *c += v;
-            else *c = j->beta != 0 ? v + j->beta * *c : v;
+            __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r][s]), 1));
+            dot_store(j, j->C + (i + r) * j->ldc + q + s, k0, sum16(_mm512_castps512_ps256(acc[r][s]), hi));
           }
+      }
+  }
+}
+
+AVX2 static void dot_rows_avx2(const gemm_job *j, int64_t i0, int64_t i1) {
+  for (int64_t k0 = 0; k0 < j->K; k0 += DOT_KC) {
+    int64_t K = j->K - k0 < DOT_KC ? j->K - k0 : DOT_KC, kv = K & ~(int64_t)15;
+    __m256i tail_lo = lanes_below(K & 15), tail_hi = lanes_below((K & 15) - 8);
+    for (int64_t i = i0; i < i1; i += 2)
+      for (int64_t q = 0; q < j->N; q += 2) {
+        int mi = i1 - i < 2 ? (int)(i1 - i) : 2, nq = j->N - q < 2 ? (int)(j->N - q) : 2;
+        const float *a[2], *b[2];
+        for (int r = 0; r < 2; r++) a[r] = j->A + (i + (r < mi ? r : 0)) * j->lda + k0;
+        for (int r = 0; r < 2; r++) b[r] = j->B + (q + (r < nq ? r : 0)) * j->ldb + k0;
+        __m256 lo[2][2], hi[2][2];
+        for (int r = 0; r < 2; r++)
+          for (int s = 0; s < 2; s++) lo[r][s] = hi[r][s] = _mm256_setzero_ps();
+        for (int64_t k = 0; k < kv; k += 16) {
+          __m256 al[2], ah[2], bl[2], bh[2];
+          for (int r = 0; r < 2; r++) al[r] = _mm256_loadu_ps(a[r] + k), ah[r] = _mm256_loadu_ps(a[r] + k + 8);
+          for (int s = 0; s < 2; s++) bl[s] = _mm256_loadu_ps(b[s] + k), bh[s] = _mm256_loadu_ps(b[s] + k + 8);
+          for (int r = 0; r < 2; r++)
+            for (int s = 0; s < 2; s++) {
+              lo[r][s] = _mm256_fmadd_ps(al[r], bl[s], lo[r][s]);
+              hi[r][s] = _mm256_fmadd_ps(ah[r], bh[s], hi[r][s]);
+            }
+        }
+        if (K & 15) { /* the tail: zeros past K, as the AVX-512 kernel's masked loads */
+          __m256 al[2], ah[2], bl[2], bh[2];
+          for (int r = 0; r < 2; r++) al[r] = _mm256_maskload_ps(a[r] + kv, tail_lo), ah[r] = _mm256_maskload_ps(a[r] + kv + 8, tail_hi);
+          for (int s = 0; s < 2; s++) bl[s] = _mm256_maskload_ps(b[s] + kv, tail_lo), bh[s] = _mm256_maskload_ps(b[s] + kv + 8, tail_hi);
+          for (int r = 0; r < 2; r++)
+            for (int s = 0; s < 2; s++) {
+              lo[r][s] = _mm256_fmadd_ps(al[r], bl[s], lo[r][s]);
+              hi[r][s] = _mm256_fmadd_ps(ah[r], bh[s], hi[r][s]);
+            }
+        }
+        for (int r = 0; r < mi; r++)
+          for (int s = 0; s < nq; s++) dot_store(j, j->C + (i + r) * j->ldc + q + s, k0, sum16(lo[r][s], hi[r][s]));
       }
   }
 }
@@ -251,7 +403,7 @@ static void dot_part(void *arg, int64_t p, int64_t parts) {
   const gemm_job *j = arg;
   int64_t lo, hi;
   part_range(j->M, 4, p, parts, &lo, &hi);
-  if (lo < hi) dot_rows(j, lo, hi);
+  if (lo < hi) (gemm_use() == USE_AVX512 ? dot_rows : dot_rows_avx2)(j, lo, hi);
 }
 
 /* The parts of a job: contiguous ranges of NR-column panels (or MR-row panels when N is narrow). */

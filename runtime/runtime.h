@@ -281,9 +281,12 @@ void gr_set_threads(int n);
 int gr_threads(void);
 
 /* gemm.c — C[M, N] = op(A) op(B) + beta C, row-major f32 (cblas_sgemm with alpha 1): graft's own
- * AVX-512 kernel on the pool where the CPU has it, else OpenBLAS. gr_gemm_kind names the one in use. */
+ * kernels on the pool where the CPU has AVX-512, or AVX2 and FMA (the same bits on both), else
+ * OpenBLAS. gr_gemm_kind names the one in use; gr_gemm_use("blas" | "avx2" | "avx512") switches to
+ * one (the tests and bench/gemm.c), false if this CPU cannot run it. */
 void gr_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 const char *gr_gemm_kind(void);
+bool gr_gemm_use(const char *kind);
 /* The same with B packed by the caller, block by block as the GEMM needs it: pack(ctx, k0, kc, n0, nc,
  * bp) writes B[k0 .. k0+kc, n0 .. n0+nc] into bp as GR_PANEL-column micro-panels (ir/ir.h), element
  * (k, j) at bp[(j - n0) / 32 * 32 kc + (k - k0) * 32 + j % 32], zeros in a last panel's columns past

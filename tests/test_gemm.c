@@ -5,7 +5,8 @@
  * blocks, few outputs over a long K (the dot-product kernel), K = 0; C filled with NaN where beta is 0 must not leak NaN (BLAS does not read C then).
  * Results agree with cblas_sgemm within float rounding of the dot products, and are bit-identical
  * at 1, 2 and 3 threads; with B packed by a caller's function (gr_sgemm_cb), the same bits as on the
- * stored B. The pool: every part runs once, nested calls run inline, and thousands of
+ * stored B. Every check runs with each of graft's kernels this CPU can run (AVX-512, AVX2), and the
+ * two give the same bits where both can run. The pool: every part runs once, nested calls run inline, and thousands of
  * back-to-back jobs (the pattern of a training step) all complete. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -58,8 +59,14 @@ static void check_one(int ta, int tb, int M, int N, int K, float beta, int pad, 
   free(A), free(B), free(C), free(R);
 }
 
-static void test_against_openblas(void **state) {
-  (void)state;
+/* graft's kernels this CPU can run, each switched to in turn by for_each_kernel. */
+static const char *const kernels[] = {"avx512", "avx2"};
+#define for_each_kernel(k)                                                                                  \
+  for (int k = 0; k < 2; k++)                                                                               \
+    if (!gr_gemm_use(kernels[k])) fprintf(stderr, "skip %s: this CPU cannot run it\n", kernels[k]);       \
+    else
+
+static void against_openblas(void) {
   fprintf(stderr, "gemm: %s\n", gr_gemm_kind());
   static const int dims[][3] = {{1, 1, 1},   {12, 32, 7},   {13, 33, 8},   {11, 31, 9},    {24, 64, 256}, {25, 65, 257},
                                 {121, 40, 3}, {5, 1537, 17}, {64, 576, 300}, {300, 20, 600}, {7, 3, 0},     {40, 100, 1},
@@ -72,11 +79,48 @@ static void test_against_openblas(void **state) {
       for (int b = 0; b < 3; b++) check_one(t & 1, t >> 1, dims[d][0], dims[d][1], dims[d][2], betas[b], (int)(d % 3) * 3, seed++);
 }
 
+static void test_against_openblas(void **state) {
+  (void)state;
+  int ran = 0;
+  for_each_kernel(k) against_openblas(), ran++;
+  if (!ran) fprintf(stderr, "skip: this CPU has neither AVX-512 nor AVX2 with FMA; OpenBLAS serves every product\n");
+}
+
+/* The AVX-512 and AVX2 kernels give the same bits on every path: the packed tiles (edges, several
+ * depth blocks, beta 0 / 0.5, both transposes of A), and the dot-product kernel (a tail of 1, 9 and
+ * 15 past a multiple of 16, a second depth block). */
+static void test_kernels_agree(void **state) {
+  (void)state;
+  if (!gr_gemm_use("avx512")) {
+    fprintf(stderr, "skip: this CPU cannot run the AVX-512 kernel to compare the AVX2 one with\n");
+    return;
+  }
+  static const int dims[][3] = {{25, 65, 257}, {121, 40, 600}, {5, 1537, 17}, {32, 9, 3000}, {5, 3, 2049}, {7, 6, 1033}, {3, 3, 1039}};
+  for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
+    for (int t = 0; t < 4; t++) {
+      int M = dims[d][0], N = dims[d][1], K = dims[d][2], ta = t & 1, tb = t >> 1;
+      float beta = t == 3 ? 0.5f : 0;
+      float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N), *C[2];
+      uint64_t seed = 5 + d;
+      for (int i = 0; i < M * K; i++) A[i] = urand(&seed);
+      for (int i = 0; i < K * N; i++) B[i] = urand(&seed);
+      for (int k = 0; k < 2; k++) {
+        assert_true(gr_gemm_use(kernels[k]));
+        C[k] = malloc(sizeof(float) * M * N);
+        uint64_t cs = 99;
+        for (int i = 0; i < M * N; i++) C[k][i] = urand(&cs);
+        gr_sgemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, beta, C[k], N);
+      }
+      assert_memory_equal(C[0], C[1], sizeof(float) * M * N);
+      free(C[0]), free(C[1]), free(A), free(B);
+    }
+}
+
 /* The same product at 1, 2 and 3 threads: the same bits; split by columns (wide) and by rows (tall). */
 static void test_thread_count_invariant(void **state) {
   (void)state;
   static const int dims[][3] = {{200, 700, 333}, {700, 200, 333}};
-  for (int d = 0; d < 2; d++) {
+  for_each_kernel(kernel) for (int d = 0; d < 2; d++) {
     int M = dims[d][0], N = dims[d][1], K = dims[d][2];
     float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N), *C[3];
     uint64_t seed = 7;
@@ -120,7 +164,7 @@ static void pack_stored(void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t n
 static void test_packed_b(void **state) {
   (void)state;
   static const int dims[][3] = {{64, 2000, 600}, {700, 100, 300}, {13, 45, 7}, {24, 33, 0}};
-  for (int d = 0; d < 4; d++)
+  for_each_kernel(kernel) for (int d = 0; d < 4; d++)
     for (int t = 1; t <= 2; t++) {
       int M = dims[d][0], N = dims[d][1], K = dims[d][2];
       float *A = malloc(sizeof(float) * (M * K + 1)), *B = malloc(sizeof(float) * (K * N + 1));
@@ -199,6 +243,7 @@ static void test_pool(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_against_openblas),
+      cmocka_unit_test(test_kernels_agree),
       cmocka_unit_test(test_thread_count_invariant),
       cmocka_unit_test(test_packed_b),
       cmocka_unit_test(test_pool),

@@ -3,8 +3,10 @@
 # dense layers, SGD with momentum) trained at 1, 2 and 3 threads ends with byte-identical weights
 # (graft's kernels split only independent outputs; its GEMM splits by output tiles). And graft's own
 # GEMM agrees with OpenBLAS's end to end: the same run with GRAFT_GEMM=blas ends at the same loss
-# within float rounding. On a CPU without AVX-512 both runs use OpenBLAS, whose results may depend on
-# its thread count: the test says so and checks only the loss.
+# within float rounding. graft's AVX-512 and AVX2 kernels give the same bits: on an AVX-512 CPU the
+# run with GRAFT_GEMM=avx2 ends with the same weights. On a CPU with neither (no AVX2 with FMA) every
+# run uses OpenBLAS, whose results may depend on its thread count: the test says so and checks only
+# the loss.
 # usage: threads.sh GRAFT
 set -eu
 . "$(dirname "$0")/lib.sh"
@@ -22,12 +24,20 @@ run t1 1
 run t2 2
 run t3 3
 run blas 2 GRAFT_GEMM=blas
-if grep -q avx512f /proc/cpuinfo; then
+flags=$(grep -m1 '^flags' /proc/cpuinfo)
+case " $flags " in
+*" avx512f "* | *" avx2 "*" fma "* | *" fma "*" avx2 "*)
   cmp -s t1.safetensors t2.safetensors && cmp -s t1.safetensors t3.safetensors &&
-    ok "1, 2 and 3 threads train to byte-identical weights" || bad "the weights depend on the thread count" t2.log
-else
-  echo "skip no AVX-512: OpenBLAS serves the GEMMs, whose results may depend on its thread count"
-fi
+    ok "1, 2 and 3 threads train to byte-identical weights" || bad "the weights depend on the thread count" t2.log ;;
+*) echo "skip no AVX2 with FMA: OpenBLAS serves the GEMMs, whose results may depend on its thread count" ;;
+esac
+case " $flags " in
+*" avx512f "*)
+  run avx2 2 GRAFT_GEMM=avx2
+  cmp -s t2.safetensors avx2.safetensors && ok "graft's AVX2 kernels train to the AVX-512 kernels' weights, byte for byte" ||
+    bad "GRAFT_GEMM=avx2 changed the weights" avx2.log ;;
+*) echo "skip no AVX-512: the AVX2 kernels cannot be compared with the AVX-512 ones here" ;;
+esac
 l1=$(loss t1) lb=$(loss blas)
 [ -n "$l1" ] && [ -n "$lb" ] && awk -v a="$l1" -v b="$lb" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-3 * (a > 0 ? a : 1)) }' &&
   ok "graft's GEMM and OpenBLAS's end at the same loss ($l1, $lb)" || bad "graft's GEMM and OpenBLAS's disagree: loss $l1 against $lb" blas.log
