@@ -1040,25 +1040,31 @@ static LLVMValueRef lane_iota(gr_cg *c, int64_t first) {
 static LLVMValueRef lanes32(gr_cg *c, LLVMValueRef v64, int lanes) { return splat(c, LLVMBuildTrunc(c->b, v64, c->i32, ""), lanes); }
 static LLVMValueRef vsplat32(gr_cg *c, LLVMValueRef v64) { return lanes32(c, v64, 16); }
 
+/* The lanes of positions p in [lo, lo + count) among 16 sw lanes (sw 2: only the even lanes hold
+ * positions, p = lane / 2), as one unsigned compare of i32 lanes: (p - lo) < count. Built that way,
+ * and not as the AND of several i1 vectors, a mask stays in vector registers on AVX2 (which has no
+ * mask registers) instead of being packed to bytes and widened again for every load. count <= 0:
+ * no lane. */
+static LLVMValueRef lane_range(gr_cg *c, int sw, LLVMValueRef lo, LLVMValueRef count) {
+  int L = 16 * sw;
+  LLVMValueRef pos[32];
+  for (int t = 0; t < L; t++) pos[t] = LLVMConstInt(c->i32, t % sw ? 1u << 20 : (unsigned)(t / sw), 0);
+  LLVMValueRef rel = LLVMBuildSub(c->b, LLVMConstVector(pos, (unsigned)L), lanes32(c, lo, L), "");
+  return LLVMBuildICmp(c->b, LLVMIntULT, rel, lanes32(c, imax(c, count, iconst(c, 0)), L), "");
+}
+
 /* Half panels cut into runs: the 16 positions from jh on are pieces of runs of `len` consecutive
  * positions (an output row, or a sample's plane), at most half_pieces(len) of them. Piece q is part of
- * run r = jh / len + q, whose first position is at `first` (relative to jh, maybe negative): the lanes
- * of the piece's positions, among L lanes of `sw` each (sw 2: even lanes only), and before `on` (past
- * it, columns past the product). */
+ * run r = jh / len + q, whose first position is at `first` (relative to jh, maybe negative): the
+ * piece's positions are [*lo, *hi) (relative to jh; before `on`, past which the columns are past the
+ * product; empty when *hi <= *lo). */
 static int half_pieces(int64_t len) { return len % 16 == 0 ? 1 : (int)(15 / len + 2); }
-static LLVMValueRef half_piece(gr_cg *c, LLVMValueRef jh, LLVMValueRef on, int64_t len, int q, int sw, LLVMValueRef *r, LLVMValueRef *first) {
-  int L = 16 * sw;
-  LLVMValueRef pos[32], want[32];
-  for (int t = 0; t < L; t++) {
-    pos[t] = LLVMConstInt(c->i32, (unsigned long long)(t / sw), 0);
-    want[t] = LLVMConstInt(LLVMInt1TypeInContext(c->ctx), t % sw == 0, 0);
-  }
+static void half_piece(gr_cg *c, LLVMValueRef jh, LLVMValueRef on, int64_t len, int q, LLVMValueRef *r, LLVMValueRef *first, LLVMValueRef *lo,
+                       LLVMValueRef *hi) {
   *r = iadd(c, LLVMBuildSDiv(c->b, jh, iconst(c, len), ""), iconst(c, q));
   *first = LLVMBuildNSWSub(c->b, imul(c, *r, iconst(c, len)), jh, "");
-  LLVMValueRef pv = LLVMConstVector(pos, (unsigned)L);
-  LLVMValueRef lo = lanes32(c, imax(c, *first, iconst(c, 0)), L), hi = lanes32(c, imin(c, iadd(c, *first, iconst(c, len)), on), L);
-  LLVMValueRef in = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, pv, lo, ""), LLVMBuildICmp(c->b, LLVMIntSLT, pv, hi, ""), "");
-  return LLVMBuildAnd(c->b, in, LLVMConstVector(want, (unsigned)L), "");
+  *lo = imax(c, *first, iconst(c, 0));
+  *hi = imin(c, iadd(c, *first, iconst(c, len)), on);
 }
 
 /* Row k of a convolution's im2col: its input channel ci and the offsets ki dh, kj dw of its kernel
@@ -1099,13 +1105,12 @@ static LLVMValueRef im2col_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x,
   if (g->sw <= 2 && S <= 4) {
     int sw = (int)g->sw, L = 16 * sw;
     LLVMTypeRef vt = LLVMVectorType(c->ft, (unsigned)L);
-    LLVMValueRef seg[2][4], xs[2][4], ihb[2][4], iwb[2][4], lane_iw[32];
-    for (int t = 0; t < L; t++) lane_iw[t] = LLVMConstInt(c->i32, (unsigned long long)(t / sw * sw), 0);
+    LLVMValueRef seg_lo[2][4], seg_hi[2][4], xs[2][4], ihb[2][4], iwb[2][4];
     for (int h = 0; h < 2; h++) {
       LLVMValueRef jh = iadd(c, w.j0, iconst(c, 16 * h)), on = LLVMBuildNSWSub(c->b, w.j1, jh, "");
       for (int q = 0; q < S; q++) {
         LLVMValueRef r, first;
-        seg[h][q] = half_piece(c, jh, on, g->wo, q, sw, &r, &first);
+        half_piece(c, jh, on, g->wo, q, &r, &first, &seg_lo[h][q], &seg_hi[h][q]);
         LLVMValueRef n = LLVMBuildSDiv(c->b, r, iconst(c, g->ho), ""), oh = LLVMBuildSRem(c->b, r, iconst(c, g->ho), "");
         xs[h][q] = imul(c, n, iconst(c, g->cin * g->h * g->w));
         ihb[h][q] = iadd(c, imul(c, oh, iconst(c, g->sh)), iconst(c, -g->ph));
@@ -1120,10 +1125,17 @@ static LLVMValueRef im2col_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x,
       LLVMValueRef v = LLVMConstNull(vt);
       for (int q = 0; q < S; q++) {
         LLVMValueRef ih = iadd(c, ihb[h][q], dh), iw0 = iadd(c, iwb[h][q], dw);
-        /* lane of position t: x[xs + ci HW + ih W + iw0 + sw t], inside the row for 0 <= iw0 + sw t < W */
-        LLVMValueRef iw = LLVMBuildAdd(c->b, lanes32(c, iw0, L), LLVMConstVector(lane_iw, (unsigned)L), "");
-        LLVMValueRef m = LLVMBuildAnd(c->b, seg[h][q], LLVMBuildICmp(c->b, LLVMIntULT, iw, lanes32(c, iconst(c, g->w), L), ""), "");
-        m = LLVMBuildAnd(c->b, m, splat(c, in_range(c, ih, g->h), L), "");
+        /* position t: x[xs + ci HW + ih W + iw0 + sw t], inside the row for 0 <= iw0 + sw t < W, that
+         * is ceil(-iw0 / sw) <= t < ceil((W - iw0) / sw); the piece's positions there, none when row
+         * ih is padding */
+        LLVMValueRef t_lo = LLVMBuildNSWSub(c->b, iconst(c, 0), iw0, ""), t_hi = LLVMBuildNSWSub(c->b, iconst(c, g->w), iw0, "");
+        if (sw == 2) {
+          t_lo = LLVMBuildAShr(c->b, iadd(c, t_lo, iconst(c, 1)), iconst(c, 1), "");
+          t_hi = LLVMBuildAShr(c->b, iadd(c, t_hi, iconst(c, 1)), iconst(c, 1), "");
+        }
+        LLVMValueRef lo = imax(c, seg_lo[h][q], t_lo), hi = imin(c, seg_hi[h][q], t_hi);
+        LLVMValueRef count = LLVMBuildSelect(c->b, in_range(c, ih, g->h), LLVMBuildNSWSub(c->b, hi, lo, ""), iconst(c, 0), "");
+        LLVMValueRef m = lane_range(c, sw, lo, count);
         LLVMValueRef at = iadd(c, iadd(c, xs[h][q], cplane), iadd(c, imul(c, ih, iconst(c, g->w)), iw0));
         LLVMValueRef args[4] = {raw_fptr(c, x, at), LLVMConstInt(c->i32, elem_align(c), 0), m, v};
         v = masked_op(c, "llvm.masked.load", vt, args, 4);
@@ -1188,8 +1200,9 @@ static LLVMValueRef chw_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef dy, L
     for (int h = 0; h < 2; h++) {
       LLVMValueRef jh = iadd(c, w.j0, iconst(c, 16 * h)), on = LLVMBuildNSWSub(c->b, w.j1, jh, "");
       for (int q = 0; q < S; q++) {
-        LLVMValueRef n, first;
-        seg[h][q] = half_piece(c, jh, on, HW, q, 1, &n, &first);
+        LLVMValueRef n, first, lo, hi;
+        half_piece(c, jh, on, HW, q, &n, &first, &lo, &hi);
+        seg[h][q] = lane_range(c, 1, lo, LLVMBuildNSWSub(c->b, hi, lo, ""));
         src[h][q] = LLVMBuildNSWSub(c->b, imul(c, n, iconst(c, g->cout * HW)), first, ""); /* dy index of position 0, channel 0 */
       }
     }
