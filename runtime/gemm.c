@@ -205,19 +205,16 @@ AVX512 static void micro_12x32(int64_t kc, const float *a, const float *b, float
   }
 }
 
-/* The AVX2 micro-kernel: c[6 x 16] (row stride ldc) = (load ? c : 0) * cb + a b over kc, where a is
- * six rows of a 12-row packed A panel and b sixteen columns of a 32-column packed B panel. */
-AVX2 static void micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float cb, bool load) {
-  __m256 acc[6][2];
+/* The AVX2 micro-kernel's products: acc[R x 16] = a b over kc, where a is R <= 6 rows of a 12-row
+ * packed A panel and b sixteen columns of a 32-column packed B panel (R a constant once inlined). */
+AVX2 static inline __attribute__((always_inline)) void dot_rx16(int R, int64_t kc, const float *a, const float *b, __m256 acc[6][2]) {
 #pragma GCC unroll 6
-  for (int r = 0; r < 6; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-#pragma GCC unroll 6
-  for (int r = 0; r < 6; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0), _mm_prefetch((const char *)(c + r * ldc + 15), _MM_HINT_T0);
+  for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; k++) {
     __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 #pragma GCC unroll 6
-    for (int r = 0; r < 6; r++) {
+    for (int r = 0; r < R; r++) {
       __m256 av = _mm256_broadcast_ss(a + r);
       acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
       acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
@@ -225,6 +222,14 @@ AVX2 static void micro_6x16(int64_t kc, const float *a, const float *b, float *c
     a += MR;
     b += NR;
   }
+}
+
+/* The AVX2 micro-kernel: c[6 x 16] (row stride ldc) = (load ? c : 0) * cb + a b over kc. */
+AVX2 static void micro_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float cb, bool load) {
+  __m256 acc[6][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0), _mm_prefetch((const char *)(c + r * ldc + 15), _MM_HINT_T0);
+  dot_rx16(6, kc, a, b, acc);
   if (load) {
     __m256 vb = _mm256_set1_ps(cb);
 #pragma GCC unroll 6
@@ -242,18 +247,43 @@ AVX2 static void micro_6x16(int64_t kc, const float *a, const float *b, float *c
   }
 }
 
+/* An AVX2 edge tile, rows x cols of C (rows <= 6, cols <= 16): the products of its rows only (M = 64
+ * leaves 4 rows in every column of tiles), C read and written through lane masks instead of a
+ * whole-tile buffer. */
+AVX2 static void edge_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float cb, bool load, int64_t rows, int64_t cols) {
+  __m256 acc[6][2];
+  switch (rows) {
+  case 1: dot_rx16(1, kc, a, b, acc); break;
+  case 2: dot_rx16(2, kc, a, b, acc); break;
+  case 3: dot_rx16(3, kc, a, b, acc); break;
+  case 4: dot_rx16(4, kc, a, b, acc); break;
+  case 5: dot_rx16(5, kc, a, b, acc); break;
+  default: dot_rx16(6, kc, a, b, acc); break;
+  }
+  __m256i m0 = lanes_below(cols), m1 = lanes_below(cols - 8);
+  __m256 vb = _mm256_set1_ps(cb);
+  for (int64_t r = 0; r < rows; r++) {
+    float *cr = c + r * ldc;
+    __m256 v0 = acc[r][0], v1 = acc[r][1];
+    if (load) v0 = _mm256_fmadd_ps(_mm256_maskload_ps(cr, m0), vb, v0), v1 = _mm256_fmadd_ps(_mm256_maskload_ps(cr + 8, m1), vb, v1);
+    _mm256_maskstore_ps(cr, m0, v0);
+    _mm256_maskstore_ps(cr + 8, m1, v1);
+  }
+}
+
 typedef void micro_fn(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float cb, bool load);
 
 /* The micro-kernel in use and its tile: 12 x 32 (a whole packed panel of each) with AVX-512, 6 x 16
  * with AVX2. */
 typedef struct tile_kernel {
   micro_fn *micro;
+  void (*edge)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float cb, bool load, int64_t rows, int64_t cols);
   int tm, tn;
 } tile_kernel;
 
 /* C[m0..m1, n0..n1] of the job, blocked (jc, pc, ic, jr, ir), with this thread's packing buffers. */
 static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *ap, float *bp) {
-  tile_kernel tk = gemm_use() == USE_AVX512 ? (tile_kernel){micro_12x32, MR, NR} : (tile_kernel){micro_6x16, 6, 16};
+  tile_kernel tk = gemm_use() == USE_AVX512 ? (tile_kernel){micro_12x32, NULL, MR, NR} : (tile_kernel){micro_6x16, edge_6x16, 6, 16};
   for (int64_t jc = n0; jc < n1; jc += NC) {
     int64_t nc = n1 - jc < NC ? n1 - jc : NC;
     for (int64_t pc = 0; pc < j->K || pc == 0; pc += KC) {
@@ -276,6 +306,8 @@ static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, in
             int64_t rows = mc - ir < tk.tm ? mc - ir : tk.tm, cols = nc - jr < tk.tn ? nc - jr : tk.tn;
             if (rows == tk.tm && cols == tk.tn) {
               tk.micro(kc, a, b, c, j->ldc, cb, load);
+            } else if (tk.edge) {
+              tk.edge(kc, a, b, c, j->ldc, cb, load, rows, cols);
             } else { /* an edge tile: through a whole-tile buffer */
               float t[MR * NR] __attribute__((aligned(64)));
               for (int64_t r = 0; r < rows; r++)

@@ -1,7 +1,7 @@
 /* test_gemm.c — graft's GEMM (runtime/gemm.c) against OpenBLAS, and the thread pool (runtime/pool.c).
  *
  * The GEMM: every combination of transposes, beta 0 / 1 / 0.5, leading dimensions wider than the
- * matrix, sizes around the micro-kernel's 12 x 32 tile and the 256-deep, 120-row and 1536-column
+ * matrix, sizes around the micro-kernels' 12 x 32 and 6 x 16 tiles and the 256-deep, 120-row and 1536-column
  * blocks, few outputs over a long K (the dot-product kernel), K = 0; C filled with NaN where beta is 0 must not leak NaN (BLAS does not read C then).
  * Results agree with cblas_sgemm within float rounding of the dot products, and are bit-identical
  * at 1, 2 and 3 threads; with B packed by a caller's function (gr_sgemm_cb), the same bits as on the
@@ -70,6 +70,8 @@ static void against_openblas(void) {
   fprintf(stderr, "gemm: %s\n", gr_gemm_kind());
   static const int dims[][3] = {{1, 1, 1},   {12, 32, 7},   {13, 33, 8},   {11, 31, 9},    {24, 64, 256}, {25, 65, 257},
                                 {121, 40, 3}, {5, 1537, 17}, {64, 576, 300}, {300, 20, 600}, {7, 3, 0},     {40, 100, 1},
+                                /* every count of rows left over by the AVX2 kernel's 6-row tiles (M mod 6 = 2, 3; 128 = 120 + 8) */
+                                {14, 20, 30}, {9, 50, 70}, {128, 40, 20},
                                 /* few outputs, long K: the dot-product kernel (K past its 2048 block) */
                                 {32, 9, 3000}, {5, 3, 2049},  {1, 1, 1024}};
   static const float betas[] = {0, 1, 0.5f};
