@@ -10,7 +10,7 @@ LLVMModuleRef gr_codegen_module(LLVMContextRef ctx, const gr_graph *g, const gr_
 
 /* jit.c, shared with the ahead-of-time compiler (aot.c): a target machine for the host (cpu and
  * features NULL) or for the named CPU and features, position-independent; a module given its data
- * layout and triple and verified; the O3 pipeline (unless o->no_opt) and o->llvm_dump; the module
+ * layout and triple and verified; the O2 pipeline (unless o->no_opt) and o->llvm_dump; the module
  * compiled to an object in memory. */
 #include <llvm-c/TargetMachine.h>
 LLVMTargetMachineRef gr_llvm_machine(const char *cpu, const char *features, gr_diag *d);
