@@ -4,11 +4,13 @@
  * It is our own on any x86-64 CPU with AVX2 and FMA: the classic blocked algorithm (Goto; BLIS's five
  * loops) over 12 x 32 tiles. With AVX-512 one micro-kernel computes a whole tile: 24 zmm
  * accumulators, two vector loads of packed B and twelve broadcasts of packed A per k, so the FMA
- * units, not the loads, set the pace. With AVX2 only (16 ymm registers) the tile is four 6 x 16
- * sub-tiles (12 accumulators, two loads of B and six broadcasts per k, the shape of OpenBLAS's and
- * BLIS's Haswell kernels), over the same packed panels. Both add each output's products in the same
- * order, so the two kernels give the same bits. Panels are packed with zeros past the edges, so the
- * micro-kernels always compute whole tiles; edge tiles are stored through a small buffer. The work is
+ * units, not the loads, set the pace. With AVX2 only (16 ymm registers) the tiles are 6 x 16 (12
+ * accumulators, two loads of B and six broadcasts per k, the shape of OpenBLAS's and BLIS's Haswell
+ * kernels), over the same packed panels: half a column panel stays in L1 while every row panel of A
+ * passes over it. Both add each output's products in the same
+ * order, so the two kernels give the same bits. Panels are packed with zeros past the edges; the
+ * AVX-512 kernel computes whole tiles and stores edge tiles through a small buffer, the AVX2 one
+ * computes an edge tile's rows only and stores it through lane masks. The work is
  * split across graft's thread pool (pool.c) by output columns, or by rows when A is the larger
  * operand (each thread then packs only its share of it), so every element of C is computed by one
  * thread in one order: results do not depend on the thread count. Elsewhere (no AVX2, or
@@ -58,7 +60,7 @@ static int gemm_use(void) {
 
 static bool own_gemm(void) { return gemm_use() != USE_BLAS; }
 
-static const char *const use_names[] = {"openblas", "graft avx2 12x32 (6x16 sub-tiles)", "graft avx512 12x32"};
+static const char *const use_names[] = {"openblas", "graft avx2 6x16", "graft avx512 12x32"};
 
 const char *gr_gemm_kind(void) { return use_names[gemm_use()]; }
 
