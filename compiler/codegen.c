@@ -14,9 +14,9 @@
  * stores (`out_store`); siblings' outputs are written by the anchor's emitter (`sib_ptr`).
  * The graph's float type (f32, or f64 for gradient checks) is used throughout. */
 #include "compiler/codegen.h"
-#include <llvm-c/DebugInfo.h>
 #include "runtime/runtime.h"
 #include <cblas.h>
+#include <llvm-c/DebugInfo.h>
 #include <math.h>
 #include <string.h>
 

@@ -38,7 +38,7 @@
 /* Which kernels serve f32 GEMMs: decided once from the CPU and GRAFT_GEMM (blas | avx2), or set by
  * gr_gemm_use (the tests and the GEMM benchmark). */
 enum { USE_BLAS, USE_AVX2, USE_AVX512 };
-static int use_own = -1;
+static int use_kind = -1; /* USE_..., once decided */
 
 static bool cpu_can(int use) {
   __builtin_cpu_init();
@@ -48,14 +48,14 @@ static bool cpu_can(int use) {
 }
 
 static int gemm_use(void) {
-  if (use_own < 0) {
+  if (use_kind < 0) {
     const char *e = getenv("GRAFT_GEMM");
     int use = cpu_can(USE_AVX512) ? USE_AVX512 : cpu_can(USE_AVX2) ? USE_AVX2 : USE_BLAS;
     if (e && !strcmp(e, "blas")) use = USE_BLAS;
     else if (e && !strcmp(e, "avx2") && use == USE_AVX512) use = USE_AVX2;
-    use_own = use;
+    use_kind = use;
   }
-  return use_own;
+  return use_kind;
 }
 
 static bool own_gemm(void) { return gemm_use() != USE_BLAS; }
@@ -69,7 +69,7 @@ bool gr_gemm_use(const char *kind) {
   for (int u = 0; u < 3; u++)
     if (!strcmp(kind, keys[u])) {
       if (!cpu_can(u)) return false;
-      use_own = u;
+      use_kind = u;
       return true;
     }
   return false;
@@ -386,6 +386,9 @@ AVX512 static void dot_rows(const gemm_job *j, int64_t i0, int64_t i1) {
   }
 }
 
+/* 8 floats at p: all of them, or (the tail of a row) the lanes in m, zeros elsewhere. */
+AVX2 static inline __m256 load8(const float *p, __m256i m, bool whole) { return whole ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m); }
+
 AVX2 static void dot_rows_avx2(const gemm_job *j, int64_t i0, int64_t i1) {
   for (int64_t k0 = 0; k0 < j->K; k0 += DOT_KC) {
     int64_t K = j->K - k0 < DOT_KC ? j->K - k0 : DOT_KC, kv = K & ~(int64_t)15;
@@ -399,20 +402,11 @@ AVX2 static void dot_rows_avx2(const gemm_job *j, int64_t i0, int64_t i1) {
         __m256 lo[2][2], hi[2][2];
         for (int r = 0; r < 2; r++)
           for (int s = 0; s < 2; s++) lo[r][s] = hi[r][s] = _mm256_setzero_ps();
-        for (int64_t k = 0; k < kv; k += 16) {
+        for (int64_t k = 0; k < K; k += 16) { /* past kv, the tail: zeros past K, as the AVX-512 kernel's masked loads */
+          bool whole = k < kv;
           __m256 al[2], ah[2], bl[2], bh[2];
-          for (int r = 0; r < 2; r++) al[r] = _mm256_loadu_ps(a[r] + k), ah[r] = _mm256_loadu_ps(a[r] + k + 8);
-          for (int s = 0; s < 2; s++) bl[s] = _mm256_loadu_ps(b[s] + k), bh[s] = _mm256_loadu_ps(b[s] + k + 8);
-          for (int r = 0; r < 2; r++)
-            for (int s = 0; s < 2; s++) {
-              lo[r][s] = _mm256_fmadd_ps(al[r], bl[s], lo[r][s]);
-              hi[r][s] = _mm256_fmadd_ps(ah[r], bh[s], hi[r][s]);
-            }
-        }
-        if (K & 15) { /* the tail: zeros past K, as the AVX-512 kernel's masked loads */
-          __m256 al[2], ah[2], bl[2], bh[2];
-          for (int r = 0; r < 2; r++) al[r] = _mm256_maskload_ps(a[r] + kv, tail_lo), ah[r] = _mm256_maskload_ps(a[r] + kv + 8, tail_hi);
-          for (int s = 0; s < 2; s++) bl[s] = _mm256_maskload_ps(b[s] + kv, tail_lo), bh[s] = _mm256_maskload_ps(b[s] + kv + 8, tail_hi);
+          for (int r = 0; r < 2; r++) al[r] = load8(a[r] + k, tail_lo, whole), ah[r] = load8(a[r] + k + 8, tail_hi, whole);
+          for (int s = 0; s < 2; s++) bl[s] = load8(b[s] + k, tail_lo, whole), bh[s] = load8(b[s] + k + 8, tail_hi, whole);
           for (int r = 0; r < 2; r++)
             for (int s = 0; s < 2; s++) {
               lo[r][s] = _mm256_fmadd_ps(al[r], bl[s], lo[r][s]);

@@ -73,7 +73,7 @@ static void against_openblas(void) {
                                 /* every count of rows left over by the AVX2 kernel's 6-row tiles (M mod 6 = 2, 3; 128 = 120 + 8) */
                                 {14, 20, 30}, {9, 50, 70}, {128, 40, 20},
                                 /* few outputs, long K: the dot-product kernel (K past its 2048 block) */
-                                {32, 9, 3000}, {5, 3, 2049},  {1, 1, 1024}};
+                                {32, 9, 3000}, {5, 3, 2049},  {1, 1, 1024}, {7, 6, 1039} /* a tail of 15: both halves of 16 lanes */};
   static const float betas[] = {0, 1, 0.5f};
   uint64_t seed = 1;
   for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
