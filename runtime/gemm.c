@@ -92,8 +92,9 @@ typedef struct gemm_job {
 
 /* dst[i * ldd + r] = src[r * lds + i] for r < rows (8 when rows is 8, else zero rows past it) and
  * i < 8, storing `width` (8 or 4) floats of each dst row: an 8 x 8 transpose in AVX registers. */
-AVX2 static void transpose8(const float *src, int64_t lds, int rows, float *dst, int64_t ldd, int width) {
+AVX2 static inline __attribute__((always_inline)) void transpose8(const float *src, int64_t lds, int rows, float *dst, int64_t ldd, int width) {
   __m256 r[8];
+#pragma GCC unroll 8
   for (int i = 0; i < 8; i++) r[i] = i < rows ? _mm256_loadu_ps(src + i * lds) : _mm256_setzero_ps();
   __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
   __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
@@ -107,6 +108,7 @@ AVX2 static void transpose8(const float *src, int64_t lds, int rows, float *dst,
                  _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
                  _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
                  _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+#pragma GCC unroll 8
   for (int i = 0; i < 8; i++) {
     if (width == 8) _mm256_storeu_ps(dst + i * ldd, o[i]);
     else _mm_storeu_ps(dst + i * ldd, _mm256_castps256_ps128(o[i]));
@@ -116,13 +118,23 @@ AVX2 static void transpose8(const float *src, int64_t lds, int rows, float *dst,
 /* dst[k * w + r] = src[r * lds + k] for r < rows, zero for rows <= r < w, k < kc: `rows` rows of a
  * row-major matrix read along k into a k-major panel w wide (w a multiple of 4). */
 AVX2 static void pack_rows(const float *src, int64_t lds, int64_t rows, int64_t kc, float *dst, int64_t w) {
-  int64_t k = 0;
-  for (; k + 8 <= kc; k += 8)
-    for (int64_t r = 0; r < w; r += 8) {
-      int width = w - r >= 8 ? 8 : 4, n = rows - r < 0 ? 0 : (rows - r > 8 ? 8 : (int)(rows - r));
-      transpose8(src + r * lds + k, lds, n, dst + k * w + r, w, width);
+  int64_t k8 = kc / 8 * 8;
+  /* eight rows at a time along all of kc: eight streams for the hardware prefetcher, where a panel's
+   * every row at once was up to 32 (a product's B read from memory crawled) */
+  for (int64_t r = 0; r < w; r += 8) {
+    int width = w - r >= 8 ? 8 : 4, n = rows - r < 0 ? 0 : (rows - r > 8 ? 8 : (int)(rows - r));
+    const float *s = src + r * lds;
+    if (n == 8 && width == 8) { /* whole blocks, the common case, with the rows' next lines prefetched */
+      for (int64_t k = 0; k < k8; k += 8) {
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) _mm_prefetch((const char *)(s + i * lds + k + 32), _MM_HINT_T0);
+        transpose8(s + k, lds, 8, dst + k * w + r, w, 8);
+      }
+    } else {
+      for (int64_t k = 0; k < k8; k += 8) transpose8(s + k, lds, n, dst + k * w + r, w, width);
     }
-  for (; k < kc; k++)
+  }
+  for (int64_t k = k8; k < kc; k++)
     for (int64_t r = 0; r < w; r++) dst[k * w + r] = r < rows ? src[r * lds + k] : 0;
 }
 
@@ -251,25 +263,31 @@ AVX2 static void micro_6x16(int64_t kc, const float *a, const float *b, float *c
 
 /* An AVX2 edge tile, rows x cols of C (rows <= 6, cols <= 16): the products of its rows only (M = 64
  * leaves 4 rows in every column of tiles), C read and written through lane masks instead of a
- * whole-tile buffer. */
-AVX2 static void edge_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float cb, bool load, int64_t rows, int64_t cols) {
+ * whole-tile buffer. R is a constant in each copy (edge_6x16's switch), so the accumulators stay in
+ * registers: with a run-time row count the compiler kept them on the stack, and a 4-row tile cost
+ * twice a whole one. */
+AVX2 static inline __attribute__((always_inline)) void edge_rx16(int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float cb, bool load, int64_t cols) {
   __m256 acc[6][2];
-  switch (rows) {
-  case 1: dot_rx16(1, kc, a, b, acc); break;
-  case 2: dot_rx16(2, kc, a, b, acc); break;
-  case 3: dot_rx16(3, kc, a, b, acc); break;
-  case 4: dot_rx16(4, kc, a, b, acc); break;
-  case 5: dot_rx16(5, kc, a, b, acc); break;
-  default: dot_rx16(6, kc, a, b, acc); break;
-  }
+  dot_rx16(R, kc, a, b, acc);
   __m256i m0 = lanes_below(cols), m1 = lanes_below(cols - 8);
   __m256 vb = _mm256_set1_ps(cb);
-  for (int64_t r = 0; r < rows; r++) {
+#pragma GCC unroll 6
+  for (int r = 0; r < R; r++) {
     float *cr = c + r * ldc;
     __m256 v0 = acc[r][0], v1 = acc[r][1];
     if (load) v0 = _mm256_fmadd_ps(_mm256_maskload_ps(cr, m0), vb, v0), v1 = _mm256_fmadd_ps(_mm256_maskload_ps(cr + 8, m1), vb, v1);
     _mm256_maskstore_ps(cr, m0, v0);
     _mm256_maskstore_ps(cr + 8, m1, v1);
+  }
+}
+AVX2 static void edge_6x16(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float cb, bool load, int64_t rows, int64_t cols) {
+  switch (rows) {
+  case 1: edge_rx16(1, kc, a, b, c, ldc, cb, load, cols); break;
+  case 2: edge_rx16(2, kc, a, b, c, ldc, cb, load, cols); break;
+  case 3: edge_rx16(3, kc, a, b, c, ldc, cb, load, cols); break;
+  case 4: edge_rx16(4, kc, a, b, c, ldc, cb, load, cols); break;
+  case 5: edge_rx16(5, kc, a, b, c, ldc, cb, load, cols); break;
+  default: edge_rx16(6, kc, a, b, c, ldc, cb, load, cols); break;
   }
 }
 
@@ -283,9 +301,13 @@ typedef struct tile_kernel {
   int tm, tn;
 } tile_kernel;
 
+static tile_kernel tiles(void) {
+  return gemm_use() == USE_AVX512 ? (tile_kernel){micro_12x32, NULL, MR, NR} : (tile_kernel){micro_6x16, edge_6x16, 6, 16};
+}
+
 /* C[m0..m1, n0..n1] of the job, blocked (jc, pc, ic, jr, ir), with this thread's packing buffers. */
 static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *ap, float *bp) {
-  tile_kernel tk = gemm_use() == USE_AVX512 ? (tile_kernel){micro_12x32, NULL, MR, NR} : (tile_kernel){micro_6x16, edge_6x16, 6, 16};
+  tile_kernel tk = tiles();
   for (int64_t jc = n0; jc < n1; jc += NC) {
     int64_t nc = n1 - jc < NC ? n1 - jc : NC;
     for (int64_t pc = 0; pc < j->K || pc == 0; pc += KC) {
@@ -438,13 +460,14 @@ static void dot_part(void *arg, int64_t p, int64_t parts) {
 typedef struct gemm_split {
   const gemm_job *j;
   bool by_rows;
+  int64_t unit; /* rows or columns: a tile's */
 } gemm_split;
 
 static void gemm_part(void *arg, int64_t p, int64_t parts) {
   const gemm_split *s = arg;
   const gemm_job *j = s->j;
   int64_t lo, hi;
-  part_range(s->by_rows ? j->M : j->N, s->by_rows ? MR : NR, p, parts, &lo, &hi);
+  part_range(s->by_rows ? j->M : j->N, s->unit, p, parts, &lo, &hi);
   if (lo >= hi) return;
   /* packing buffers: per thread, kept between calls (sized for the largest blocks) */
   static _Thread_local float *ap, *bp;
@@ -464,12 +487,16 @@ static int64_t pool_parts(const gemm_job *j) { return j->M * j->N * (j->K > 0 ? 
 /* Runs a job on the pool. Split by columns, every thread packs all of op(A) and its share of op(B);
  * by rows, all of op(B) and its share of op(A). So rows when A is the larger (M > N: a deep layer's
  * small images) and its row panels go round, or when there are too few column panels to go round;
- * columns otherwise. */
+ * columns otherwise. The shares are cut at tiles (at panels of a B that a pack function packs), not
+ * at whole panels: 147 columns (conv1's weight gradient) go 80 + 67, not 96 + 51. Where a share
+ * starts does not change any output's sum. */
 static void gemm_run(const gemm_job *j) {
   int64_t parts = pool_parts(j);
   int64_t row_panels = (j->M + MR - 1) / MR, col_panels = (j->N + NR - 1) / NR;
   gemm_split s = {.j = j, .by_rows = (j->M > j->N && row_panels >= parts) || (col_panels < 2 * parts && row_panels > col_panels)};
-  int64_t units = s.by_rows ? row_panels : col_panels;
+  tile_kernel tk = tiles();
+  s.unit = s.by_rows ? tk.tm : j->pack ? NR : tk.tn;
+  int64_t units = ((s.by_rows ? j->M : j->N) + s.unit - 1) / s.unit;
   if (parts > units) parts = units;
   gr_parallel(gemm_part, &s, parts);
 }
