@@ -1573,20 +1573,37 @@ static void tiled_pool(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef
 
 /* Max pooling whose windows start 2 columns apart but do not tile x (ResNet's stem: 3 x 3, stride 2,
  * padding 1), on vectors: for 16 windows of an output row at a time, each window offset (ki, kj) is
- * one masked 32-lane load of x's row from column 2j - pw + kj, whose even lanes are the 16 windows'
- * candidates (lanes over the padding, past the row or past the last window are masked off and never
- * win). The comparisons are for_each_window's (the first maximum, or a NaN; padding never wins), so
- * y is the same. Backward (dy given): each plane of dx is zeroed, then every offset adds dy to the
- * lanes whose window took it, with a masked load, add and store of the even lanes. Offsets go by
- * rows, then by columns from the right, so that every input receives its windows' shares in the
- * order for_each_window's scatter adds them (windows by rows, then by columns): the same sums, to
- * the bit. A fused epilogue then runs over the plane while it is in cache (scalar code: any epilogue).
- * The blocks of 16 windows are unrolled as the code is generated (Wo / 16 of them per row). */
+ * one 32-lane load of x's row from column 2j - pw + kj, whose even lanes are the 16 windows'
+ * candidates. Lanes over the padding, past the row or past the last window load -inf (constant
+ * masks), and a row over the padding is -inf whole (a select on its scalar condition), so they never
+ * win; the comparisons are for_each_window's (the first maximum, or a NaN), so y is the same.
+ * Backward (dy given), each window's argmax starts at its first position inside x, as PyTorch's
+ * does, and goes to the offset that wins; each plane of dx is zeroed, then for every kernel row and
+ * pair of kernel columns (kj, kj + 1) one 32-lane add puts dy where the windows took it and zeros
+ * elsewhere (dx is never -0, so adding a zero changes nothing), under a constant mask of the row's
+ * lanes. Pairs go from the right, so that every input receives its windows' shares in the order
+ * for_each_window's scatter adds them (windows by rows, then by columns): the same sums, to the bit.
+ * All masks are constants or scalar selects: vectors of i1 built at run time (ANDs, ORs, shuffles)
+ * cost more on AVX2 than the pooling itself. A fused epilogue then runs over the plane while it is
+ * in cache (scalar code: any epilogue). The blocks of 16 windows are unrolled as the code is
+ * generated (Wo / 16 of them per row). */
 static bool pool_strided2(const gr_node *nd) {
   const gr_attrs *a = &nd->a;
   return a->stride[1] == 2 && !gr_pool_tiles(a) && a->kernel[0] <= 16 && a->kernel[1] <= 16;
 }
 
+/* The constant mask of the 32 lanes t from column c0 = 2j - pw + kj of a row W wide: t % 2 == parity
+ * (or any lane with parity < 0), t / 2 a window (< cnt), the column inside the row; *any: a lane is on. */
+static LLVMValueRef pool_lanes(gr_cg *c, int64_t c0, int64_t W, int64_t cnt, int parity, int64_t kw, int64_t kj, bool *any) {
+  LLVMValueRef b[32];
+  *any = false;
+  for (int64_t t = 0; t < 32; t++) {
+    bool on = (parity < 0 || t % 2 == parity) && t / 2 < cnt && c0 + t >= 0 && c0 + t < W && kj + t % 2 < kw;
+    b[t] = LLVMConstInt(LLVMInt1TypeInContext(c->ctx), on, 0);
+    *any |= on;
+  }
+  return LLVMConstVector(b, 32);
+}
 
 static void strided_pool(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef out, LLVMValueRef n) {
   const gr_shape *xs = &nd->in[0]->shape;
@@ -1595,9 +1612,9 @@ static void strided_pool(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueR
   int64_t ph = at->pad[0], pw = at->pad[1], Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / 2 + 1;
   int even[16], inter[32];
   for (int i = 0; i < 16; i++) even[i] = 2 * i, inter[2 * i] = i, inter[2 * i + 1] = 16 + i;
-  LLVMTypeRef i1 = LLVMInt1TypeInContext(c->ctx), vt = LLVMVectorType(c->ft, 32), iv = LLVMVectorType(c->i32, 16);
-  LLVMValueRef f16 = LLVMConstNull(LLVMVectorType(i1, 16)), f32 = LLVMConstNull(LLVMVectorType(i1, 32));
+  LLVMTypeRef vt = LLVMVectorType(c->ft, 32);
   LLVMValueRef align = LLVMConstInt(c->i32, elem_align(c), 0), zero16 = splat(c, LLVMConstReal(c->ft, 0), 16);
+  LLVMValueRef ninf16 = splat(c, LLVMConstReal(c->ft, -INFINITY), 16), ninf32 = splat(c, LLVMConstReal(c->ft, -INFINITY), 32);
   LLVMValueRef *vals[4] = {&x, &out, &n, &dy};
   cg_par P; /* planes (sample x channel) in parallel */
   par_begin(c, &P, imul(c, n, iconst(c, C)), vals, dy ? 4 : 3, H * W * 2, 0);
@@ -1609,56 +1626,53 @@ static void strided_pool(gr_cg *c, const gr_node *nd, LLVMValueRef x, LLVMValueR
     loop_end(c, &L);
   }
   loop_begin(c, &OH, iconst(c, Ho));
-  LLVMValueRef orow = iadd(c, ob, imul(c, OH.i, iconst(c, Wo))), row[16], row_ok[16];
-  for (int64_t ki = 0; ki < kh; ki++) { /* a row over the padding: its lanes are all masked off */
+  LLVMValueRef orow = iadd(c, ob, imul(c, OH.i, iconst(c, Wo))), row[16], row_ok[16], ki0 = iconst(c, 0);
+  for (int64_t ki = 0; ki < kh; ki++) { /* a row over the padding reads row 0 and is replaced by -inf */
     LLVMValueRef ih = iadd(c, imul(c, OH.i, iconst(c, sh)), iconst(c, ki - ph));
     row_ok[ki] = in_range(c, ih, H);
     row[ki] = iadd(c, xb, imul(c, LLVMBuildSelect(c->b, row_ok[ki], ih, iconst(c, 0), ""), iconst(c, W)));
   }
+  for (int64_t ki = kh - 1; ki >= 0; ki--) ki0 = LLVMBuildSelect(c->b, row_ok[ki], iconst(c, ki), ki0, ""); /* the first row inside x */
+  ki0 = LLVMBuildTrunc(c->b, imul(c, ki0, iconst(c, kw)), c->i32, "");
   for (int64_t j = 0; j < Wo; j += 16) {
     int64_t cnt = Wo - j < 16 ? Wo - j : 16;
-    /* m32[kj]: the lanes of the load at offset kj that are candidates (even, inside the row, a window's) */
-    LLVMValueRef m32[16], m16[16];
+    LLVMValueRef m32[16], kj0[16];
     bool any[16];
-    for (int64_t kj = 0; kj < kw; kj++) {
-      LLVMValueRef b32[32], b16[16];
-      any[kj] = false;
-      for (int64_t t = 0; t < 32; t++) {
-        int64_t iw = 2 * j - pw + kj + t;
-        bool on = t % 2 == 0 && t / 2 < cnt && iw >= 0 && iw < W;
-        b32[t] = LLVMConstInt(i1, on, 0);
-        if (t % 2 == 0) b16[t / 2] = b32[t];
-        any[kj] |= on;
-      }
-      m32[kj] = LLVMConstVector(b32, 32);
-      m16[kj] = LLVMConstVector(b16, 16);
+    for (int64_t kj = 0; kj < kw; kj++) m32[kj] = pool_lanes(c, 2 * j - pw + kj, W, cnt, 0, kw, 0, &any[kj]);
+    for (int64_t w = 0; w < 16; w++) { /* each window's first column inside x */
+      int64_t first = 0;
+      while (first < kw - 1 && 2 * (j + w) - pw + first < 0) first++;
+      kj0[w] = LLVMConstInt(c->i32, (unsigned long long)first, 0);
     }
-    LLVMValueRef best = splat(c, LLVMConstReal(c->ft, -INFINITY), 16), arg = LLVMConstNull(iv), have = f16;
+    LLVMValueRef best = ninf16, arg = LLVMBuildAdd(c->b, splat(c, ki0, 16), LLVMConstVector(kj0, 16), "");
     for (int64_t ki = 0; ki < kh; ki++)
       for (int64_t kj = 0; kj < kw; kj++) {
         if (!any[kj]) continue;
-        LLVMValueRef mask = LLVMBuildSelect(c->b, row_ok[ki], m32[kj], f32, ""), ok = LLVMBuildSelect(c->b, row_ok[ki], m16[kj], f16, "");
-        LLVMValueRef args[4] = {raw_fptr(c, x, iadd(c, row[ki], iconst(c, 2 * j - pw + kj))), align, mask, LLVMConstNull(vt)};
+        LLVMValueRef args[4] = {raw_fptr(c, x, iadd(c, row[ki], iconst(c, 2 * j - pw + kj))), align, m32[kj], ninf32};
         LLVMValueRef cand = shuffle(c, masked_op(c, "llvm.masked.load", vt, args, 4), LLVMGetUndef(vt), 16, even);
-        LLVMValueRef take = LLVMBuildAnd(c->b, ok, LLVMBuildOr(c->b, max_takes(c, cand, best), LLVMBuildNot(c->b, have, ""), ""), "");
+        cand = LLVMBuildSelect(c->b, row_ok[ki], cand, ninf16, "");
+        LLVMValueRef take = max_takes(c, cand, best);
         best = LLVMBuildSelect(c->b, take, cand, best, "");
-        arg = LLVMBuildSelect(c->b, take, isplat(c, ki * kw + kj), arg, "");
-        have = LLVMBuildOr(c->b, have, ok, "");
+        if (dy) arg = LLVMBuildSelect(c->b, take, isplat(c, ki * kw + kj), arg, "");
       }
     if (!dy) { /* no forward epilogue: max pooling is not an anchor (gr_fuse_anchor) */
       GR_ASSERT(!c->epi);
       vstore(c, best, out, iadd(c, orow, iconst(c, j)), 16, cnt);
       continue;
     }
-    LLVMValueRef g = shuffle(c, vload(c, dy, iadd(c, orow, iconst(c, j)), 16, cnt), zero16, 32, inter);
+    LLVMValueRef g = vload(c, dy, iadd(c, orow, iconst(c, j)), 16, cnt);
     for (int64_t ki = 0; ki < kh; ki++)
-      for (int64_t kj = kw - 1; kj >= 0; kj--) {
-        if (!any[kj]) continue;
-        LLVMValueRef hit = LLVMBuildAnd(c->b, have, LLVMBuildICmp(c->b, LLVMIntEQ, arg, isplat(c, ki * kw + kj), ""), "");
-        hit = shuffle(c, hit, f16, 32, inter);
+      for (int64_t kj = (kw - 1) & ~(int64_t)1; kj >= 0; kj -= 2) {
+        bool on;
+        LLVMValueRef mask = pool_lanes(c, 2 * j - pw + kj, W, cnt, -1, kw, kj, &on), share[2];
+        if (!on) continue;
+        for (int q = 0; q < 2; q++) {
+          LLVMValueRef hit = LLVMBuildICmp(c->b, LLVMIntEQ, arg, isplat(c, ki * kw + kj + q), "");
+          share[q] = kj + q < kw ? LLVMBuildSelect(c->b, hit, g, zero16, "") : zero16;
+        }
         LLVMValueRef p = raw_fptr(c, out, iadd(c, row[ki], iconst(c, 2 * j - pw + kj)));
-        LLVMValueRef largs[4] = {p, align, hit, LLVMConstNull(vt)};
-        LLVMValueRef sargs[4] = {fadd(c, masked_op(c, "llvm.masked.load", vt, largs, 4), g), p, align, hit};
+        LLVMValueRef largs[4] = {p, align, mask, LLVMConstNull(vt)};
+        LLVMValueRef sargs[4] = {fadd(c, masked_op(c, "llvm.masked.load", vt, largs, 4), shuffle(c, share[0], share[1], 32, inter)), p, align, mask};
         masked_op(c, "llvm.masked.store", vt, sargs, 4);
       }
   }

@@ -319,12 +319,12 @@ static void check_conv2d_forward(int64_t cin, int64_t h, int64_t w, int64_t cout
   gc_free(&c);
 }
 
-/* y = max over each window, padding excluded */
-static void check_maxpool2d_forward(int64_t k, int64_t s, int64_t pd) {
+/* y = max over each window, padding excluded, on [N, 2, h, w] */
+static void check_maxpool2d_forward(int64_t k, int64_t s, int64_t pd, int64_t h, int64_t w) {
   gc c;
   gc_init(&c);
   gr_attrs a = {.kernel = {k, k}, .stride = {s, s}, .pad = {pd, pd}};
-  gr_value *x = leaf(&c, S(4, N, D(2), D(7), D(6)));
+  gr_value *x = leaf(&c, S(4, N, D(2), h, w));
   gr_value *y = gr_apply(c.g, GR_OP_MAXPOOL2D, &x, 1, &a, (gr_loc){0});
   double *xs[1];
   double *got = run_forward(&c, y, xs);
@@ -336,7 +336,7 @@ static void check_maxpool2d_forward(int64_t k, int64_t s, int64_t pd) {
         for (int64_t ki = 0; ki < k; ki++)
           for (int64_t kj = 0; kj < k; kj++) {
             int64_t ih = oh * s - pd + ki, iw = ow * s - pd + kj;
-            if (ih >= 0 && ih < 7 && iw >= 0 && iw < 6) m = fmax(m, xs[0][(pl * 7 + ih) * 6 + iw]);
+            if (ih >= 0 && ih < h && iw >= 0 && iw < w) m = fmax(m, xs[0][(pl * h + ih) * w + iw]);
           }
         assert_true(got[(pl * ho + oh) * wo + ow] == m);
       }
@@ -383,6 +383,17 @@ static void check_pool2d(gr_op op, const int64_t (*cases)[6], int n) {
     gc_check(&c, gr_apply(c.g, op, &x, 1, &a, (gr_loc){0}));
     gc_free(&c);
   }
+}
+
+/* 3x3/2 pooling with padding 1 on [N, 2, 3, 37]: rows of 19 windows (two blocks of 16 in the
+ * stride-2 max pooling kernel, codegen.c) */
+static void check_pool2d_wide(gr_op op) {
+  gc c;
+  gc_init(&c);
+  gr_attrs a = {.kernel = {3, 3}, .stride = {2, 2}, .pad = {1, 1}};
+  gr_value *x = leaf(&c, S(4, N, D(2), D(3), D(37)));
+  gc_check(&c, gr_apply(c.g, op, &x, 1, &a, (gr_loc){0}));
+  gc_free(&c);
 }
 
 /* max pooling: 2x2/2, 3x3/2 with padding 1, 3x2/1 */
@@ -817,9 +828,12 @@ static void test_op(void **state) {
     check_conv2d();
     return;
   case GR_OP_MAXPOOL2D:
-    check_maxpool2d_forward(2, 2, 0);
-    check_maxpool2d_forward(3, 2, 1);
+    check_maxpool2d_forward(2, 2, 0, 7, 6);
+    check_maxpool2d_forward(3, 2, 1, 7, 6);
+    /* rows of 19 windows: the stride-2 kernel's two blocks of 16, the second partial (codegen.c) */
+    check_maxpool2d_forward(3, 2, 1, 4, 37);
     check_pool2d(op, maxpool_cases, 3);
+    check_pool2d_wide(op);
     return;
   case GR_OP_ADD:
   case GR_OP_MUL: check_binary(op, S(2, N, D(4)), S(2, N, D(4))); return;
