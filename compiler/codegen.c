@@ -1100,6 +1100,25 @@ static void gather16(gr_cg *c, LLVMValueRef src, LLVMValueRef idx, LLVMValueRef 
   LLVMSetAlignment(LLVMBuildStore(c->b, v, fptr(c, dst, d)), elem_align(c));
 }
 
+/* Where a piece of a half panel (output row starting at ihb, iwb; positions [seg_lo, seg_hi); sample
+ * at xs) reads row k's elements in channel 0 (*at), and which of its sw-spaced lanes (*m), for the
+ * kernel element at offsets dh, dw. Position t: x[xs + ci HW + ih W + iw0 + sw t], inside the row for
+ * 0 <= iw0 + sw t < W, that is ceil(-iw0 / sw) <= t < ceil((W - iw0) / sw); the piece's positions
+ * there, none when row ih is padding. */
+static void piece_at(gr_cg *c, const gr_conv_geom *g, int sw, LLVMValueRef ihb, LLVMValueRef iwb, LLVMValueRef xs, LLVMValueRef seg_lo,
+                     LLVMValueRef seg_hi, LLVMValueRef dh, LLVMValueRef dw, LLVMValueRef *at, LLVMValueRef *m) {
+  LLVMValueRef ih = iadd(c, ihb, dh), iw0 = iadd(c, iwb, dw);
+  LLVMValueRef t_lo = LLVMBuildNSWSub(c->b, iconst(c, 0), iw0, ""), t_hi = LLVMBuildNSWSub(c->b, iconst(c, g->w), iw0, "");
+  if (sw == 2) {
+    t_lo = LLVMBuildAShr(c->b, iadd(c, t_lo, iconst(c, 1)), iconst(c, 1), "");
+    t_hi = LLVMBuildAShr(c->b, iadd(c, t_hi, iconst(c, 1)), iconst(c, 1), "");
+  }
+  LLVMValueRef lo = imax(c, seg_lo, t_lo), hi = imin(c, seg_hi, t_hi);
+  LLVMValueRef count = LLVMBuildSelect(c->b, in_range(c, ih, g->h), LLVMBuildNSWSub(c->b, hi, lo, ""), iconst(c, 0), "");
+  *m = lane_range(c, sw, lo, count);
+  *at = iadd(c, xs, iadd(c, imul(c, ih, iconst(c, g->w)), iw0));
+}
+
 /* The pack function of a convolution's forward GEMM: B = im2col(x) [Cin/G kh kw, nc HoWo] of one
  * group (x: the chunk's first sample, at the group's first channel). A panel's 32 columns are 32
  * output positions (sample, oh, ow), worked out once per panel as lane vectors; each row k =
@@ -1118,7 +1137,8 @@ static LLVMValueRef im2col_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x,
   int S = half_pieces(g->wo);
   if (g->sw <= 2 && S <= 4) {
     int sw = (int)g->sw, L = 16 * sw;
-    LLVMTypeRef vt = LLVMVectorType(c->ft, (unsigned)L);
+    int64_t R = g->kh * g->kw;
+    LLVMTypeRef vt = LLVMVectorType(c->ft, (unsigned)L), mt = LLVMVectorType(c->i32, (unsigned)L);
     LLVMValueRef seg_lo[2][4], seg_hi[2][4], xs[2][4], ihb[2][4], iwb[2][4];
     for (int h = 0; h < 2; h++) {
       LLVMValueRef jh = iadd(c, w.j0, iconst(c, 16 * h)), on = LLVMBuildNSWSub(c->b, w.j1, jh, "");
@@ -1131,26 +1151,45 @@ static LLVMValueRef im2col_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x,
         iwb[h][q] = iadd(c, imul(c, LLVMBuildNSWSub(c->b, iconst(c, 0), first, ""), iconst(c, sw)), iconst(c, -g->pw)); /* iw of position 0 */
       }
     }
+    /* With several channels per group, each kernel element's pieces (their lanes, as sign masks, and
+     * where they start) are worked out once per panel into a table, and row k = (ci, r) looks them
+     * up: the rows of every channel share them. Otherwise (ResNet's stem: 3 channels, 49 kernel
+     * elements) each row works out its own. */
+    bool table = g->cin / g->groups >= 8;
+    LLVMValueRef tm = NULL, ta = NULL;
+    if (table) {
+      tm = entry_alloca(c, LLVMArrayType(mt, (unsigned)(R * 2 * S)));
+      ta = entry_alloca(c, LLVMArrayType(c->i64, (unsigned)(R * 2 * S)));
+      cg_loop E;
+      loop_begin(c, &E, iconst(c, R));
+      LLVMValueRef dh = imul(c, LLVMBuildSDiv(c->b, E.i, iconst(c, g->kw), ""), iconst(c, g->dh));
+      LLVMValueRef dw = imul(c, LLVMBuildSRem(c->b, E.i, iconst(c, g->kw), ""), iconst(c, g->dw));
+      for (int h = 0; h < 2; h++)
+        for (int q = 0; q < S; q++) {
+          LLVMValueRef at, m, e = iadd(c, imul(c, E.i, iconst(c, 2 * S)), iconst(c, h * S + q));
+          piece_at(c, g, sw, ihb[h][q], iwb[h][q], xs[h][q], seg_lo[h][q], seg_hi[h][q], dh, dw, &at, &m);
+          LLVMBuildStore(c->b, LLVMBuildSExt(c->b, m, mt, ""), elem_ptr(c, mt, tm, e));
+          LLVMBuildStore(c->b, at, elem_ptr(c, c->i64, ta, e));
+        }
+      loop_end(c, &E);
+    }
     loop_begin(c, &K, P.kc);
-    LLVMValueRef ci, dh, dw;
+    LLVMValueRef ci, dh, dw, r = NULL;
     kernel_row(c, g, iadd(c, P.k0, K.i), &ci, &dh, &dw);
+    if (table) r = LLVMBuildSRem(c->b, iadd(c, P.k0, K.i), iconst(c, R), "");
     LLVMValueRef cplane = imul(c, ci, iconst(c, g->h * g->w));
     for (int h = 0; h < 2; h++) {
       LLVMValueRef v = LLVMConstNull(vt);
       for (int q = 0; q < S; q++) {
-        LLVMValueRef ih = iadd(c, ihb[h][q], dh), iw0 = iadd(c, iwb[h][q], dw);
-        /* position t: x[xs + ci HW + ih W + iw0 + sw t], inside the row for 0 <= iw0 + sw t < W, that
-         * is ceil(-iw0 / sw) <= t < ceil((W - iw0) / sw); the piece's positions there, none when row
-         * ih is padding */
-        LLVMValueRef t_lo = LLVMBuildNSWSub(c->b, iconst(c, 0), iw0, ""), t_hi = LLVMBuildNSWSub(c->b, iconst(c, g->w), iw0, "");
-        if (sw == 2) {
-          t_lo = LLVMBuildAShr(c->b, iadd(c, t_lo, iconst(c, 1)), iconst(c, 1), "");
-          t_hi = LLVMBuildAShr(c->b, iadd(c, t_hi, iconst(c, 1)), iconst(c, 1), "");
+        LLVMValueRef at, m;
+        if (table) {
+          LLVMValueRef e = iadd(c, imul(c, r, iconst(c, 2 * S)), iconst(c, h * S + q));
+          m = LLVMBuildICmp(c->b, LLVMIntSLT, LLVMBuildLoad2(c->b, mt, elem_ptr(c, mt, tm, e), ""), LLVMConstNull(mt), "");
+          at = LLVMBuildLoad2(c->b, c->i64, elem_ptr(c, c->i64, ta, e), "");
+        } else {
+          piece_at(c, g, sw, ihb[h][q], iwb[h][q], xs[h][q], seg_lo[h][q], seg_hi[h][q], dh, dw, &at, &m);
         }
-        LLVMValueRef lo = imax(c, seg_lo[h][q], t_lo), hi = imin(c, seg_hi[h][q], t_hi);
-        LLVMValueRef count = LLVMBuildSelect(c->b, in_range(c, ih, g->h), LLVMBuildNSWSub(c->b, hi, lo, ""), iconst(c, 0), "");
-        LLVMValueRef m = lane_range(c, sw, lo, count);
-        LLVMValueRef at = iadd(c, iadd(c, xs[h][q], cplane), iadd(c, imul(c, ih, iconst(c, g->w)), iw0));
+        at = iadd(c, at, cplane);
         LLVMValueRef args[4] = {raw_fptr(c, x, at), LLVMConstInt(c->i32, elem_align(c), 0), m, v};
         v = masked_op(c, "llvm.masked.load", vt, args, 4);
         if (q == 0) prefetch(c, x, iadd(c, at, iconst(c, GR_PANEL * sw))); /* the next panel: panels walk along the rows */

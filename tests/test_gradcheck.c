@@ -359,6 +359,9 @@ static void check_conv2d(void) {
       /* more than 16 output channels: the input gradient's B in two depth blocks (f64 packs 16 rows
        * and 64 columns at a time, runtime/gemm.c) */
       {2, 5, 7, 20, 3, 3, 1, 1, 1, 1},
+      /* 8 or more channels per group: the forward pack function's table of kernel elements, with
+       * padding, stride 2, dilation and groups */
+      {8, 5, 7, 3, 3, 3, 1, 1, 1, 1}, {8, 6, 9, 2, 3, 3, 2, 1, 1, 1}, {8, 7, 6, 2, 3, 2, 1, 2, 2, 1}, {16, 4, 5, 4, 3, 3, 1, 1, 1, 2},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     gc c;
