@@ -935,6 +935,15 @@ static LLVMValueRef imin(gr_cg *c, LLVMValueRef a, LLVMValueRef b) {
  * with back, col2im: x[ch, ih, iw] += cols[...] (x zeroed first by the caller). Each output row
  * splits into the columns whose input lies inside x ([lo, hi), a plain strided copy that vectorises)
  * and those over the padding (zeros; skipped by col2im); a row whose input row is padding is zeros. */
+/* The lanes l in [lo, lo + count) of `lanes` (lo and count run-time i64s, count >= 0), as one
+ * unsigned compare of i32 lanes: a mask that stays in vector registers on AVX2 (see lane_range). */
+static LLVMValueRef lane_run(gr_cg *c, int lanes, LLVMValueRef lo, LLVMValueRef count) {
+  LLVMValueRef v[32];
+  for (int i = 0; i < lanes; i++) v[i] = LLVMConstInt(c->i32, (unsigned long long)i, 0);
+  LLVMValueRef rel = LLVMBuildSub(c->b, LLVMConstVector(v, (unsigned)lanes), splat(c, LLVMBuildTrunc(c->b, lo, c->i32, ""), lanes), "");
+  return LLVMBuildICmp(c->b, LLVMIntULT, rel, splat(c, LLVMBuildTrunc(c->b, count, c->i32, ""), lanes), "");
+}
+
 static void im2col_rows(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef cols, LLVMValueRef ld, bool back,
                         LLVMValueRef ch, LLVMValueRef ki) {
   cg_loop KI, KJ, OH, OW;
@@ -970,6 +979,30 @@ static void im2col_rows(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMVal
     loop_end(c, &OW);
     loop_begin(c, &OW, LLVMBuildNSWSub(c->b, iconst(c, g->wo), rhi, ""));
     storef(c, fconst(c, 0), cols, iadd(c, iadd(c, obase, rhi), OW.i));
+    loop_end(c, &OW);
+  } else if (g->sw == 1 && g->w >= 8) {
+    /* x's row in blocks of 8 (a scalar tail past the last whole block): each block is loaded and
+     * stored whole, plus the columns of cols that fall on it (a masked load; lanes off it add a
+     * zero, which changes nothing: the sums x holds start at +0 and are never -0). Every element
+     * receives the same shares in the same order as the scalar loop, which LLVM left scalar on rows
+     * shorter than its vector loop; blocks of x's own row keep the stores unmasked (a masked store
+     * is microcoded on AMD's cores) and inside the channel's plane, which one thread owns. */
+    LLVMTypeRef v8 = LLVMVectorType(c->ft, 8);
+    LLVMValueRef align = LLVMConstInt(c->i32, elem_align(c), 0), n = LLVMBuildNSWSub(c->b, rhi, rlo, "");
+    LLVMValueRef src = LLVMBuildNSWSub(c->b, obase, off, ""); /* cols index of x's column 0 */
+    loop_begin(c, &OW, LLVMBuildSelect(c->b, ih_ok, iconst(c, g->w / 8), iconst(c, 0), ""));
+    LLVMValueRef iw = imul(c, OW.i, iconst(c, 8));
+    /* lane l is output ow = iw + l - off, a column of this row for rlo <= ow < rhi */
+    LLVMValueRef largs[4] = {raw_fptr(c, cols, iadd(c, src, iw)), align,
+                             lane_run(c, 8, LLVMBuildNSWSub(c->b, iadd(c, rlo, off), iw, ""), n), LLVMConstNull(v8)};
+    LLVMValueRef p = raw_fptr(c, x, iadd(c, xrow, iw)), old = LLVMBuildLoad2(c->b, v8, p, "");
+    LLVMSetAlignment(old, elem_align(c));
+    LLVMSetAlignment(LLVMBuildStore(c->b, fadd(c, old, masked_op(c, "llvm.masked.load", v8, largs, 4)), p), elem_align(c));
+    loop_end(c, &OW);
+    LLVMValueRef tail = imax(c, iconst(c, g->w / 8 * 8), iadd(c, rlo, off)); /* the scalar loop's, from there */
+    loop_begin(c, &OW, imax(c, LLVMBuildNSWSub(c->b, iadd(c, rhi, off), tail, ""), iconst(c, 0)));
+    LLVMValueRef xi = iadd(c, xrow, iadd(c, tail, OW.i));
+    storef(c, fadd(c, loadf(c, x, xi), loadf(c, cols, iadd(c, src, iadd(c, tail, OW.i)))), x, xi);
     loop_end(c, &OW);
   } else {
     loop_begin(c, &OW, LLVMBuildNSWSub(c->b, rhi, rlo, ""));

@@ -362,6 +362,10 @@ static void check_conv2d(void) {
       /* 8 or more channels per group: the forward pack function's table of kernel elements, with
        * padding, stride 2, dilation and groups */
       {8, 5, 7, 3, 3, 3, 1, 1, 1, 1}, {8, 6, 9, 2, 3, 3, 2, 1, 1, 1}, {8, 7, 6, 2, 3, 2, 1, 2, 2, 1}, {16, 4, 5, 4, 3, 3, 1, 1, 1, 2},
+      /* stride 2 over rows of 19 outputs */
+      {2, 3, 37, 2, 3, 3, 2, 1, 1, 1},
+      /* stride 1 over rows of 13: the input gradient's col2im in a block of 8 and a scalar tail */
+      {2, 3, 13, 2, 3, 3, 1, 1, 1, 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     gc c;
