@@ -1225,8 +1225,21 @@ static LLVMValueRef im2col_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x,
         }
         at = iadd(c, at, cplane);
         LLVMValueRef args[4] = {raw_fptr(c, x, at), LLVMConstInt(c->i32, elem_align(c), 0), m, v};
-        v = masked_op(c, "llvm.masked.load", vt, args, 4);
-        if (q == 0) prefetch(c, x, iadd(c, at, iconst(c, GR_PANEL * sw))); /* the next panel: panels walk along the rows */
+        if (q == 0) {
+          v = masked_op(c, "llvm.masked.load", vt, args, 4);
+          prefetch(c, x, iadd(c, at, iconst(c, GR_PANEL * sw))); /* the next panel: panels walk along the rows */
+          continue;
+        }
+        /* a later piece only where the half panel reaches it (most half panels lie in one or two
+         * rows): a branch that goes the same way for every row of the panel */
+        LLVMBasicBlockRef from = LLVMGetInsertBlock(c->b), join = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntSLT, seg_lo[h][q], seg_hi[h][q], ""));
+        LLVMValueRef loaded = masked_op(c, "llvm.masked.load", vt, args, 4);
+        LLVMBasicBlockRef then = LLVMGetInsertBlock(c->b);
+        cg_if_end(c, join);
+        LLVMValueRef phi = LLVMBuildPhi(c->b, vt, ""), in[2] = {loaded, v};
+        LLVMBasicBlockRef bb[2] = {then, from};
+        LLVMAddIncoming(phi, in, bb, 2);
+        v = phi;
       }
       if (sw == 2) {
         int even[16];
