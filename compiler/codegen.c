@@ -930,11 +930,6 @@ static LLVMValueRef imin(gr_cg *c, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, a, b, ""), a, b, "");
 }
 
-/* im2col of channel ch (and, with ki, only that kernel row) of one sample x [Cin, H, W] into its
- * columns of cols [Cin*kh*kw, ld] (row stride ld; zeros where the window hangs over the padding); or,
- * with back, col2im: x[ch, ih, iw] += cols[...] (x zeroed first by the caller). Each output row
- * splits into the columns whose input lies inside x ([lo, hi), a plain strided copy that vectorises)
- * and those over the padding (zeros; skipped by col2im); a row whose input row is padding is zeros. */
 /* The lanes l in [lo, lo + count) of `lanes` (lo and count run-time i64s, count >= 0), as one
  * unsigned compare of i32 lanes: a mask that stays in vector registers on AVX2 (see lane_range). */
 static LLVMValueRef lane_run(gr_cg *c, int lanes, LLVMValueRef lo, LLVMValueRef count) {
@@ -944,6 +939,11 @@ static LLVMValueRef lane_run(gr_cg *c, int lanes, LLVMValueRef lo, LLVMValueRef 
   return LLVMBuildICmp(c->b, LLVMIntULT, rel, splat(c, LLVMBuildTrunc(c->b, count, c->i32, ""), lanes), "");
 }
 
+/* im2col of channel ch (and, with ki, only that kernel row) of one sample x [Cin, H, W] into its
+ * columns of cols [Cin*kh*kw, ld] (row stride ld; zeros where the window hangs over the padding); or,
+ * with back, col2im: x[ch, ih, iw] += cols[...] (x zeroed first by the caller). Each output row
+ * splits into the columns whose input lies inside x ([lo, hi), a plain strided copy that vectorises)
+ * and those over the padding (zeros; skipped by col2im); a row whose input row is padding is zeros. */
 static void im2col_rows(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMValueRef cols, LLVMValueRef ld, bool back,
                         LLVMValueRef ch, LLVMValueRef ki) {
   cg_loop KI, KJ, OH, OW;
