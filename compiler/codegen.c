@@ -980,26 +980,28 @@ static void im2col_rows(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMVal
     loop_begin(c, &OW, LLVMBuildNSWSub(c->b, iconst(c, g->wo), rhi, ""));
     storef(c, fconst(c, 0), cols, iadd(c, iadd(c, obase, rhi), OW.i));
     loop_end(c, &OW);
-  } else if (g->sw == 1 && g->w >= 8) {
-    /* x's row in blocks of 8 (a scalar tail past the last whole block): each block is loaded and
-     * stored whole, plus the columns of cols that fall on it (a masked load; lanes off it add a
-     * zero, which changes nothing: the sums x holds start at +0 and are never -0). Every element
+  } else if (g->sw == 1 && g->w >= 4) {
+    /* x's row in blocks of 8 lanes (4 in rows under 8 wide; a scalar tail past the last whole
+     * block): each block is loaded and stored whole, plus the columns of cols that fall on it (a
+     * masked load; lanes off it add a zero, which changes nothing: the sums x holds start at +0 and
+     * are never -0). Every element
      * receives the same shares in the same order as the scalar loop, which LLVM left scalar on rows
      * shorter than its vector loop; blocks of x's own row keep the stores unmasked (a masked store
      * is microcoded on AMD's cores) and inside the channel's plane, which one thread owns. */
-    LLVMTypeRef v8 = LLVMVectorType(c->ft, 8);
+    int B = g->w >= 8 ? 8 : 4;
+    LLVMTypeRef vb = LLVMVectorType(c->ft, (unsigned)B);
     LLVMValueRef align = LLVMConstInt(c->i32, elem_align(c), 0), n = LLVMBuildNSWSub(c->b, rhi, rlo, "");
     LLVMValueRef src = LLVMBuildNSWSub(c->b, obase, off, ""); /* cols index of x's column 0 */
-    loop_begin(c, &OW, LLVMBuildSelect(c->b, ih_ok, iconst(c, g->w / 8), iconst(c, 0), ""));
-    LLVMValueRef iw = imul(c, OW.i, iconst(c, 8));
+    loop_begin(c, &OW, LLVMBuildSelect(c->b, ih_ok, iconst(c, g->w / B), iconst(c, 0), ""));
+    LLVMValueRef iw = imul(c, OW.i, iconst(c, B));
     /* lane l is output ow = iw + l - off, a column of this row for rlo <= ow < rhi */
     LLVMValueRef largs[4] = {raw_fptr(c, cols, iadd(c, src, iw)), align,
-                             lane_run(c, 8, LLVMBuildNSWSub(c->b, iadd(c, rlo, off), iw, ""), n), LLVMConstNull(v8)};
-    LLVMValueRef p = raw_fptr(c, x, iadd(c, xrow, iw)), old = LLVMBuildLoad2(c->b, v8, p, "");
+                             lane_run(c, B, LLVMBuildNSWSub(c->b, iadd(c, rlo, off), iw, ""), n), LLVMConstNull(vb)};
+    LLVMValueRef p = raw_fptr(c, x, iadd(c, xrow, iw)), old = LLVMBuildLoad2(c->b, vb, p, "");
     LLVMSetAlignment(old, elem_align(c));
-    LLVMSetAlignment(LLVMBuildStore(c->b, fadd(c, old, masked_op(c, "llvm.masked.load", v8, largs, 4)), p), elem_align(c));
+    LLVMSetAlignment(LLVMBuildStore(c->b, fadd(c, old, masked_op(c, "llvm.masked.load", vb, largs, 4)), p), elem_align(c));
     loop_end(c, &OW);
-    LLVMValueRef tail = imax(c, iconst(c, g->w / 8 * 8), iadd(c, rlo, off)); /* the scalar loop's, from there */
+    LLVMValueRef tail = imax(c, iconst(c, g->w / B * B), iadd(c, rlo, off)); /* the scalar loop's, from there */
     loop_begin(c, &OW, imax(c, LLVMBuildNSWSub(c->b, iadd(c, rhi, off), tail, ""), iconst(c, 0)));
     LLVMValueRef xi = iadd(c, xrow, iadd(c, tail, OW.i));
     storef(c, fadd(c, loadf(c, x, xi), loadf(c, cols, iadd(c, src, iadd(c, tail, OW.i)))), x, xi);

@@ -366,6 +366,8 @@ static void check_conv2d(void) {
       {2, 3, 37, 2, 3, 3, 2, 1, 1, 1},
       /* stride 1 over rows of 13: the input gradient's col2im in a block of 8 and a scalar tail */
       {2, 3, 13, 2, 3, 3, 1, 1, 1, 1},
+      /* and over rows of 6: a block of 4 and a scalar tail */
+      {2, 3, 6, 2, 3, 3, 1, 1, 1, 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     gc c;
