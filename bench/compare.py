@@ -26,7 +26,6 @@ usage: bench/compare.py [--runs R] [--threads T] [--cases mlp,lenet,...] [--mark
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys

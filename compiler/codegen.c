@@ -930,13 +930,16 @@ static LLVMValueRef imin(gr_cg *c, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, a, b, ""), a, b, "");
 }
 
-/* The lanes l in [lo, lo + count) of `lanes` (lo and count run-time i64s, count >= 0), as one
- * unsigned compare of i32 lanes: a mask that stays in vector registers on AVX2 (see lane_range). */
-static LLVMValueRef lane_run(gr_cg *c, int lanes, LLVMValueRef lo, LLVMValueRef count) {
-  LLVMValueRef v[32];
-  for (int i = 0; i < lanes; i++) v[i] = LLVMConstInt(c->i32, (unsigned long long)i, 0);
-  LLVMValueRef rel = LLVMBuildSub(c->b, LLVMConstVector(v, (unsigned)lanes), splat(c, LLVMBuildTrunc(c->b, lo, c->i32, ""), lanes), "");
-  return LLVMBuildICmp(c->b, LLVMIntULT, rel, splat(c, LLVMBuildTrunc(c->b, count, c->i32, ""), lanes), "");
+/* The lanes of positions p in [lo, lo + count) among L lanes, sw to a position (sw 2: only the even
+ * lanes hold positions, p = lane / 2), as one unsigned compare of i32 lanes: (p - lo) < count. Built
+ * that way, and not as the AND of several i1 vectors, a mask stays in vector registers on AVX2 (which
+ * has no mask registers) instead of being packed to bytes and widened again for every load. count <=
+ * 0: no lane. */
+static LLVMValueRef lane_range(gr_cg *c, int L, int sw, LLVMValueRef lo, LLVMValueRef count) {
+  LLVMValueRef pos[32];
+  for (int t = 0; t < L; t++) pos[t] = LLVMConstInt(c->i32, t % sw ? 1u << 20 : (unsigned)(t / sw), 0);
+  LLVMValueRef rel = LLVMBuildSub(c->b, LLVMConstVector(pos, (unsigned)L), splat(c, LLVMBuildTrunc(c->b, lo, c->i32, ""), L), "");
+  return LLVMBuildICmp(c->b, LLVMIntULT, rel, splat(c, LLVMBuildTrunc(c->b, imax(c, count, iconst(c, 0)), c->i32, ""), L), "");
 }
 
 /* im2col of channel ch (and, with ki, only that kernel row) of one sample x [Cin, H, W] into its
@@ -984,10 +987,10 @@ static void im2col_rows(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMVal
     /* x's row in blocks of 8 lanes (4 in rows under 8 wide; a scalar tail past the last whole
      * block): each block is loaded and stored whole, plus the columns of cols that fall on it (a
      * masked load; lanes off it add a zero, which changes nothing: the sums x holds start at +0 and
-     * are never -0). Every element
-     * receives the same shares in the same order as the scalar loop, which LLVM left scalar on rows
-     * shorter than its vector loop; blocks of x's own row keep the stores unmasked (a masked store
-     * is microcoded on AMD's cores) and inside the channel's plane, which one thread owns. */
+     * are never -0). Every element receives the same shares in the same order as the scalar loop,
+     * which LLVM left scalar on rows shorter than its vector loop; blocks of x's own row keep the
+     * stores unmasked (a masked store is microcoded on AMD's cores) and inside the channel's plane,
+     * which one thread owns. */
     int B = g->w >= 8 ? 8 : 4;
     LLVMTypeRef vb = LLVMVectorType(c->ft, (unsigned)B);
     LLVMValueRef align = LLVMConstInt(c->i32, elem_align(c), 0), n = LLVMBuildNSWSub(c->b, rhi, rlo, "");
@@ -996,7 +999,7 @@ static void im2col_rows(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x, LLVMVal
     LLVMValueRef iw = imul(c, OW.i, iconst(c, B));
     /* lane l is output ow = iw + l - off, a column of this row for rlo <= ow < rhi */
     LLVMValueRef largs[4] = {raw_fptr(c, cols, iadd(c, src, iw)), align,
-                             lane_run(c, B, LLVMBuildNSWSub(c->b, iadd(c, rlo, off), iw, ""), n), LLVMConstNull(vb)};
+                             lane_range(c, B, 1, LLVMBuildNSWSub(c->b, iadd(c, rlo, off), iw, ""), n), LLVMConstNull(vb)};
     LLVMValueRef p = raw_fptr(c, x, iadd(c, xrow, iw)), old = LLVMBuildLoad2(c->b, vb, p, "");
     LLVMSetAlignment(old, elem_align(c));
     LLVMSetAlignment(LLVMBuildStore(c->b, fadd(c, old, masked_op(c, "llvm.masked.load", vb, largs, 4)), p), elem_align(c));
@@ -1089,19 +1092,6 @@ static LLVMValueRef lane_iota(gr_cg *c, int64_t first) {
 static LLVMValueRef lanes32(gr_cg *c, LLVMValueRef v64, int lanes) { return splat(c, LLVMBuildTrunc(c->b, v64, c->i32, ""), lanes); }
 static LLVMValueRef vsplat32(gr_cg *c, LLVMValueRef v64) { return lanes32(c, v64, 16); }
 
-/* The lanes of positions p in [lo, lo + count) among 16 sw lanes (sw 2: only the even lanes hold
- * positions, p = lane / 2), as one unsigned compare of i32 lanes: (p - lo) < count. Built that way,
- * and not as the AND of several i1 vectors, a mask stays in vector registers on AVX2 (which has no
- * mask registers) instead of being packed to bytes and widened again for every load. count <= 0:
- * no lane. */
-static LLVMValueRef lane_range(gr_cg *c, int sw, LLVMValueRef lo, LLVMValueRef count) {
-  int L = 16 * sw;
-  LLVMValueRef pos[32];
-  for (int t = 0; t < L; t++) pos[t] = LLVMConstInt(c->i32, t % sw ? 1u << 20 : (unsigned)(t / sw), 0);
-  LLVMValueRef rel = LLVMBuildSub(c->b, LLVMConstVector(pos, (unsigned)L), lanes32(c, lo, L), "");
-  return LLVMBuildICmp(c->b, LLVMIntULT, rel, lanes32(c, imax(c, count, iconst(c, 0)), L), "");
-}
-
 /* Half panels cut into runs: the 16 positions from jh on are pieces of runs of `len` consecutive
  * positions (an output row, or a sample's plane), at most half_pieces(len) of them. Piece q is part of
  * run r = jh / len + q, whose first position is at `first` (relative to jh, maybe negative): the
@@ -1116,11 +1106,12 @@ static void half_piece(gr_cg *c, LLVMValueRef jh, LLVMValueRef on, int64_t len, 
   *hi = imin(c, iadd(c, *first, iconst(c, len)), on);
 }
 
-/* Row k of a convolution's im2col: its input channel ci and the offsets ki dh, kj dw of its kernel
- * element. */
-static void kernel_row(gr_cg *c, const gr_conv_geom *g, LLVMValueRef k, LLVMValueRef *ci, LLVMValueRef *dh, LLVMValueRef *dw) {
+/* Row k of a convolution's im2col: its input channel ci, its kernel element r = ki kw + kj (if r is
+ * not NULL) and that element's offsets ki dh, kj dw. */
+static void kernel_row(gr_cg *c, const gr_conv_geom *g, LLVMValueRef k, LLVMValueRef *ci, LLVMValueRef *r, LLVMValueRef *dh, LLVMValueRef *dw) {
   LLVMValueRef kk = iconst(c, g->kh * g->kw), kr = LLVMBuildSRem(c->b, k, kk, "");
   *ci = LLVMBuildSDiv(c->b, k, kk, "");
+  if (r) *r = kr;
   *dh = imul(c, LLVMBuildSDiv(c->b, kr, iconst(c, g->kw), ""), iconst(c, g->dh));
   *dw = imul(c, LLVMBuildSRem(c->b, kr, iconst(c, g->kw), ""), iconst(c, g->dw));
 }
@@ -1150,7 +1141,7 @@ static void piece_at(gr_cg *c, const gr_conv_geom *g, int sw, LLVMValueRef ihb, 
   }
   LLVMValueRef lo = imax(c, seg_lo, t_lo), hi = imin(c, seg_hi, t_hi);
   LLVMValueRef count = LLVMBuildSelect(c->b, in_range(c, ih, g->h), LLVMBuildNSWSub(c->b, hi, lo, ""), iconst(c, 0), "");
-  *m = lane_range(c, sw, lo, count);
+  *m = lane_range(c, 16 * sw, sw, lo, count);
   *at = iadd(c, xs, iadd(c, imul(c, ih, iconst(c, g->w)), iw0));
 }
 
@@ -1198,8 +1189,8 @@ static LLVMValueRef im2col_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x,
       ta = entry_alloca(c, LLVMArrayType(c->i64, (unsigned)(R * 2 * S)));
       cg_loop E;
       loop_begin(c, &E, iconst(c, R));
-      LLVMValueRef dh = imul(c, LLVMBuildSDiv(c->b, E.i, iconst(c, g->kw), ""), iconst(c, g->dh));
-      LLVMValueRef dw = imul(c, LLVMBuildSRem(c->b, E.i, iconst(c, g->kw), ""), iconst(c, g->dw));
+      LLVMValueRef ci0, dh, dw;
+      kernel_row(c, g, E.i, &ci0, NULL, &dh, &dw); /* element E.i of channel 0 */
       for (int h = 0; h < 2; h++)
         for (int q = 0; q < S; q++) {
           LLVMValueRef at, m, e = iadd(c, imul(c, E.i, iconst(c, 2 * S)), iconst(c, h * S + q));
@@ -1210,9 +1201,8 @@ static LLVMValueRef im2col_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x,
       loop_end(c, &E);
     }
     loop_begin(c, &K, P.kc);
-    LLVMValueRef ci, dh, dw, r = NULL;
-    kernel_row(c, g, iadd(c, P.k0, K.i), &ci, &dh, &dw);
-    if (table) r = LLVMBuildSRem(c->b, iadd(c, P.k0, K.i), iconst(c, R), "");
+    LLVMValueRef ci, dh, dw, r;
+    kernel_row(c, g, iadd(c, P.k0, K.i), &ci, &r, &dh, &dw);
     LLVMValueRef cplane = imul(c, ci, iconst(c, g->h * g->w));
     for (int h = 0; h < 2; h++) {
       LLVMValueRef v = LLVMConstNull(vt);
@@ -1269,7 +1259,7 @@ static LLVMValueRef im2col_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef x,
   }
   loop_begin(c, &K, P.kc);
   LLVMValueRef ci, dh, dw;
-  kernel_row(c, g, iadd(c, P.k0, K.i), &ci, &dh, &dw);
+  kernel_row(c, g, iadd(c, P.k0, K.i), &ci, NULL, &dh, &dw);
   LLVMValueRef koff = vsplat32(c, iadd(c, imul(c, ci, iconst(c, g->h * g->w)), iadd(c, imul(c, dh, iconst(c, g->w)), dw)));
   for (int h = 0; h < 2; h++) {
     LLVMValueRef ih = LLVMBuildAdd(c->b, ihb[h], vsplat32(c, dh), ""), iw = LLVMBuildAdd(c->b, iwb[h], vsplat32(c, dw), "");
@@ -1304,7 +1294,7 @@ static LLVMValueRef chw_pack(gr_cg *c, const gr_conv_geom *g, LLVMValueRef dy, L
       for (int q = 0; q < S; q++) {
         LLVMValueRef n, first, lo, hi;
         half_piece(c, jh, on, HW, q, &n, &first, &lo, &hi);
-        seg[h][q] = lane_range(c, 1, lo, LLVMBuildNSWSub(c->b, hi, lo, ""));
+        seg[h][q] = lane_range(c, 16, 1, lo, LLVMBuildNSWSub(c->b, hi, lo, ""));
         src[h][q] = LLVMBuildNSWSub(c->b, imul(c, n, iconst(c, g->cout * HW)), first, ""); /* dy index of position 0, channel 0 */
       }
     }
