@@ -263,8 +263,9 @@ static void check_reshape(void) {
   gc_free(&c);
 }
 
-/* Runs y = op(leaves) forward once and returns y (malloc'd), with the leaves' values in *xs. */
-static double *run_forward(gc *c, gr_value *y, double **xs) {
+/* Runs y = op(leaves) forward once and returns y (malloc'd), with the leaves' values in *xs: fill(leaf,
+ * element), or uniform in [-1, 1) when fill is NULL. */
+static double *run_forward_with(gc *c, gr_value *y, double **xs, double (*fill)(int, int64_t)) {
   gr_value *keep[8] = {y};
   int nk = 1;
   for (int i = 0; i < c->n_leaves; i++) keep[nk++] = c->leaves[i];
@@ -276,7 +277,7 @@ static double *run_forward(gc *c, gr_value *y, double **xs) {
     int64_t nx = gr_shape_numel(&c->leaves[i]->shape, NB);
     double *x = storage(&p, slab, arena, c->leaves[i]);
     xs[i] = malloc(sizeof(double) * (size_t)nx);
-    for (int64_t k = 0; k < nx; k++) xs[i][k] = x[k] = urand();
+    for (int64_t k = 0; k < nx; k++) xs[i][k] = x[k] = fill ? fill(i, k) : urand();
   }
   p.fn(slab, arena, NB, step_scalars);
   int64_t ny = gr_shape_numel(&y->shape, NB);
@@ -285,6 +286,7 @@ static double *run_forward(gc *c, gr_value *y, double **xs) {
   compiled_free(&cp);
   return out;
 }
+static double *run_forward(gc *c, gr_value *y, double **xs) { return run_forward_with(c, y, xs, NULL); }
 
 /* y[n, co, oh, ow] = sum_{ci in co's group, ki, kj} x[n, ci, oh*s - p + ki*d, ow*s - p + kj*d] w[co, ci - g0, ki, kj]
  * — PyTorch's conv2d (a cross-correlation), written out directly. */
@@ -392,6 +394,47 @@ static void check_pool2d(gr_op op, const int64_t (*cases)[6], int n) {
     gc_check(&c, gr_apply(c.g, op, &x, 1, &a, (gr_loc){0}));
     gc_free(&c);
   }
+}
+
+/* x for check_maxpool2d_grad_special: three in four -inf (so that some windows hold nothing else),
+ * one in 32 NaN, one in 8 of the rest a repeated 0.25 (ties); dy (leaf 1) uniform. */
+static double pool_special(int leaf, int64_t k) {
+  uint64_t h = (uint64_t)(k + 1) * 0x9E3779B97F4A7C15ull >> 40;
+  if (leaf == 1 || h % 32 == 31) return leaf == 1 ? urand() : NAN;
+  return h % 4 != 3 ? -INFINITY : h % 8 == 7 && h % 64 < 32 ? 0.25 : urand();
+}
+
+/* maxpool2d_grad, 3x3/2 with padding 1 over rows of 19 windows (the stride-2 kernel's two blocks), on
+ * -inf, NaN and ties: each window's dy goes to its arg-max by PyTorch's rule (the first position
+ * inside x to start with; a greater value or a NaN takes it over), so a window of -inf sends it to its
+ * first position inside x, a tie to the first, NaNs to the last; and every input sums its windows'
+ * shares in window order. Compared to the bit with that rule written out. */
+static void check_maxpool2d_grad_special(void) {
+  gc c;
+  gc_init(&c);
+  gr_attrs a = {.kernel = {3, 3}, .stride = {2, 2}, .pad = {1, 1}};
+  int64_t H = 5, W = 37, Ho = 3, Wo = 19;
+  gr_value *in[2] = {leaf(&c, S(4, N, D(2), H, W)), leaf(&c, S(4, N, D(2), Ho, Wo))};
+  double *xs[2], *got = run_forward_with(&c, gr_apply(c.g, GR_OP_MAXPOOL2D_GRAD, in, 2, &a, (gr_loc){0}), xs, pool_special);
+  double *want = calloc((size_t)(NB * 2 * H * W), sizeof *want);
+  int64_t all_ninf = 0;
+  for (int64_t pl = 0; pl < NB * 2; pl++)
+    for (int64_t oh = 0; oh < Ho; oh++)
+      for (int64_t ow = 0; ow < Wo; ow++) {
+        int64_t h0 = oh * 2 - 1 < 0 ? 0 : oh * 2 - 1, w0 = ow * 2 - 1 < 0 ? 0 : ow * 2 - 1, best = h0 * W + w0;
+        double m = -INFINITY;
+        for (int64_t ih = h0; ih <= oh * 2 + 1 && ih < H; ih++)
+          for (int64_t iw = w0; iw <= ow * 2 + 1 && iw < W; iw++) {
+            double v = xs[0][pl * H * W + ih * W + iw];
+            if (v > m || isnan(v)) m = v, best = ih * W + iw;
+          }
+        all_ninf += m == -INFINITY;
+        want[pl * H * W + best] += xs[1][(pl * Ho + oh) * Wo + ow];
+      }
+  assert_true(all_ninf > 0); /* the case this is for occurs */
+  assert_memory_equal(got, want, sizeof(double) * (size_t)(NB * 2 * H * W));
+  free(got), free(want), free(xs[0]), free(xs[1]);
+  gc_free(&c);
 }
 
 /* 3x3/2 pooling with padding 1 on [N, 2, 3, 37]: rows of 19 windows (two blocks of 16 in the
@@ -843,6 +886,7 @@ static void test_op(void **state) {
     check_maxpool2d_forward(3, 2, 1, 4, 37);
     check_pool2d(op, maxpool_cases, 3);
     check_pool2d_wide(op);
+    check_maxpool2d_grad_special();
     return;
   case GR_OP_ADD:
   case GR_OP_MUL: check_binary(op, S(2, N, D(4)), S(2, N, D(4))); return;
